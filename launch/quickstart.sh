@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The main job: install (reused if already there), build the offline tiny model, and train it with GDRO
+# (Prompt-GDRO + Rollout-GDRO) on procedural arithmetic on CPU. ~10 minutes on 2 cores.
+# Leaves runs/quickstart/ with metrics.jsonl, TensorBoard events, a checkpoint and plots/.
+# Extra arguments are recipe overrides, e.g. `bash launch/quickstart.sh run.max_steps=5`.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+bash "$RLBAL_ROOT/launch/install.sh"
+cd "$RLBAL_ROOT"
+"$RLBAL_VENV/bin/rlbal" train recipes/quickstart.yaml "$@"

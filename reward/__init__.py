@@ -1,0 +1,1 @@
+"""Verifiable reward functions for rlbal (importable on their own)."""

