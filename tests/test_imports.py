@@ -15,7 +15,7 @@ class Block:
     def __init__(self, names): self.names = names
     def find_spec(self, name, path=None, target=None):
         if name.split('.')[0] in self.names:
-            raise ImportError(f'blocked import of {name}')
+            raise ImportError(f'blocked import of {{name}}')
         return None
 sys.meta_path.insert(0, Block({blocked!r}))
 import {module}
