@@ -156,27 +156,30 @@ class AlgoConfig(_Section):
     """Added to the std before dividing."""
     adv_clip: float | None = Field(None, gt=0.0)
     """Clip advantages to [-x, x] (None = off; the GDRO paper's scripts set 5)."""
-    loss: Literal["grpo", "dual_clip", "gspo", "bapo"] = "grpo"
-    """Policy loss: PPO-clip (with clip-higher via clip_high), dual-clip, GSPO (sequence ratio) or BAPO (adaptive bounds)."""
+    loss: Literal["ppo_clip", "dual_clip", "gspo", "bapo"] = "ppo_clip"
+    """Policy loss: PPO-clip as in GRPO (clip-higher via clip_high), dual-clip, GSPO (sequence ratio) or BAPO (adaptive bounds)."""
     clip_low: float = Field(0.2, ge=0.0, lt=1.0)
     """Lower clip: ratio >= 1 - clip_low."""
     clip_high: float = Field(0.28, ge=0.0)
     """Upper clip: ratio <= 1 + clip_high (DAPO clip-higher: 0.28)."""
-    dual_clip_c: float = Field(3.0, gt=1.0)
-    """Dual-clip cap for negative advantages."""
-    aggregation: Literal["token_mean", "seq_mean", "constant", "group_balanced"] = "token_mean"
-    """How per-token losses become one number; normalisers are global over the step's batch."""
+    dual_clip_c: float | None = Field(3.0, gt=1.0)
+    """Dual-clip cap -c*A for negative advantages (dual_clip and bapo; None = off for bapo)."""
+    aggregation: Literal["token_mean", "seq_mean_token_mean", "seq_sum_const", "group_balanced"] = "token_mean"
+    """Per-token losses -> one number: DAPO token-mean, GRPO sequence-mean of token-means, Dr. GRPO constant
+    normaliser (max_new_tokens), or group-balanced. Normalisers are global over the optimizer step's batch."""
     group_by: Literal["bin", "prompt"] = "bin"
     """group_balanced: each difficulty bin (or each prompt) gets an equal share of the loss."""
+    group_unit: Literal["token", "seq"] = "seq"
+    """group_balanced: inside a group, average over tokens or over sequences (token-means)."""
     kl_coef: float = Field(0.0, ge=0.0)
     """KL penalty to the frozen initial policy (0 = no reference model)."""
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
     """KL estimator on sampled tokens."""
-    is_correction: Literal["none", "token_truncate", "sequence_mask"] = "token_truncate"
-    """Correction for the engine/trainer logprob mismatch."""
+    is_correction: Literal["none", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"] = "token_truncate"
+    """Correction for the engine/trainer logprob mismatch (truncated importance sampling or masking)."""
     is_cap: float = Field(2.0, gt=1.0)
     """Truncation / mask threshold of the importance weight."""
-    loss_signal: Literal["surrogate", "surrogate_kl", "failure_rate", "reward_variance"] = "failure_rate"
+    loss_signal: Literal["surrogate", "surrogate_kl", "failure_rate", "neg_reward", "reward_variance", "neg_sq_stderr"] = "failure_rate"
     """Per-prompt signal the GDRO controllers see. The paper's surrogate is ~0 per prompt (centred advantages); see docs."""
 
 
@@ -284,31 +287,27 @@ class Config(_Section):
 
 def _check_combinations(cfg: Config) -> None:
     """Cross-field rules; each raises with the keys involved."""
-    from rlbal.algo.compat import check_compatible
-
     a, c = cfg.algo, cfg.controllers
     if a.loss == "bapo" and c.bapo is None:
         raise ValueError("algo.loss=bapo needs controllers.bapo (the adaptive clip search settings); add `controllers: {bapo: {}}`")
     if c.bapo is not None and a.loss != "bapo":
         raise ValueError(f"controllers.bapo is set but algo.loss={a.loss!r}; set algo.loss=bapo or remove controllers.bapo")
-    if c.rollout is not None and c.rollout.n_min > cfg.rollout.n:
-        raise ValueError(f"controllers.rollout.n_min={c.rollout.n_min} exceeds the budget rollout.n={cfg.rollout.n}")
-    if c.rollout is not None and c.rollout.n_max < cfg.rollout.n:
-        raise ValueError(f"controllers.rollout.n_max={c.rollout.n_max} is below the budget rollout.n={cfg.rollout.n}")
+    if c.rollout is not None and c.rollout.n_bar != cfg.rollout.n:
+        raise ValueError(f"controllers.rollout.n_bar={c.rollout.n_bar:g} differs from the budget rollout.n={cfg.rollout.n}; "
+                         "set them equal (the mean rollouts per prompt)")
     if c.filter is not None and c.filter.min_group_size > cfg.rollout.n:
-        raise ValueError("controllers.filter needs groups of several rollouts; rollout.n is too small")
+        raise ValueError(f"controllers.filter.min_group_size={c.filter.min_group_size} exceeds rollout.n={cfg.rollout.n}")
+    if a.loss_signal == "surrogate_kl" and a.kl_coef == 0:
+        raise ValueError("algo.loss_signal=surrogate_kl needs algo.kl_coef > 0 (a reference model)")
     if cfg.data.source == "files" and not cfg.data.paths:
         raise ValueError("data.source=files needs data.paths (one or more local files or dataset folders)")
     if cfg.eval.source == "files" and not cfg.eval.paths:
         raise ValueError("eval.source=files needs eval.paths")
-    check_compatible(
-        loss=a.loss,
-        aggregation=a.aggregation,
-        advantage=a.advantage,
-        group_by=a.group_by,
-        max_len=cfg.rollout.max_new_tokens,
-        has_bins=True,
-    )
+    from rlbal.algo.compat import check_compatible  # imports torch: only reached when a recipe is validated
+
+    check_compatible(a.loss, a.aggregation, a.advantage, max_len=cfg.rollout.max_new_tokens, group_by=a.group_by,
+                     unit=a.group_unit, num_bins=c.classifier.num_bins, bapo_bounds=c.bapo is not None,
+                     kl_coef=a.kl_coef, kl_estimator=a.kl_estimator, is_mode=a.is_correction)
 
 
 # ----------------------------------------------------------------------------- loading

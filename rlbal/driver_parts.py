@@ -1,0 +1,227 @@
+"""The components of a run and the small record transformations between the driver's stages.
+
+`build_parts(cfg, run_dir)` picks every component from the recipe (the registries live with each part:
+engines in rlbal.rollout, losses in rlbal.algo, rewards in reward, controllers in rlbal.controllers), so the
+driver loop (`rlbal.driver`) has no variant branches.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from rlbal.algo.advantages import AdvantageOptions, compute_advantages
+from rlbal.batch import RolloutBatch
+from rlbal.controllers import Controllers, FilterConfig, GroupFilter, PromptResult
+from rlbal.controllers.records import Allocation
+from rlbal.data import PromptBatch, PromptSource, format_from_config, load_prompts, spec_from_config
+from rlbal.logging import MetricsLogger
+from rlbal.rollout.engine import GenerationResult
+
+# Without a configured filter every group is kept in one round: the closed band [0, 1] drops nothing.
+KEEP_ALL = FilterConfig(rule="band", low=0.0, high=1.0, low_closed=True, high_closed=True, min_group_size=1,
+                        max_rounds=1)
+
+
+@dataclass
+class Round:
+    """One generation round: prompts, what the controllers decided, the completions and their scores."""
+
+    prompts: PromptBatch
+    alloc: Allocation
+    gen: GenerationResult
+    scores: Any  # reward.executor.ScoreBatch
+
+    def group_scores(self, rule: str) -> tuple[np.ndarray, np.ndarray]:
+        """(R,) per-response value the filter judges (correctness for a pass-rate band, reward for std) and (G,) counts."""
+        values = self.scores.correct.astype(np.float64) if rule == "band" else self.scores.scores
+        return values, np.asarray(self.gen.counts(), dtype=np.int64)
+
+    def select(self, kept: np.ndarray) -> "Round":
+        """Only the prompts at positions `kept` (and their completions and scores)."""
+        kept = np.asarray(kept, dtype=np.int64)
+        new_pos = np.full(len(self.prompts), -1, dtype=np.int64)
+        new_pos[kept] = np.arange(kept.size)
+        rows = [i for i, c in enumerate(self.gen.completions) if new_pos[c.prompt_index] >= 0]
+        comps = [dataclasses.replace(self.gen.completions[i], prompt_index=int(new_pos[self.gen.completions[i].prompt_index]))
+                 for i in rows]
+        p = self.prompts
+        prompts = PromptBatch(indices=p.indices[kept], keys=[p.keys[i] for i in kept],
+                              prompt_token_ids=[p.prompt_token_ids[i] for i in kept], texts=[p.texts[i] for i in kept],
+                              answers=[p.answers[i] for i in kept], metas=[p.metas[i] for i in kept],
+                              difficulty=p.difficulty[kept])
+        a = self.alloc
+        alloc = Allocation(a.ids[kept], a.bins[kept], a.weights[kept], a.counts[kept])
+        gen = GenerationResult(comps, prompts.prompt_token_ids, self.gen.timings)
+        s = self.scores
+        scores = dataclasses.replace(s, scores=s.scores[rows], outcomes=[s.outcomes[i] for i in rows],
+                                     correct=s.correct[rows], reasons=[s.reasons[i] for i in rows])
+        return Round(prompts, alloc, gen, scores)
+
+
+def shaped_rewards(cfg, round_: Round) -> np.ndarray:
+    """(R,) the training reward: the scorer's value plus DAPO overlong shaping when configured."""
+    rewards = np.asarray(round_.scores.scores, dtype=np.float64)
+    if cfg.reward.overlong_buffer > 0:
+        from reward.shaping import overlong_penalty
+
+        lengths = [len(c.token_ids) for c in round_.gen.completions]
+        rewards = rewards + overlong_penalty(lengths, cfg.rollout.max_new_tokens, cfg.reward.overlong_buffer,
+                                             cfg.reward.overlong_penalty)
+    return rewards
+
+
+def build_batch(cfg, rounds: list[Round], pad_id: int) -> tuple[RolloutBatch, np.ndarray]:
+    """One RolloutBatch over all rounds, with (unweighted) advantages; and (B,) correctness per row."""
+    parts = [RolloutBatch.from_generation(r.gen.prompt_token_ids, r.gen.completions, r.prompts.indices.tolist(),
+                                          r.alloc.bins.tolist(), r.alloc.weights.tolist(),
+                                          shaped_rewards(cfg, r).tolist(), pad_id) for r in rounds if r.gen.completions]
+    batch = RolloutBatch.concat(parts)
+    a = cfg.algo
+    adv_B = compute_advantages(a.advantage, batch.rewards_B, batch.group_B,
+                               AdvantageOptions(std=a.std, eps=a.adv_eps, clip=a.adv_clip))
+    correct_B = np.concatenate([r.scores.correct for r in rounds if r.gen.completions])
+    return dataclasses.replace(batch, advantages_B=adv_B), correct_B
+
+
+def prompt_results(batch: RolloutBatch, correct_B: np.ndarray, signal_B: np.ndarray, signal: str) -> PromptResult:
+    """Per-prompt outcome of the step, for the controllers."""
+    group_B = batch.group_B.numpy()
+    first_G = np.unique(group_B, return_index=True)[1]
+    uses_loss = signal in ("surrogate", "surrogate_kl")
+    return PromptResult.from_responses(batch.prompt_id_B.numpy()[first_G], batch.bin_B.numpy()[first_G],
+                                       np.searchsorted(np.unique(group_B), group_B), correct_B,
+                                       batch.rewards_B.numpy(), signal=signal, loss_R=signal_B if uses_loss else None)
+
+
+def rollout_metrics(batch: RolloutBatch, rounds: list[Round], correct_B: np.ndarray) -> dict[str, float]:
+    """Rollout statistics of the step: reward, correctness, lengths, truncation, zero-variance groups."""
+    rewards_B, group_B = batch.rewards_B.double(), batch.group_B
+    G = int(group_B.max()) + 1
+    n_G = torch.bincount(group_B, minlength=G).double()
+    mean_G = torch.zeros(G, dtype=torch.float64).index_add_(0, group_B, rewards_B) / n_G.clamp(min=1)
+    sq_G = torch.zeros(G, dtype=torch.float64).index_add_(0, group_B, (rewards_B - mean_G[group_B]) ** 2)
+    present = n_G > 0
+    lengths = batch.completion_len_B.double()
+    return {
+        "reward/mean": float(rewards_B.mean()), "reward/correct_rate": float(np.mean(correct_B)),
+        "rollout/len_mean": float(lengths.mean()), "rollout/len_max": float(lengths.max()),
+        "rollout/truncated_frac": float(batch.truncated_B.double().mean()),
+        "rollout/zero_std_frac": float((sq_G[present] <= 1e-12).double().mean()),
+        "rollout/num_sequences": float(batch.num_seqs), "rollout/num_prompts": float(present.sum()),
+        "rollout/rounds": float(len(rounds)),
+        "rollout/per_prompt_min": float(n_G[present].min()), "rollout/per_prompt_max": float(n_G[present].max()),
+    }
+
+
+@dataclass
+class Parts:
+    """Everything the loop touches. Built by `build_parts`; the Ray orchestrator swaps engine and learner."""
+
+    cfg: Any
+    source: PromptSource
+    controllers: Controllers
+    engine: Any  # RolloutEngine
+    rewards: Any  # reward.executor.RewardExecutor
+    filter: GroupFilter
+    learner: Any  # rlbal.learner.Learner (or a Ray learner group)
+    tokenizer: Any
+    run_dir: Path
+    is_main: bool = True
+    barrier: Callable[[], None] = lambda: None
+    evaluator: Callable[[int], dict[str, float]] | None = None
+    logger: MetricsLogger | None = None
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+    def should_eval(self, step: int) -> bool:
+        every = self.cfg.eval.every
+        return self.evaluator is not None and ((every and step % every == 0) or step == self.cfg.run.max_steps)
+
+    def should_checkpoint(self, step: int) -> bool:
+        every = self.cfg.checkpoint.every
+        return (every and step % every == 0) or step == self.cfg.run.max_steps
+
+    def open_logger(self, start_step: int) -> None:
+        lc = self.cfg.logging
+        self.logger = MetricsLogger(self.run_dir, tensorboard=lc.tensorboard, wandb=lc.wandb, progress=lc.progress,
+                                    total_steps=self.cfg.run.max_steps, run_name=self.cfg.run.name,
+                                    config=self.cfg.to_dict(), start_step=start_step, enabled=self.is_main)
+
+    def close(self) -> None:
+        if self.logger is not None:
+            self.logger.close()
+        self.rewards.close()
+        shutdown = getattr(self.engine, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+
+
+def build_parts(cfg, run_dir: Path) -> Parts:
+    """Every component of a local (single-process or accelerate) run."""
+    from reward.executor import RewardExecutor
+    from rlbal.evaluate import eval_prompts, evaluate
+    from rlbal.learner import make_learner
+    from rlbal.learner.model import load_tokenizer
+    from rlbal.rollout import make_engine
+
+    tokenizer = load_tokenizer(cfg.model.path)
+    dataset = load_prompts(spec_from_config(cfg.data, cfg.run.seed), tokenizer, format_from_config(cfg.data))
+    c = cfg.controllers
+    controllers = Controllers.from_configs(c.classifier, c.prompt_gdro, c.rollout, n_rollouts=cfg.rollout.n)
+    learner, dist = make_learner(cfg)
+    engine = make_engine(cfg.rollout.engine, _model_folder(cfg), **engine_options(cfg))
+    rewards = RewardExecutor(train_reward_specs(cfg), num_workers=cfg.reward.workers, timeout_s=cfg.reward.timeout_s,
+                             threshold=cfg.reward.correct_threshold)
+    parts = Parts(cfg=cfg, source=PromptSource(dataset, seed=cfg.run.seed), controllers=controllers, engine=engine,
+                  rewards=rewards, filter=GroupFilter(c.filter or KEEP_ALL), learner=learner, tokenizer=tokenizer,
+                  run_dir=run_dir, is_main=dist.is_main, barrier=dist.barrier)
+    if cfg.eval.every or cfg.eval.size:
+        held_out = eval_prompts(cfg, tokenizer)
+        ev = cfg.eval
+        parts.evaluator = lambda step: evaluate(engine, held_out, rewards, k=ev.k, temperature=ev.temperature,
+                                                top_p=ev.top_p, max_new_tokens=cfg.rollout.max_new_tokens,
+                                                seed=cfg.run.seed + step, stop=tuple(cfg.rollout.stop))
+    return parts
+
+
+def _model_folder(cfg) -> Path:
+    from rlbal.assets import resolve_model
+
+    return resolve_model(cfg.model.path)
+
+
+def engine_options(cfg) -> dict[str, Any]:
+    """Keyword arguments of `make_engine` from the recipe."""
+    opts: dict[str, Any] = dict(dtype=cfg.model.dtype, seed=cfg.run.seed,
+                                max_model_len=cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens)
+    if cfg.rollout.engine == "vllm":
+        opts.update(gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, enforce_eager=cfg.rollout.enforce_eager)
+    return opts
+
+
+def correctness_spec(cfg):
+    """The run's correctness reward, with the recipe's extraction mode when the reward takes one (eval uses it alone)."""
+    import inspect
+
+    from reward.registry import REWARDS, RewardSpec
+
+    fn = cfg.reward.fn
+    takes = fn in REWARDS and "extraction" in inspect.signature(REWARDS[fn]).parameters
+    return RewardSpec(fn, {"extraction": cfg.reward.extraction} if takes else {})
+
+
+def train_reward_specs(cfg) -> tuple:
+    """The training reward: correctness + the optional format bonus (DAPO length shaping is added per batch)."""
+    from reward.registry import RewardSpec
+
+    specs = [correctness_spec(cfg)]
+    if cfg.reward.format_weight > 0:
+        specs.append(RewardSpec("format", weight=cfg.reward.format_weight))
+    return tuple(specs)

@@ -1,0 +1,90 @@
+"""The learner's per-step loss: the recipe's policy loss + aggregation (rlbal.algo) with global normalisers,
+BAPO bounds chosen once per update, and the per-response signal the controllers observe.
+
+Metrics are accumulated as token-weighted sums over micro-batches (and summed over ranks), then divided by
+the global token count, so they do not depend on how the batch was split.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rlbal.algo import AggregationContext, LossInputs, LossOptions, aggregate, bin_contributions, policy_loss
+from rlbal.algo.tokens import masked_mean, seq_token_mean
+from rlbal.batch import RolloutBatch
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Normalisers and bounds for one optimizer update (the same object for every micro-batch and rank)."""
+
+    agg: AggregationContext
+    bounds: tuple[float, float] | None
+    extra: dict[str, float]
+
+
+class StepLoss:
+    def __init__(self, cfg: Any, world_size: int = 1) -> None:
+        a = self.algo = cfg.algo
+        self.opts = LossOptions(clip_low=a.clip_low, clip_high=a.clip_high,
+                                dual_clip_c=a.dual_clip_c if a.loss in ("dual_clip", "bapo") else None,
+                                kl_coef=a.kl_coef, kl_estimator=a.kl_estimator, is_mode=a.is_correction, is_cap=a.is_cap,
+                                temperature=cfg.rollout.temperature or 1.0)
+        self.bapo = cfg.controllers.bapo
+        self.max_len = cfg.rollout.max_new_tokens
+        self.num_bins = cfg.controllers.classifier.num_bins + 2  # room for the 'unseen' / 'excluded' classes
+        self.world_size = world_size
+
+    def context(self, mini: RolloutBatch, ratio_BL: Tensor | None = None) -> StepContext:
+        """Global normalisers of the mini-batch; BAPO bounds from the current ratios (None = ratio 1)."""
+        a = self.algo
+        agg = AggregationContext.from_batch(mini, a.aggregation, max_len=self.max_len, group_by=a.group_by,
+                                            unit=a.group_unit, dp_size=self.world_size)
+        if self.bapo is None:
+            return StepContext(agg, None, {})
+        from rlbal.controllers.bapo import bapo_search
+
+        mask = mini.completion_mask_BL
+        ratio = np.ones(mask.shape) if ratio_BL is None else ratio_BL.double().numpy()
+        found = bapo_search(ratio, mini.advantages_B.double().numpy()[:, None], mask.numpy(), self.bapo)
+        return StepContext(agg, (found.c_low, found.c_high), found.metrics())
+
+    def __call__(self, mb: RolloutBatch, logp_BL: Tensor, ctx: StepContext,
+                 entropy_BL: Tensor | None = None) -> tuple[Tensor, dict[str, float], Tensor]:
+        """(scalar loss to backpropagate, token-weighted metric sums, (B,) per-response signal)."""
+        out = policy_loss(self.algo.loss, LossInputs.from_batch(mb, logp_BL), self.opts, bounds=ctx.bounds)
+        mask = mb.completion_mask_BL
+        loss = aggregate(out.loss_BL, mask, ctx.agg, ctx.agg.key_of(mb))
+        n_tok = float(mask.sum())
+        sums = {k: v * n_tok for k, v in out.metrics.items()}
+        if entropy_BL is not None:
+            sums["loss/entropy"] = float(masked_mean(entropy_BL, mask)) * n_tok
+        sums["_tokens"] = n_tok
+        sums["loss/total"] = float(loss.detach()) / ctx.agg.scale  # this micro-batch's share of the batch loss
+        contrib = bin_contributions(out.loss_BL, mask, ctx.agg, mb.bin_B, self.num_bins, ctx.agg.key_of(mb))
+        for k, v in enumerate(contrib.tolist()):
+            sums[f"_bin_{k}"] = v
+        signal_B = seq_token_mean(out.pg_loss_BL.detach(), mask)
+        if self.algo.loss_signal == "surrogate_kl" and mb.ref_logp_BL is not None:
+            from rlbal.algo.kl import kl_penalty
+
+            kl_BL = kl_penalty(self.opts.kl_estimator, logp_BL.detach(), mb.ref_logp_BL)
+            signal_B = signal_B + self.opts.kl_coef * seq_token_mean(kl_BL, mask)
+        return loss, sums, signal_B
+
+    def finalize(self, sums: dict[str, float], ctx: StepContext) -> dict[str, float]:
+        """Token-weighted means over the whole mini-batch (all micro-batches, all ranks)."""
+        tokens = max(sums.get("_tokens", 0.0), 1.0)
+        out = {k: v / tokens for k, v in sums.items() if not k.startswith("_") and k != "loss/total"}
+        out["loss/total"] = sums.get("loss/total", 0.0)
+        bins = {k: v for k, v in sums.items() if k.startswith("_bin_")}
+        total = sum(bins.values())
+        for k, v in bins.items():
+            if v > 0:
+                out[f"loss/bin_share/bin_{k[5:]}"] = v / total
+        out.update(ctx.extra)
+        return out
