@@ -1,0 +1,387 @@
+"""`rlbal plot`: the diagnostic figures of one run, or of several runs overlaid, from RUN/metrics.jsonl.
+
+    rlbal plot runs/grpo                      # PNGs into runs/grpo/plots/
+    rlbal plot runs/grpo runs/gdro --out cmp  # one line per run, labelled by run name
+
+Figures are discovered from the metric names, so a renamed or new controller metric is plotted without a
+change here:
+- every per-bin family `<family>/bin_<b>` (prompt share, adversarial weight, reward per bin, rollout
+  allocation, ...) becomes a step x bin heatmap `heatmap_<family>.png` (slashes as underscores), one panel
+  per run on a shared colour scale; a `.../count` family is drawn as per-step shares;
+- every other metric is a curve over steps (or wall-clock seconds with `--x wall`), grouped into one figure
+  per namespace (GROUP_RULES: `curves_eval.png`, `curves_reward.png`, `curves_controller_prompt_gdro.png`,
+  ...), one panel per metric with the runs overlaid.
+The paper's diagnostics that no run logged are named in the log. A run killed mid-write plots fine (its
+truncated last line is ignored). Drawing uses matplotlib's object API on the Agg canvas: no display, no
+global pyplot state.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+
+from rlbal.logging import read_metrics
+
+log = logging.getLogger(__name__)
+
+BIN_KEY = re.compile(r"^(?P<family>.+)/bin_(?P<bin>\d+)$")
+# A curve's figure, first matching rule wins (None = not plotted): held-out accuracy, each eval level and task
+# get a figure; other keys group by their first two parts when they have three or more (one figure per
+# controller, `reward/outcome`, `filter/dropped`, ...), else by their first part (`reward`, `loss`, `timing`).
+GROUP_RULES = (
+    (re.compile(r"/n_prompts$"), None),  # constant prompt counts: not worth a panel
+    (re.compile(r"^eval/(?:greedy/)?(?:pass|mean)@\d+$"), "eval"),
+    (re.compile(r"^(eval/(?:level|task)_[^/]+)/"), r"\1"),
+    (re.compile(r"^eval/"), "eval_details"),
+    (re.compile(r"^([^/]+/[^/]+)/"), r"\1"),
+    (re.compile(r"^([^/]+)/"), r"\1"),
+)
+# The paper's diagnostics, only to report which ones no run logged (everything present is plotted anyway).
+DIAGNOSTICS = {
+    "prompt share per bin": r"^controller/classifier/[^/]*(share|count)[^/]*/bin_\d+$",
+    "adversarial weight per bin": r"^controller/prompt_gdro/[^/]*weight[^/]*/bin_\d+$",
+    "reward per bin": r"^controller/[^/]+/[^/]*(reward|score)[^/]*/bin_\d+$",
+    "rollout allocation per bin": r"^controller/rollout[^/]*/(n|alloc[^/]*|budget_share)/bin_\d+$",
+    "mean bin index": r"^controller/classifier/[^/]*mean_bin[^/]*$",
+    "weight entropy": r"^controller/prompt_gdro/[^/]*entropy[^/]*$",
+    "dual price": r"^controller/rollout[^/]*/[^/]*mu[^/]*$",
+    "reward curve": r"^reward/mean$",
+    "held-out accuracy": r"^eval/(greedy/)?(pass|mean)@\d+$",
+}
+COUNT_FAMILY = re.compile(r"(^|/)count$")  # per-bin counts are drawn as shares of the step's binned prompts
+MAX_PANELS = 30  # a namespace with more metrics is cut (and logged) so one figure stays readable
+
+
+@dataclass(frozen=True)
+class RunLog:
+    """One run's metrics as columns over its logged steps (a step logged twice keeps its last value)."""
+
+    name: str
+    steps_S: np.ndarray  # (S,) int64, sorted, unique
+    wall_S: np.ndarray  # (S,) float64 seconds since start, nan where not logged
+    columns: dict[str, np.ndarray]  # key -> (S,) float64, nan at steps where the key was not logged
+
+    def series(self, key: str, x: Literal["step", "wall"] = "step") -> tuple[np.ndarray, np.ndarray]:
+        """(x_P, y_P) over the P steps where `key` was logged."""
+        y_S = self.columns[key]
+        x_S = self.steps_S.astype(np.float64) if x == "step" else self.wall_S
+        keep_S = np.isfinite(y_S) & np.isfinite(x_S)
+        return x_S[keep_S], y_S[keep_S]
+
+
+@dataclass(frozen=True)
+class BinMatrix:
+    """A per-bin metric family as a step x bin matrix: what a heatmap draws."""
+
+    steps_S: np.ndarray  # (S,) int64, the steps where any bin of the family was logged
+    bins_B: np.ndarray  # (B,) int64, 0..max logged bin (bins never logged are all-nan columns)
+    values_SB: np.ndarray  # (S, B) float64, nan where a bin was not logged at that step
+
+
+def load_run(run_dir: Path, name: str | None = None) -> RunLog:
+    """Columns of RUN/metrics.jsonl; rows without an integer `step` and non-numeric values are ignored."""
+    rows = [r for r in read_metrics(Path(run_dir)) if isinstance(r.get("step"), int)]
+    steps_S = np.unique(np.array([r["step"] for r in rows], dtype=np.int64))
+    row_of = np.searchsorted(steps_S, [r["step"] for r in rows])
+    columns: dict[str, np.ndarray] = {}
+    for i, row in zip(row_of, rows):  # file order: a re-logged step overwrites with its later value
+        for key, value in row.items():
+            if key != "step" and isinstance(value, (int, float)):
+                columns.setdefault(key, np.full(len(steps_S), np.nan))[i] = value
+    wall_S = columns.pop("wall", np.full(len(steps_S), np.nan))
+    return RunLog(name or Path(run_dir).name, steps_S, wall_S, columns)
+
+
+def bin_families(run: RunLog) -> set[str]:
+    """Names `<family>` of every `<family>/bin_<b>` key of the run."""
+    return {m["family"] for key in run.columns if (m := BIN_KEY.match(key))}
+
+
+def bin_matrix(run: RunLog, family: str) -> BinMatrix:
+    """Step x bin matrix of `<family>/bin_<b>`, over the steps where at least one bin was logged.
+
+    >>> run = RunLog("r", np.array([1, 2]), np.full(2, np.nan),
+    ...              {"w/bin_0": np.array([0.5, np.nan]), "w/bin_2": np.array([1.5, 2.5])})
+    >>> bin_matrix(run, "w").values_SB
+    array([[0.5, nan, 1.5],
+           [nan, nan, 2.5]])
+    """
+    found = {int(m["bin"]): key for key in run.columns if (m := BIN_KEY.match(key)) and m["family"] == family}
+    if not found:
+        raise KeyError(f"run {run.name!r} has no keys '{family}/bin_<b>'")
+    bins_B = np.arange(max(found) + 1, dtype=np.int64)
+    nan_S = np.full(len(run.steps_S), np.nan)
+    values_SB = np.stack([run.columns[found[b]] if b in found else nan_S for b in bins_B], axis=1)
+    logged_S = ~np.isnan(values_SB).all(axis=1)
+    return BinMatrix(run.steps_S[logged_S], bins_B, values_SB[logged_S])
+
+
+def as_shares(m: BinMatrix) -> BinMatrix:
+    """Counts per bin -> each step's share per bin (count / the step's total over bins; nan bins count 0).
+
+    >>> as_shares(BinMatrix(np.array([1]), np.arange(3), np.array([[1.0, np.nan, 3.0]]))).values_SB
+    array([[0.25, 0.  , 0.75]])
+    """
+    total_S = np.nansum(m.values_SB, axis=1, keepdims=True)
+    share_SB = np.nan_to_num(m.values_SB) / np.where(total_S > 0, total_S, 1.0)
+    return BinMatrix(m.steps_S, m.bins_B, share_SB)
+
+
+def share_family(family: str) -> str:
+    """`a/count` -> `a/share` (the name a count family's heatmap is shown under); other names unchanged."""
+    return COUNT_FAMILY.sub(r"\1share", family)
+
+
+def heatmap_matrix(run: RunLog, family: str) -> tuple[BinMatrix, str]:
+    """What the heatmap of a family draws, and its label: shares for `.../count` families, else the values."""
+    m = bin_matrix(run, family)
+    if COUNT_FAMILY.search(family):
+        return as_shares(m), f"{share_family(family)} (count / step total)"
+    return m, family
+
+
+def heatmap_name(family: str) -> str:
+    """File stem of a family's heatmap.
+
+    >>> heatmap_name("controller/classifier/count"), heatmap_name("controller/prompt_gdro/weight")
+    ('heatmap_controller_classifier_share', 'heatmap_controller_prompt_gdro_weight')
+    """
+    return f"heatmap_{_slug(share_family(family))}"
+
+
+def curve_group(key: str) -> str | None:
+    """The figure a non-bin metric belongs to (None: not plotted, e.g. a key without a namespace).
+
+    >>> [curve_group(k) for k in ("controller/rollout_gdro/dual_mu", "controller/rollout_gdro/alloc/min",
+    ...                           "eval/level_2/pass@4", "eval/greedy/pass@1", "eval/outcome/wrong",
+    ...                           "reward/outcome/wrong", "reward/mean", "eval/n_prompts", "wall")]
+    ['controller/rollout_gdro', 'controller/rollout_gdro', 'eval/level_2', 'eval', 'eval_details', \
+'reward/outcome', 'reward', None, None]
+    """
+    if BIN_KEY.match(key):
+        return None
+    for rule, name in GROUP_RULES:
+        if m := rule.search(key):
+            return None if name is None else m.expand(name)
+    return None
+
+
+def curve_groups(runs: Sequence[RunLog]) -> dict[str, list[str]]:
+    """Figure name -> sorted metric keys logged by any of the runs."""
+    groups: dict[str, set[str]] = {}
+    for run in runs:
+        for key in run.columns:
+            if (group := curve_group(key)) is not None:
+                groups.setdefault(group, set()).add(key)
+    return {g: sorted(keys) for g, keys in sorted(groups.items())}
+
+
+def ema(y_P: np.ndarray, weight: float) -> np.ndarray:
+    """Debiased exponential moving average (TensorBoard's smoothing); weight 0 returns y unchanged.
+
+    >>> ema(np.array([1.0, 3.0]), 0.5)  # [1, (0.5*0.5*1 + 0.5*3) / (1 - 0.25)] = [1, 2.333]
+    array([1.        , 2.33333333])
+    """
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"smooth must be in [0, 1), got {weight}")
+    if weight == 0.0 or len(y_P) == 0:
+        return y_P
+    # s_t = w s_{t-1} + (1-w) y_t from s_{-1} = 0, divided by 1 - w^(t+1) so early points are not pulled to 0.
+    # A scalar recurrence over at most a few thousand points (the closed form w^-t overflows on long runs).
+    t_P = np.arange(len(y_P))
+    acc_P = np.empty(len(y_P), dtype=np.float64)
+    acc = 0.0
+    for t, y in enumerate(y_P):
+        acc = weight * acc + (1.0 - weight) * y
+        acc_P[t] = acc
+    return acc_P / (1.0 - weight ** (t_P + 1))
+
+
+def run_labels(run_dirs: Sequence[Path]) -> list[str]:
+    """Run names for legends: the folder name, or the path below the common parent when names clash.
+
+    >>> run_labels([Path("runs/a/seed0"), Path("runs/b/seed0")])
+    ['a/seed0', 'b/seed0']
+    """
+    names = [Path(d).resolve().name for d in run_dirs]
+    if len(set(names)) == len(names):
+        return names
+    paths = [Path(d).resolve() for d in run_dirs]
+    common = Path(os.path.commonpath(paths))
+    return [str(p.relative_to(common)) or p.name for p in paths]
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9@._-]+", "_", name).strip("_")
+
+
+# ----------------------------------------------------------------------------- drawing
+
+
+def _figure(title: str, n_panels: int, ncols: int, panel_w: float, panel_h: float, right_in: float = 0.25):
+    """A titled grid of panels with fixed margins in inches (constrained layout doubled the drawing time)."""
+    from matplotlib.figure import Figure
+
+    nrows = -(-n_panels // ncols)
+    left, bottom, top, gap_w, gap_h = 0.75, 0.5, 0.6, 0.65, 0.75  # inches: labels, suptitle, titles
+    width = left + right_in + ncols * panel_w + (ncols - 1) * gap_w
+    height = bottom + top + nrows * panel_h + (nrows - 1) * gap_h
+    fig = Figure(figsize=(width, height))
+    grid = dict(left=left / width, right=1 - right_in / width, bottom=bottom / height, top=1 - top / height,
+                wspace=gap_w / panel_w, hspace=gap_h / panel_h)
+    axes = fig.subplots(nrows, ncols, squeeze=False, gridspec_kw=grid).ravel()
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    fig.suptitle(title, y=1 - 0.1 / height, va="top")
+    return fig, axes[:n_panels]
+
+
+def _edges(centres: np.ndarray) -> np.ndarray:
+    """Cell edges around sorted centres (uneven step spacing stays honest on the x axis)."""
+    c = centres.astype(np.float64)
+    if len(c) == 1:
+        return np.array([c[0] - 0.5, c[0] + 0.5])
+    mid = (c[1:] + c[:-1]) / 2
+    return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
+
+
+def _integer_ticks(*axes) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    for axis in axes:
+        axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def draw_heatmap(runs: Sequence[RunLog], family: str, path: Path) -> None:
+    """One panel per run that logged the family (step on x, bin on y), one colour scale for all panels."""
+    mats = [(run.name, *heatmap_matrix(run, family)) for run in runs if family in bin_families(run)]
+    finite = np.concatenate([m.values_SB[np.isfinite(m.values_SB)] for _, m, _ in mats])
+    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    fig, axes = _figure(f"{mats[0][2]} per bin", len(mats), 1, 7.0, 2.0, right_in=1.3)
+    for ax, (name, m, _) in zip(axes, mats):
+        mesh = ax.pcolormesh(_edges(m.steps_S), _edges(m.bins_B), np.ma.masked_invalid(m.values_SB.T),
+                             vmin=vmin, vmax=vmax, cmap="viridis", shading="flat")
+        ax.set(title=name if len(mats) > 1 else None, xlabel="step", ylabel="bin (0 = hardest)")
+        _integer_ticks(ax.xaxis, ax.yaxis)
+    width, height = fig.get_size_inches()
+    cax = fig.add_axes((1 - 1.1 / width, 0.5 / height, 0.15 / width, 1 - 1.1 / height))
+    fig.colorbar(mesh, cax=cax, label=mats[0][2].rsplit("/", 1)[-1])  # the full name is the title
+    fig.savefig(path, dpi=110)
+
+
+def draw_curves(runs: Sequence[RunLog], keys: Sequence[str], title: str, path: Path,
+                x: Literal["step", "wall"] = "step", smooth: float = 0.0) -> None:
+    """One panel per key, one line per run (raw values faint behind the smoothed line when smoothing)."""
+    fig, axes = _figure(title, len(keys), min(3, len(keys)), 3.6, 2.4)
+    colours = [f"C{i % 10}" for i in range(len(runs))]
+    for ax, key in zip(axes, keys):
+        for run, colour in zip(runs, colours):
+            if key not in run.columns:
+                continue
+            x_P, y_P = run.series(key, x)
+            if smooth > 0:
+                ax.plot(x_P, y_P, color=colour, alpha=0.25, linewidth=0.8)
+            ax.plot(x_P, ema(y_P, smooth), color=colour, label=run.name, marker="." if len(x_P) < 30 else None)
+        ax.set(title=key.removeprefix(f"{title}/"), xlabel="wall-clock s" if x == "wall" else "step")
+        ax.grid(alpha=0.3)
+        if x == "step":
+            _integer_ticks(ax.xaxis)
+    if len(runs) > 1:
+        axes[0].legend(fontsize="small")
+    fig.savefig(path, dpi=110)
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def _report_absent(runs: Sequence[RunLog]) -> None:
+    present = {key for run in runs for key in run.columns}
+    for what, pattern in DIAGNOSTICS.items():
+        if not any(re.match(pattern, key) for key in present):
+            log.info("plot: no %s in %s (no key matching %s); figure skipped", what,
+                     ", ".join(r.name for r in runs), pattern)
+
+
+def plot_run(run_dirs: Sequence[Path | str] | Path | str, out_dir: Path | str | None = None, *,
+             x: Literal["step", "wall"] = "step", smooth: float = 0.0) -> list[Path]:
+    """Write every figure the runs' metrics allow into out_dir (default: the first run's `plots/`).
+
+    Returns the PNG paths written. Runs without metrics are skipped with a log line; no metrics at all
+    returns []. The trainer calls `plot_run(run_dir)` at the end of a run.
+    """
+    dirs = [Path(run_dirs)] if isinstance(run_dirs, (str, Path)) else [Path(d) for d in run_dirs]
+    if not dirs:
+        raise ValueError("plot_run needs at least one run directory")
+    if x not in ("step", "wall"):
+        raise ValueError(f"x must be 'step' or 'wall', got {x!r}")
+    ema(np.zeros(0), smooth)  # validates smooth before any work
+    loaded = [load_run(d, name) for d, name in zip(dirs, run_labels(dirs))]
+    runs = [r for r in loaded if r.columns]
+    for r in loaded:
+        if not r.columns:
+            log.warning("plot: run %s has no metrics (missing or empty metrics.jsonl); skipped", r.name)
+    if not runs:
+        return []
+    out = Path(out_dir) if out_dir is not None else dirs[0] / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    _report_absent(runs)
+    written = []
+    families = set().union(*(bin_families(r) for r in runs))
+    for family in sorted(f for f in families if share_family(f) == f or share_family(f) not in families):
+        written.append(out / f"{heatmap_name(family)}.png")
+        draw_heatmap(runs, family, written[-1])
+    for group, keys in curve_groups(runs).items():
+        if len(keys) > MAX_PANELS:
+            log.info("plot: %s has %d metrics; plotting the first %d", group, len(keys), MAX_PANELS)
+        written.append(out / f"curves_{_slug(group)}.png")
+        draw_curves(runs, keys[:MAX_PANELS], group, written[-1], x=x, smooth=smooth)
+    return written
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rlbal plot", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Diagnostic plots of one or more runs, from RUN/metrics.jsonl (a run still being written\n"
+                    "is fine):\n"
+                    "  step x bin heatmaps of every per-bin metric (prompt share, adversarial weight, reward and\n"
+                    "  rollout allocation per bin), curves of everything else (reward, held-out pass@k / mean@k,\n"
+                    "  mean bin, weight entropy, dual price, losses, timings), several runs overlaid.",
+        epilog="examples:\n"
+               "  rlbal plot runs/grpo                                    # into runs/grpo/plots/\n"
+               "  rlbal plot runs/grpo runs/prompt_gdro --out plots/cmp   # compare runs\n"
+               "  rlbal plot runs/grpo --smooth 0.6 --x wall              # smoothed, against wall-clock time")
+    p.add_argument("run_dirs", nargs="+", type=Path, help="run directories (each with metrics.jsonl)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: FIRST_RUN/plots)")
+    p.add_argument("--x", choices=("step", "wall"), default="step", help="x axis of curves (default: step)")
+    p.add_argument("--smooth", type=float, default=0.0,
+                   help="EMA weight in [0, 1) for curves, raw values drawn faint behind (default: 0 = off)")
+    return p
+
+
+def plot_main(argv: Sequence[str] | None = None) -> int:
+    """`rlbal plot RUN_DIR [RUN_DIR ...] [--out DIR]`; returns the exit status."""
+    args = _parser().parse_args(argv)
+    missing = [str(d) for d in args.run_dirs if not d.is_dir()]
+    if missing:
+        print(f"rlbal plot: not a directory: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    if not 0.0 <= args.smooth < 1.0:
+        print(f"rlbal plot: --smooth must be in [0, 1), got {args.smooth}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    written = plot_run(args.run_dirs, args.out, x=args.x, smooth=args.smooth)
+    if not written:
+        print("rlbal plot: no metrics to plot", file=sys.stderr)
+        return 1
+    print(f"wrote {len(written)} figures to {written[0].parent}")
+    for path in written:
+        print(f"  {path.name}")
+    return 0
