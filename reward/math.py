@@ -1,0 +1,78 @@
+r"""Math answers: extract the final answer, then check symbolic equivalence with math-verify.
+
+math-verify is imported lazily (it pulls in sympy, ~0.7 s). Its own timeouts use ``signal.alarm``, which
+raises outside the main thread, so it is always called with ``parsing_timeout=None, timeout_seconds=None``
+and the wall-clock limit is enforced by ``reward.executor`` (which kills a hung worker). Called inline,
+without the executor, a pathological answer can therefore run unbounded.
+
+Both answers are wrapped as ``$...$`` before parsing: math-verify reads a bare ``2\sqrt{2}`` as ``2`` and a bare
+``(1,2)`` as nothing, but the delimited forms as ``2*sqrt(2)`` and an interval. Text that is not maths
+("north-east") is kept by math-verify as a string and compared as such.
+
+>>> result = math_reward(r"... so $x = \boxed{\frac{1}{2}}$", "0.5")
+>>> result.score, result.outcome
+(1.0, 'correct')
+>>> math_reward("the answer is 2", "2").outcome  # strict mode wants \boxed{}
+'unparsable'
+>>> math_reward("the answer is 2", "2", extraction="boxed_or_last_number").outcome
+'correct'
+"""
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+from reward.extract import clean, extract
+from reward.result import RewardResult
+
+PRELOAD = ("math_verify",)  # modules a worker imports before its first timed call
+
+
+def _quiet_math_verify():
+    import math_verify
+
+    # math-verify warns once per process that its timeout is off; the executor enforces one instead.
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    return math_verify
+
+
+def parse_answer(text: str) -> tuple:
+    """math-verify's parse of ``$text$`` (a tuple of sympy objects and strings; empty if unreadable)."""
+    math_verify = _quiet_math_verify()
+    return tuple(math_verify.parse(f"${text}$", parsing_timeout=None))
+
+
+# Gold answers repeat across the n rollouts of a prompt and across epochs: parse each once per worker.
+_parse_gold = lru_cache(maxsize=8192)(parse_answer)
+
+
+def is_equivalent(gold: tuple, pred: tuple) -> bool:
+    """math-verify's ``verify(gold, pred)`` (order matters: gold first), without its signal timeout."""
+    return bool(_quiet_math_verify().verify(list(gold), list(pred), timeout_seconds=None))
+
+
+def math_reward(completion: str, answer: str, *, extraction: str = "boxed", **meta) -> RewardResult:
+    r"""1.0 if the extracted answer is mathematically equivalent to the gold answer, else 0.0.
+
+    extraction: one of ``reward.extract.EXTRACTIONS``; "boxed" (default) follows the usual
+    "put the final answer in \boxed{}" instruction, "boxed_or_last_number" is lenient for small models.
+
+    >>> math_reward(r"so it is \boxed{2\sqrt{2}}", r"\sqrt{8}").outcome
+    'correct'
+    """
+    pred = extract(completion, extraction)
+    if pred is None:
+        return RewardResult(0.0, "unparsable", f"no answer found by extraction {extraction!r}")
+    gold_text = clean(answer)
+    if gold_text is None:
+        return RewardResult(0.0, "error", f"gold answer {answer!r} is empty")
+    gold = _parse_gold(gold_text)
+    if not gold:
+        return RewardResult(0.0, "error", f"math-verify cannot read gold answer {gold_text!r}")
+    parsed = parse_answer(pred)
+    if not parsed:
+        return RewardResult(0.0, "unparsable", f"math-verify cannot read answer {pred!r}")
+    if is_equivalent(gold, parsed):
+        return RewardResult(1.0, "correct", f"answer {pred!r} is equivalent to gold {gold_text!r}")
+    return RewardResult(0.0, "wrong", f"answer {pred!r} differs from gold {gold_text!r}")
+
