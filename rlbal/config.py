@@ -140,7 +140,7 @@ class RewardConfig(_Section):
     workers: int = Field(2, ge=1)
     """Reward worker processes."""
     correct_threshold: float = 0.5
-    """A response counts as correct (for the difficulty classifier and filtering) when its score exceeds this."""
+    """A plain-float reward counts as correct (classifier, filtering) when its score is >= this."""
     overlong_buffer: int = Field(0, ge=0)
     """DAPO overlong shaping: soft penalty over the last this-many tokens before max_new_tokens (0 = off)."""
     overlong_penalty: float = Field(1.0, ge=0.0)

@@ -58,8 +58,10 @@ class Round:
         alloc = Allocation(a.ids[kept], a.bins[kept], a.weights[kept], a.counts[kept])
         gen = GenerationResult(comps, prompts.prompt_token_ids, self.gen.timings)
         s = self.scores
-        scores = dataclasses.replace(s, scores=s.scores[rows], outcomes=[s.outcomes[i] for i in rows],
-                                     correct=s.correct[rows], reasons=[s.reasons[i] for i in rows])
+        outcomes = [s.outcomes[i] for i in rows]
+        scores = dataclasses.replace(s, scores=s.scores[rows], outcomes=outcomes, correct=s.correct[rows],
+                                     reasons=[s.reasons[i] for i in rows],
+                                     counts={k: outcomes.count(k) for k in s.counts})
         return Round(prompts, alloc, gen, scores)
 
 
@@ -185,9 +187,14 @@ def build_parts(cfg, run_dir: Path) -> Parts:
     if cfg.eval.every or cfg.eval.size:
         held_out = eval_prompts(cfg, tokenizer)
         ev = cfg.eval
-        parts.evaluator = lambda step: evaluate(engine, held_out, rewards, k=ev.k, temperature=ev.temperature,
-                                                top_p=ev.top_p, max_new_tokens=cfg.rollout.max_new_tokens,
-                                                seed=cfg.run.seed + step, stop=tuple(cfg.rollout.stop))
+        def evaluator(step: int) -> dict[str, float]:
+            out = evaluate(engine, held_out, rewards, k=ev.k, temperature=ev.temperature, top_p=ev.top_p,
+                           max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.run.seed + step,
+                           stop=tuple(cfg.rollout.stop))
+            rewards.metrics()  # eval has its own eval/outcome/* keys: keep its scores out of the next step's reward/*
+            return out
+
+        parts.evaluator = evaluator
     return parts
 
 

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import torch
 
+from rlbal.algo import tokens
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -36,21 +38,12 @@ def load_tokenizer(path: str | Path):
 
 def token_logprobs(model, input_ids_BL: torch.Tensor, attention_mask_BL: torch.Tensor,
                    temperature: float = 1.0, with_entropy: bool = False):
-    """log pi(x_t | x_<t) for every position t >= 1, aligned with input_ids: out[:, t] scores input_ids[:, t];
-    out[:, 0] = 0. Logits are divided by the sampling temperature, so the ratio compares the same
-    distribution the engine sampled from. Computed as gather - logsumexp (no (B, L, V) log-softmax copy).
-    Returns logp_BL (and entropy_BL of the predicting distribution when with_entropy)."""
+    """One forward of `model`: (B, L) logprobs aligned with input_ids (rlbal.algo.tokens convention), with the
+    logits divided by the sampling temperature so the ratio compares the distribution the engine sampled from;
+    plus (B, L) entropies of the predicting distributions (a metric, no gradient) when with_entropy."""
     logits_BLV = model(input_ids=input_ids_BL, attention_mask=attention_mask_BL, use_cache=False).logits
-    logits_BLV = logits_BLV[:, :-1].float()
-    if temperature not in (0.0, 1.0):
-        logits_BLV = logits_BLV / temperature
-    targets_BL = input_ids_BL[:, 1:]
-    lse_BL = torch.logsumexp(logits_BLV, dim=-1)
-    picked_BL = logits_BLV.gather(-1, targets_BL.unsqueeze(-1)).squeeze(-1)
-    logp_BL = torch.nn.functional.pad(picked_BL - lse_BL, (1, 0))
+    logp_BL = tokens.token_logprobs(logits_BLV, input_ids_BL, temperature or 1.0)
     if not with_entropy:
         return logp_BL
     with torch.no_grad():
-        probs_BLV = torch.softmax(logits_BLV, dim=-1)
-        ent_BL = lse_BL - (probs_BLV * logits_BLV).sum(-1)
-    return logp_BL, torch.nn.functional.pad(ent_BL, (1, 0))
+        return logp_BL, tokens.token_entropy(logits_BLV.detach(), temperature or 1.0)
