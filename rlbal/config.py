@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -345,7 +346,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     key, sep, text = item.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {item!r} is not of the form key.sub=value")
-    value = yaml.safe_load(text) if text else None
+    value = _parse_value(text)
     node = raw
     parts = key.split(".")
     for part in parts[:-1]:
@@ -356,6 +357,16 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
             raise ConfigError(f"override {item!r}: '{part}' is a value, not a section")
         node = child
     node[parts[-1]] = value
+
+
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)$")
+
+
+def _parse_value(text: str) -> Any:
+    """YAML scalar/list/mapping; '1e-5' is a float (YAML 1.1 would read it as a string)."""
+    if not text:
+        return None
+    return float(text) if _FLOAT.match(text) else yaml.safe_load(text)
 
 
 def _fields_of(model: Any) -> dict[str, Any]:
@@ -385,6 +396,8 @@ def _check_keys(raw: dict[str, Any], model: Any, prefix: str = "") -> None:
         sub = _section_type(fields[key])
         if sub is not None and isinstance(value, dict):
             _check_keys(value, sub, prefix=f"{path}.")
+        elif sub is None and isinstance(value, dict):
+            raise ConfigError(f"'{path}' is a value, not a section (got {value!r})")
 
 
 def _one_line(err: ValidationError) -> str:

@@ -31,11 +31,12 @@ def test_recipes_exist():
 def test_defaults_and_overrides_apply_in_order(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("algo: {clip_high: 0.3}\nrun: {seed: 3}\n")
-    cfg = load_config(recipe, ["run.seed=7", "rollout.stop=['\\n\\n']", "algo.adv_clip=5"])
+    cfg = load_config(recipe, ["run.seed=7", 'rollout.stop=["\\n\\n"]', "algo.adv_clip=5", "learner.lr=3e-5"])
     assert cfg.algo.clip_high == 0.3  # from the recipe
     assert cfg.run.seed == 7  # override beats recipe
     assert cfg.rollout.stop == ("\n\n",)
     assert cfg.algo.adv_clip == 5.0
+    assert cfg.learner.lr == 3e-5  # scientific notation is a float (plain YAML 1.1 would keep a string)
     assert cfg.algo.clip_low == 0.2  # default untouched
 
 
@@ -65,15 +66,15 @@ BAD = [
     (["rollout.engine=sglang"], "rollout.engine: Input should be 'vllm' or 'hf' (got 'sglang')"),
     (["run.orchestrator=slurm"], "run.orchestrator: Input should be 'local' or 'ray' (got 'slurm')"),
     (["algo.loss=bapo"], "algo.loss=bapo needs controllers.bapo (the adaptive clip search settings); add `controllers: {bapo: {}}`"),
-    (["controllers.bapo={}"], "controllers.bapo is set but algo.loss='grpo'; set algo.loss=bapo or remove controllers.bapo"),
+    (["controllers.bapo={}"], "controllers.bapo is set but algo.loss='ppo_clip'; set algo.loss=bapo or remove controllers.bapo"),
     (["data.source=files"], "data.source=files needs data.paths (one or more local files or dataset folders)"),
     (["eval.source=files"], "eval.source=files needs eval.paths"),
     (["model.dtype=float16"], "model.dtype: Input should be 'float32' or 'bfloat16' (got 'float16')"),
     (["reward.timeout_s=0"], "reward.timeout_s: Input should be greater than 0 (got 0)"),
-    (["learner.betas=[0.9]"], "learner.betas.1: Field required"),
+    (["learner.betas=[0.9]"], "learner.betas.1: Field required (got [0.9])"),
     (["run.max_steps"], "override 'run.max_steps' is not of the form key.sub=value"),
     (["run..seed=1"], "override 'run..seed=1' is not of the form key.sub=value"),
-    (["run.seed.x=1"], "override 'run.seed.x=1' is not of the form key.sub=value"),
+    (["run.seed.x=1"], "'run.seed' is a value, not a section (got {'x': 1})"),
     (["ray.async_steps=2"], "ray.async_steps: Input should be less than or equal to 1 (got 2)"),
     (["checkpoint.keep_last=0"], "checkpoint.keep_last: Input should be greater than or equal to 1 (got 0)"),
     (["data.too_long=truncate"], "data.too_long: Input should be 'error' or 'drop' (got 'truncate')"),
