@@ -104,3 +104,28 @@ class RolloutEngine(Protocol):
 
     def wake(self) -> None:
         ...
+
+
+def validate_request(prompt_token_ids: Sequence[Sequence[int]], counts: Sequence[int], sampling: SamplingSpec,
+                     max_model_len: int | None = None) -> None:
+    """Raise ValueError unless `generate(prompt_token_ids, counts, sampling)` is well formed for an engine whose
+    context holds `max_model_len` tokens (prompt + max_new_tokens must fit; None = unchecked).
+
+    >>> validate_request([[1, 2], [3]], [2, 0], SamplingSpec(max_new_tokens=4), max_model_len=6)
+    >>> validate_request([[1, 2]], [-1], SamplingSpec())
+    Traceback (most recent call last):
+    ...
+    ValueError: generate: counts must be >= 0, got [-1]
+    """
+    if len(prompt_token_ids) != len(counts):
+        raise ValueError(f"generate: {len(prompt_token_ids)} prompts but {len(counts)} counts")
+    if any(c < 0 for c in counts):
+        raise ValueError(f"generate: counts must be >= 0, got {list(counts)}")
+    empty = [i for i, (p, c) in enumerate(zip(prompt_token_ids, counts)) if c > 0 and len(p) == 0]
+    if empty:
+        raise ValueError(f"generate: prompts {empty[:5]} are empty")
+    if max_model_len is not None:
+        too_long = [i for i, p in enumerate(prompt_token_ids) if len(p) + sampling.max_new_tokens > max_model_len]
+        if too_long:
+            raise ValueError(f"generate: prompts {too_long[:5]} + max_new_tokens={sampling.max_new_tokens} exceed "
+                             f"max_model_len={max_model_len}")

