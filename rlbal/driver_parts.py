@@ -167,26 +167,35 @@ class Parts:
 
 def build_parts(cfg, run_dir: Path) -> Parts:
     """Every component of a local (single-process or accelerate) run."""
+    from rlbal.learner import make_learner
+    from rlbal.rollout import make_engine
+
+    learner, dist = make_learner(cfg)
+    engine = make_engine(cfg.rollout.engine, _model_folder(cfg), **engine_options(cfg))
+    return assemble_parts(cfg, run_dir, engine, learner, is_main=dist.is_main, barrier=dist.barrier)
+
+
+def assemble_parts(cfg, run_dir: Path, engine: Any, learner: Any, *, is_main: bool = True,
+                   barrier: Callable[[], None] = lambda: None) -> Parts:
+    """The driver-side components (data, controllers, rewards, filter, eval) around a given engine and learner:
+    local runs and the Ray orchestrator (rlbal.ray) differ only in those two."""
     from reward.executor import RewardExecutor
     from rlbal.evaluate import eval_prompts, evaluate
-    from rlbal.learner import make_learner
     from rlbal.learner.model import load_tokenizer
-    from rlbal.rollout import make_engine
 
     tokenizer = load_tokenizer(cfg.model.path)
     dataset = load_prompts(spec_from_config(cfg.data, cfg.run.seed), tokenizer, format_from_config(cfg.data))
     c = cfg.controllers
     controllers = Controllers.from_configs(c.classifier, c.prompt_gdro, c.rollout, n_rollouts=cfg.rollout.n)
-    learner, dist = make_learner(cfg)
-    engine = make_engine(cfg.rollout.engine, _model_folder(cfg), **engine_options(cfg))
     rewards = RewardExecutor(train_reward_specs(cfg), num_workers=cfg.reward.workers, timeout_s=cfg.reward.timeout_s,
                              threshold=cfg.reward.correct_threshold)
     parts = Parts(cfg=cfg, source=PromptSource(dataset, seed=cfg.run.seed), controllers=controllers, engine=engine,
                   rewards=rewards, filter=GroupFilter(c.filter or KEEP_ALL), learner=learner, tokenizer=tokenizer,
-                  run_dir=run_dir, is_main=dist.is_main, barrier=dist.barrier)
+                  run_dir=run_dir, is_main=is_main, barrier=barrier)
     if cfg.eval.every or cfg.eval.size:
         held_out = eval_prompts(cfg, tokenizer)
         ev = cfg.eval
+
         def evaluator(step: int) -> dict[str, float]:
             out = evaluate(engine, held_out, rewards, k=ev.k, temperature=ev.temperature, top_p=ev.top_p,
                            max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.run.seed + step,

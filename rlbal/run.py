@@ -26,7 +26,14 @@ def run_dir_of(cfg: Config) -> Path:
 def run_training(cfg: Config) -> Path:
     run_dir = run_dir_of(cfg)
     _seed_everything(cfg.run.seed)
-    parts = build_parts(cfg, run_dir)
+    if cfg.run.orchestrator == "ray":  # same loop and components; engine and learner become Ray actor groups
+        from rlbal.ray import build_ray_parts as build_parts_for
+        from rlbal.ray import loop_for
+
+        loop = loop_for(cfg)
+    else:
+        build_parts_for, loop = build_parts, train_loop
+    parts = build_parts_for(cfg, run_dir)
     if parts.is_main:
         save_resolved(cfg, run_dir)
     state = LoopState()
@@ -40,7 +47,7 @@ def run_training(cfg: Config) -> Path:
     try:
         if state.step == 0 and parts.evaluator is not None:
             parts.logger.log(0, parts.evaluator(0))
-        state = train_loop(cfg, parts, state, save=lambda s: save_checkpoint(run_dir, s, parts, cfg),
+        state = loop(cfg, parts, state, save=lambda s: save_checkpoint(run_dir, s, parts, cfg),
                            evaluate=lambda step: parts.evaluator(step) if parts.evaluator else {})
         if cfg.checkpoint.every == 0 or state.step % cfg.checkpoint.every:
             save_checkpoint(run_dir, state, parts, cfg)

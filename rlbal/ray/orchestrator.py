@@ -120,7 +120,9 @@ def build_ray_parts(cfg: Any, run_dir: Path, *, max_restarts: int = ROLLOUT_MAX_
     print(f"[rlbal.ray] {r.rollout_actors} rollout actor(s) ({cfg.rollout.engine}) + {r.learner_ranks} learner rank(s) "
           f"({cfg.learner.backend}), {r.placement}, async_steps={r.async_steps}: up in {time.perf_counter() - t0:.1f}s",
           flush=True)
-    return assemble_parts(cfg, run_dir, rollouts, learners, barrier=lambda: None)
+    from rlbal.driver_parts import assemble_parts
+
+    return assemble_parts(cfg, run_dir, rollouts, learners)
 
 
 def loop_for(cfg: Any) -> Callable[..., Any]:
@@ -138,38 +140,3 @@ def _model_folder(cfg: Any) -> Path:
     from rlbal.assets import resolve_model
 
     return resolve_model(cfg.model.path)  # built here once (cached); actors on other nodes need the same path
-
-
-def assemble_parts(cfg: Any, run_dir: Path, engine: Any, learner: Any, barrier: Callable[[], None]) -> Any:
-    """The driver-side components, as `rlbal.driver_parts.build_parts` makes them, around a given engine and
-    learner. (A mirror of its body: tests/ray/test_orchestrator.py compares whole runs against local mode, which
-    catches drift; sharing one function with build_parts is the better fix.)"""
-    from reward.executor import RewardExecutor
-    from rlbal.controllers import Controllers, GroupFilter
-    from rlbal.data import PromptSource, format_from_config, load_prompts, spec_from_config
-    from rlbal.driver_parts import KEEP_ALL, Parts, train_reward_specs
-    from rlbal.evaluate import eval_prompts, evaluate
-    from rlbal.learner.model import load_tokenizer
-
-    tokenizer = load_tokenizer(cfg.model.path)
-    dataset = load_prompts(spec_from_config(cfg.data, cfg.run.seed), tokenizer, format_from_config(cfg.data))
-    c = cfg.controllers
-    controllers = Controllers.from_configs(c.classifier, c.prompt_gdro, c.rollout, n_rollouts=cfg.rollout.n)
-    rewards = RewardExecutor(train_reward_specs(cfg), num_workers=cfg.reward.workers, timeout_s=cfg.reward.timeout_s,
-                             threshold=cfg.reward.correct_threshold)
-    parts = Parts(cfg=cfg, source=PromptSource(dataset, seed=cfg.run.seed), controllers=controllers, engine=engine,
-                  rewards=rewards, filter=GroupFilter(c.filter or KEEP_ALL), learner=learner, tokenizer=tokenizer,
-                  run_dir=run_dir, is_main=True, barrier=barrier)
-    if cfg.eval.every or cfg.eval.size:
-        held_out = eval_prompts(cfg, tokenizer)
-        ev = cfg.eval
-
-        def evaluator(step: int) -> dict[str, float]:
-            out = evaluate(engine, held_out, rewards, k=ev.k, temperature=ev.temperature, top_p=ev.top_p,
-                           max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.run.seed + step,
-                           stop=tuple(cfg.rollout.stop))
-            rewards.metrics()  # eval has its own eval/outcome/* keys: keep its scores out of the next step's reward/*
-            return out
-
-        parts.evaluator = evaluator
-    return parts

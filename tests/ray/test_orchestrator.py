@@ -19,15 +19,10 @@ pytestmark = pytest.mark.ray
 
 
 @pytest.fixture
-def ray_mode(monkeypatch):
-    """rlbal.run with the orchestrator dispatch: Ray parts (and the async loop) when the config asks for them."""
+def ray_mode():
+    """rlbal.run.run_training: it dispatches on run.orchestrator (Ray parts, and the async loop when asked)."""
     import rlbal.run
-    from rlbal.driver_parts import build_parts
-    from rlbal.ray import build_ray_parts, loop_for
 
-    monkeypatch.setattr(rlbal.run, "build_parts",
-                        lambda cfg, d: (build_ray_parts if cfg.run.orchestrator == "ray" else build_parts)(cfg, d))
-    monkeypatch.setattr(rlbal.run, "train_loop", lambda cfg, *a, **k: loop_for(cfg)(cfg, *a, **k))
     return rlbal.run.run_training
 
 
