@@ -1,6 +1,6 @@
 """Fixtures for the Ray tests: one local Ray cluster per test session, small run configs, tiny models.
 
-The cluster declares 4 logical CPUs on the 2-core machine (fractional actors: 2 rollout + 2 learner
+The session cluster (`ray_session`, in tests/conftest.py) declares 4 logical CPUs on the 2-core machine (fractional actors: 2 rollout + 2 learner
 actors at 0.5 CPU each fit twice over) and has no dashboard. Each test that starts a run tears its actors
 down (`parts.close()`), so tests do not leak bundles into each other.
 """
@@ -10,17 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-
-NUM_CPUS = 4
-
-
-@pytest.fixture(scope="session")
-def ray_session(tmp_path_factory):
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=NUM_CPUS, include_dashboard=False, object_store_memory=300 * 2**20,
-             _temp_dir=str(tmp_path_factory.mktemp("ray")), log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture(scope="session")

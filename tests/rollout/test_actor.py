@@ -35,25 +35,24 @@ def test_in_process_actor_delegates_and_keeps_one_incarnation(tiny_path, trainer
     assert len(first.incarnation) == 32  # uuid4 hex
 
 
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20,
-             _temp_dir=str(tmp_path_factory.mktemp("ray")), log_to_driver=False)
-    yield ray
-    ray.shutdown()
+@pytest.fixture
+def ray_cluster(ray_session):
+    return ray_session
 
 
-def ping_until_up(ray, actor, timeout_s: float = 60.0) -> ActorReply:
-    """A restarting actor refuses calls for a few seconds; poll until it answers."""
+def ping_until_restarted(ray, actor, old: str, timeout_s: float = 180.0) -> ActorReply:
+    """`ray.kill` returns before the actor dies: keep pinging until a new incarnation answers
+    (a restarting actor refuses calls meanwhile)."""
     deadline = time.monotonic() + timeout_s
-    while True:
+    while time.monotonic() < deadline:
         try:
-            return ray.get(actor.ping.remote(), timeout=timeout_s)
+            reply = ray.get(actor.ping.remote(), timeout=timeout_s)
         except ray.exceptions.RayActorError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+            reply = None
+        if reply is not None and reply.incarnation != old:
+            return reply
+        time.sleep(0.5)
+    raise TimeoutError(f"actor did not come back within {timeout_s} s")
 
 
 @pytest.mark.ray
@@ -73,7 +72,7 @@ def test_ray_actor_serves_generation_takes_numpy_weights_and_reveals_restarts(ra
     assert gen.incarnation == upd.incarnation == score.incarnation
 
     ray.kill(actor, no_restart=False)  # a crash: Ray restarts it from the checkpoint, our weights are gone
-    restarted = ping_until_up(ray, actor)
-    assert restarted.incarnation != gen.incarnation
+    restarted = ping_until_restarted(ray, actor, old=gen.incarnation)
+    assert len(restarted.incarnation) == 32
     again = ray.get(actor.score.remote([PROMPTS[0]], [COMPLETION]))
     np.testing.assert_allclose(again.value[0], base, atol=1e-4)  # hence: re-send weights on a new incarnation
