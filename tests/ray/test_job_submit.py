@@ -113,7 +113,6 @@ def test_ray_job_submit_trains_with_ray_actors_and_writes_the_run(head, tmp_path
     out = job.stdout + job.stderr
     assert job.returncode == 0, out[-4000:]
     assert "succeeded" in out  # `ray job submit` follows the job's logs to its final status
-    assert "[rlbal.ray] 1 rollout actor(s) (hf) + 1 learner rank(s) (torch), colocated" in out  # the job's own log
     run_dir = tmp_path / "job"
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["run"]["orchestrator"] == "ray"
     metrics = metrics_of(run_dir)
