@@ -5,12 +5,16 @@
     .venv/bin/python benchmarks/bench_ray.py --part steps --steps 8 --rounds 2
     .venv/bin/python benchmarks/bench_ray.py --part sync --sync-mb 64 256 1024
 
-Part "steps": the same small GDRO config (tiny-sft, vLLM, 8 prompts x 4 rollouts x 16 tokens) runs for
+Part "steps": the same GDRO config (tiny-sft, vLLM; `--size small` = 8 prompts x 4 rollouts x 16 tokens, the
+tests' size; `--size recipe` = recipes/gdro.yaml's 32 x 4 x 32) runs for
 `--steps` steps in local mode (one process) and in Ray mode with 1 rollout actor + 1 learner rank (pure
 orchestration overhead: same work, now behind actor calls, the object store and a gloo world of one) and
 with 2 + 2. Each run is a child process with the driver loop (`rlbal.driver.train_loop`) and no eval or
 checkpoints; the first step (warm-up) is dropped and the median of `timing/step` and of each stage is
-reported. overhead = ray / local - 1 (target: < 10% on CPU).
+reported. overhead = ray / local - 1 (target: < 10% on CPU). Every process runs with OMP_NUM_THREADS=1
+(`--threads`): Ray gives a 0.5-CPU actor one thread, and on a 2-core box shared with other jobs a
+2-thread process that loses a core slows down many times over (docs/engines.md), which would compare
+thread contention rather than orchestration.
 
 Part "sync": one fp32 state dict of `--sync-mb` MB (64 MB tensors) goes learner -> rollout actor the way
 the Ray run sends weights: `ray.put` of numpy arrays once, then one actor call with the reference; the
@@ -32,9 +36,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STEP_OVERRIDES = ["train.prompts_per_step=8", "rollout.max_new_tokens=16", "data.size=64", "eval.size=1",
-                  "reward.workers=1", "logging.plots=false", "logging.tensorboard=false", "logging.progress=false",
-                  "checkpoint.every=0", "run.resume=never", "rollout.engine=vllm"]
+STEP_OVERRIDES = ["data.size=64", "eval.size=1", "reward.workers=1", "logging.plots=false",
+                  "logging.tensorboard=false", "logging.progress=false", "checkpoint.every=0", "run.resume=never",
+                  "rollout.engine=vllm"]
+# "small": the tests' size; "recipe": recipes/gdro.yaml's own batch (32 prompts x 4 rollouts x 32 tokens)
+SIZES = {"small": ["train.prompts_per_step=8", "rollout.max_new_tokens=16"], "recipe": []}
 MODES = {"local": [], "ray_1x1": ["run.orchestrator=ray", "ray.rollout_actors=1", "ray.learner_ranks=1"],
          "ray_2x2": ["run.orchestrator=ray", "ray.rollout_actors=2", "ray.learner_ranks=2"]}
 
@@ -42,13 +48,14 @@ MODES = {"local": [], "ray_1x1": ["run.orchestrator=ray", "ray.rollout_actors=1"
 # ----------------------------------------------------------------------------- part "steps"
 
 
-def child_run(mode: str, steps: int, out_dir: str, name: str) -> None:
+def child_run(mode: str, steps: int, out_dir: str, name: str, size: str) -> None:
     """One run of the driver loop (no eval, no checkpoints) in this process; metrics.jsonl in out_dir/name."""
     from rlbal.config import load_config
     from rlbal.driver import LoopState, train_loop
 
     cfg = load_config(ROOT / "recipes" / "gdro.yaml", [f"run.name={name}", f"run.output_dir={out_dir}",
-                                                       f"run.max_steps={steps}", *STEP_OVERRIDES, *MODES[mode]])
+                                                       f"run.max_steps={steps}", *STEP_OVERRIDES, *SIZES[size],
+                                                       *MODES[mode]])
     if cfg.run.orchestrator == "ray":
         import ray
 
@@ -68,15 +75,18 @@ def child_run(mode: str, steps: int, out_dir: str, name: str) -> None:
         parts.close()
 
 
-def stage_medians(metrics_path: Path) -> dict[str, float]:
-    """Median over steps 2.. of timing/* (step 1 is warm-up)."""
+def stage_stats(metrics_path: Path) -> dict[str, float]:
+    """Median and minimum over steps 2.. of every timing/* (step 1 is warm-up). On a shared machine the minimum
+    is the steadier estimate of what a step costs; the median shows what it cost under the load of the day."""
     rows = [json.loads(line) for line in metrics_path.read_text().splitlines()]
     rows = [r for r in rows if r["step"] >= 2]
     keys = sorted({k for r in rows for k in r if k.startswith("timing/")})
-    return {k: statistics.median(r.get(k, 0.0) for r in rows) for k in keys}
+    out = {k: statistics.median(r.get(k, 0.0) for r in rows) for k in keys}
+    out.update({f"min/{k}": min(r.get(k, 0.0) for r in rows) for k in keys})
+    return out
 
 
-def bench_steps(steps: int, modes: list[str], rounds: int) -> list[dict]:
+def bench_steps(steps: int, modes: list[str], rounds: int, threads: int, size: str) -> list[dict]:
     """Every mode `rounds` times, interleaved (load on a shared box drifts); per mode the median over rounds."""
     out_dir = tempfile.mkdtemp(prefix="bench_ray_")
     per_mode: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
@@ -84,17 +94,19 @@ def bench_steps(steps: int, modes: list[str], rounds: int) -> list[dict]:
         for mode in modes:
             name = f"{mode}-{r}"
             subprocess.run([sys.executable, __file__, "--child", mode, "--steps", str(steps), "--dir", out_dir,
-                            "--name", name], check=True, cwd=ROOT)
-            per_mode[mode].append(stage_medians(Path(out_dir) / name / "metrics.jsonl"))
-    results = [{"part": "steps", "mode": m, "steps": steps, "rounds": rounds,
+                            "--name", name, "--size", size], check=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+            per_mode[mode].append(stage_stats(Path(out_dir) / name / "metrics.jsonl"))
+    results = [{"part": "steps", "mode": m, "size": size, "steps": steps, "rounds": rounds,
                 **{k: statistics.median(run[k] for run in runs) for k in runs[0]}} for m, runs in per_mode.items()]
-    base = results[0]["timing/step"]  # the first mode is the reference (local by default)
-    print(f"\nstep time, median of steps 2..{steps}, median over {rounds} round(s) (seconds)")
-    print(f"{'mode':>8} {'step':>7} {'generate':>9} {'update':>7} {'w_sync':>7} {'overhead':>9}")
-    for r in results:
-        r["overhead"] = r["timing/step"] / base - 1.0
-        print(f"{r['mode']:>8} {r['timing/step']:7.3f} {r.get('timing/generate', 0):9.3f} "
-              f"{r.get('timing/update', 0):7.3f} {r.get('timing/weight_sync', 0):7.3f} {r['overhead']:+9.1%}")
+    for stat in ("", "min/"):  # the first mode is the reference (local by default)
+        base = results[0][f"{stat}timing/step"]
+        print(f"\nstep time, {stat.rstrip('/') or 'median'} over steps 2..{steps}, median over {rounds} round(s), s")
+        print(f"{'mode':>8} {'step':>7} {'generate':>9} {'update':>7} {'w_sync':>7} {'overhead':>9}")
+        for r in results:
+            r[f"{stat}overhead"] = r[f"{stat}timing/step"] / base - 1.0
+            print(f"{r['mode']:>8} {r[f'{stat}timing/step']:7.3f} {r.get(f'{stat}timing/generate', 0):9.3f} "
+                  f"{r.get(f'{stat}timing/update', 0):7.3f} {r.get(f'{stat}timing/weight_sync', 0):7.3f} "
+                  f"{r[f'{stat}overhead']:+9.1%}")
     return results
 
 
@@ -171,6 +183,8 @@ def main() -> None:
     p.add_argument("--part", choices=["steps", "sync", "all"], default="all")
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--rounds", type=int, default=1, help="repeat the modes, interleaved; report medians")
+    p.add_argument("--size", choices=list(SIZES), default="small")
+    p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every process (Ray's actors: 1)")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     p.add_argument("--sync-mb", type=int, nargs="+", default=[64, 256, 1024])
     p.add_argument("--repeats", type=int, default=3)
@@ -180,10 +194,10 @@ def main() -> None:
     p.add_argument("--name", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        return child_run(args.child, args.steps, args.dir, args.name)
+        return child_run(args.child, args.steps, args.dir, args.name, args.size)
     results = []
     if args.part in ("steps", "all"):
-        results += bench_steps(args.steps, args.modes, args.rounds)
+        results += bench_steps(args.steps, args.modes, args.rounds, args.threads, args.size)
     if args.part in ("sync", "all"):
         results += bench_sync(args.sync_mb, args.repeats)
     for r in results:

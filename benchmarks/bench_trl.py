@@ -93,14 +93,13 @@ def rlbal_overrides(spec: dict[str, Any], out_dir: str) -> list[str]:
             "logging.plots=false", "run.resume=never", f"run.output_dir={out_dir}", "run.name=bench"]
 
 
-def run_rlbal(spec: dict[str, Any]) -> dict[str, Any]:
+def run_rlbal(spec: dict[str, Any], out_dir: str) -> dict[str, Any]:
     """Steps through rlbal's own driver loop (no eval, no checkpoint writes); timings from metrics.jsonl."""
     from rlbal.config import load_config
     from rlbal.driver import LoopState, train_loop
     from rlbal.driver_parts import build_parts
     from rlbal.rollout import SamplingSpec
 
-    out_dir = tempfile.mkdtemp(prefix="bench_trl_rlbal_")
     cfg = load_config(overrides=rlbal_overrides(spec, out_dir))
     parts = build_parts(cfg, Path(out_dir) / "bench")
     parts.evaluator = None  # timed steps only
@@ -213,7 +212,7 @@ def step_recorder(trainer_ref: list):
     return StepRecorder()
 
 
-def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
+def run_trl(spec: dict[str, Any], out_dir: str) -> dict[str, Any]:
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -230,7 +229,7 @@ def run_trl(spec: dict[str, Any]) -> dict[str, Any]:
     chats, answers = dataset_rows(spec["data_size"], spec["seed"])
     vllm = spec["engine"] == "vllm"
     config = GRPOConfig(
-        output_dir=tempfile.mkdtemp(prefix="bench_trl_trl_"), max_steps=spec["warmup"] + spec["steps"],
+        output_dir=out_dir, max_steps=spec["warmup"] + spec["steps"],
         per_device_train_batch_size=spec["prompts"] * spec["n"], num_generations=spec["n"],
         gradient_accumulation_steps=1, steps_per_generation=1, num_iterations=1,
         max_completion_length=spec["max_new_tokens"], temperature=1.0, top_p=1.0, top_k=0, beta=0.0,
@@ -314,7 +313,7 @@ def pool(children: list[dict[str, Any]]) -> dict[str, Any]:
     load = [c[k] for c in children for k in ("load_before", "load_after")]
     return {**children[-1], **summarise(steps), "reward_mean": sum(c["reward_mean"] for c in children) / len(children),
             "len_mean": sum(c["len_mean"] for c in children) / len(children),
-            "logprob_gap": max(c["logprob_gap"] for c in children), "load_mean": sum(load) / len(load),
+            "logprob_gap": max(c["logprob_gap"] for c in children), "load_range": [min(load), max(load)],
             "rounds": len(children)}
 
 
@@ -378,9 +377,10 @@ def report(rows: list[dict[str, Any]]) -> None:
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
         r0 = mine[0]
+        load = [x for r in mine for x in r.get("load_range", [r["load_before"]])]
         print(f"\n== {model}: {r0['prompts']} prompts x {r0['n']} rollouts, <= {r0['max_new_tokens']} new tokens; "
               f"{r0['rounds']} round(s) of {r0['warmup']} warm-up + {r0['steps']} timed steps; device {r0['device']}, "
-              f"{r0['threads'] or 'default'} thread(s); load average {r0.get('load_mean', float('nan')):.1f} ==")
+              f"{r0['threads'] or 'default'} thread(s); load average {min(load):.1f}-{max(load):.1f} (before/after each run) ==")
         print(table(mine))
         print("\n".join(ratios(mine)))
 
@@ -390,7 +390,8 @@ def child_main(spec: dict[str, Any]) -> None:
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
-    result = run_rlbal(spec) if spec["framework"] == "rlbal" else run_trl(spec)
+    with tempfile.TemporaryDirectory(prefix="bench_trl_") as out_dir:
+        result = (run_rlbal if spec["framework"] == "rlbal" else run_trl)(spec, out_dir)
     print("RESULT " + json.dumps({**result, "threads_end": torch.get_num_threads()}), flush=True)
 
 

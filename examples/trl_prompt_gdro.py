@@ -142,7 +142,7 @@ def main() -> None:
         per_device_train_batch_size=args.prompts * args.num_generations, num_generations=args.num_generations,
         max_completion_length=args.max_new_tokens, temperature=1.0, beta=0.0, loss_type="dapo",
         gradient_checkpointing=False, bf16=False, use_cpu=not torch.cuda.is_available(), report_to=[],
-        logging_steps=1, save_strategy="steps", save_steps=args.steps, save_only_model=False)
+        logging_steps=1, save_strategy="steps", save_steps=args.steps)
     ctl = Controllers.from_configs(ClassifierConfig(num_bins=5, window=50, hysteresis=0.03), PromptGDROConfig(),
                                    rollout=None, n_rollouts=args.num_generations)
     trainer = PromptGDROTrainer(model=model, reward_funcs=correctness, args=config,

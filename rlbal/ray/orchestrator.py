@@ -1,8 +1,8 @@
 """`build_ray_parts(cfg, run_dir)`: the `Parts` of a run whose engine and learner are Ray actor groups.
 
 `run.orchestrator: ray` changes nothing else in a recipe: data, controllers, rewards, evaluation, logging
-and checkpoints are the local ones, built in the driver process exactly as `rlbal.driver_parts.build_parts`
-builds them; only `parts.engine` (a `RolloutGroup` of `ray.rollout_actors` engines) and `parts.learner` (a
+and checkpoints are the local ones, built in the driver process by the same `rlbal.driver_parts.assemble_parts`
+as a local run; only `parts.engine` (a `RolloutGroup` of `ray.rollout_actors` engines) and `parts.learner` (a
 `LearnerGroup` of `ray.learner_ranks` ranks) are Ray implementations of the same interfaces, so the driver
 loop is unchanged.
 
@@ -110,7 +110,7 @@ class RayOrchestrator:
 
 def build_ray_parts(cfg: Any, run_dir: Path, *, max_restarts: int = ROLLOUT_MAX_RESTARTS) -> Any:
     """Every component of a Ray run (`run.orchestrator: ray`): local data/controllers/rewards/eval, Ray groups."""
-    from rlbal.driver_parts import engine_options
+    from rlbal.driver_parts import assemble_parts, engine_options
 
     connect(cfg.ray.address)
     orch = RayOrchestrator(cfg, max_restarts=max_restarts)
@@ -120,8 +120,6 @@ def build_ray_parts(cfg: Any, run_dir: Path, *, max_restarts: int = ROLLOUT_MAX_
     print(f"[rlbal.ray] {r.rollout_actors} rollout actor(s) ({cfg.rollout.engine}) + {r.learner_ranks} learner rank(s) "
           f"({cfg.learner.backend}), {r.placement}, async_steps={r.async_steps}: up in {time.perf_counter() - t0:.1f}s",
           flush=True)
-    from rlbal.driver_parts import assemble_parts
-
     return assemble_parts(cfg, run_dir, rollouts, learners)
 
 

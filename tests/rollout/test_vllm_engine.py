@@ -90,3 +90,16 @@ def test_weight_source_for_the_gpu_ipc_path_describes_what_it_yields():
     assert source.metadata() == [ParamMeta("a.weight", torch.float32, (2, 3)), ParamMeta("b.bias", torch.bfloat16, (4,))]
     assert [name for name, _ in source] == ["a.weight", "b.bias"]
     assert [name for name, _ in source] == ["a.weight", "b.bias"]  # re-iterable: a fresh pass each round
+
+
+@pytest.mark.parametrize("option, message", [
+    (dict(bucket_mb=0), "VLLMEngine.bucket_mb must be > 0, got 0"),
+    (dict(sleep_level=3), "VLLMEngine.sleep_level must be 1 or 2, got 3"),
+    (dict(cpu_threads=0), "VLLMEngine.cpu_threads must be >= 1, got 0"),
+    (dict(transport="iterator", multiprocess=True), "needs an in-process engine"),
+])
+def test_bad_options_fail_before_vllm_starts(tiny_path, option, message):
+    from rlbal.rollout.vllm_engine import VLLMEngine
+
+    with pytest.raises(ValueError, match=message):
+        VLLMEngine(tiny_path, **option)
