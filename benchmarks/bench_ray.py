@@ -3,6 +3,7 @@
     source launch/env.sh
     .venv/bin/python benchmarks/bench_ray.py                        # both parts (~5 min on 2 cores)
     .venv/bin/python benchmarks/bench_ray.py --part steps --steps 8 --rounds 2
+    .venv/bin/python benchmarks/bench_ray.py --part paired --size recipe --repeats 7
     .venv/bin/python benchmarks/bench_ray.py --part sync --sync-mb 64 256 1024
 
 Part "steps": the same GDRO config (tiny-sft, vLLM; `--size small` = 8 prompts x 4 rollouts x 16 tokens, the
@@ -11,10 +12,19 @@ tests' size; `--size recipe` = recipes/gdro.yaml's 32 x 4 x 32) runs for
 orchestration overhead: same work, now behind actor calls, the object store and a gloo world of one) and
 with 2 + 2. Each run is a child process with the driver loop (`rlbal.driver.train_loop`) and no eval or
 checkpoints; the first step (warm-up) is dropped and the median of `timing/step` and of each stage is
-reported. overhead = ray / local - 1 (target: < 10% on CPU). Every process runs with OMP_NUM_THREADS=1
+reported. "vs local" = ray step / local step - 1 (target: < 10% on CPU); "in-run" = the orchestration time
+measured inside each Ray run (`ray/overhead/generate_s` + `ray/overhead/update_s`: driver wall time minus the
+actors' own generate / update time) as a share of its step, which is immune to load drifting between runs.
+Every process runs with OMP_NUM_THREADS=1
 (`--threads`): Ray gives a 0.5-CPU actor one thread, and on a 2-core box shared with other jobs a
 2-thread process that loses a core slows down many times over (docs/engines.md), which would compare
 thread contention rather than orchestration.
+
+Part "paired": the step's engine and learner stages (generate the batch, update on it, sync the weights),
+called on local objects (`make_engine`, `make_learner`) and on Ray groups of 1 + 1 actors *alternately* in
+one process, on the same inputs: both see the same machine load, so the difference is the orchestration
+cost (calls, object store, serialisation, sleep/wake) of a step, free of run-to-run drift. Median of
+`--repeats`. (Driver-side stages, data, scoring, controllers, are the same code in both modes.)
 
 Part "sync": one fp32 state dict of `--sync-mb` MB (64 MB tensors) goes learner -> rollout actor the way
 the Ray run sends weights: `ray.put` of numpy arrays once, then one actor call with the reference; the
@@ -80,7 +90,7 @@ def stage_stats(metrics_path: Path) -> dict[str, float]:
     is the steadier estimate of what a step costs; the median shows what it cost under the load of the day."""
     rows = [json.loads(line) for line in metrics_path.read_text().splitlines()]
     rows = [r for r in rows if r["step"] >= 2]
-    keys = sorted({k for r in rows for k in r if k.startswith("timing/")})
+    keys = sorted({k for r in rows for k in r if k.startswith(("timing/", "ray/overhead/"))})
     out = {k: statistics.median(r.get(k, 0.0) for r in rows) for k in keys}
     out.update({f"min/{k}": min(r.get(k, 0.0) for r in rows) for k in keys})
     return out
@@ -101,13 +111,82 @@ def bench_steps(steps: int, modes: list[str], rounds: int, threads: int, size: s
     for stat in ("", "min/"):  # the first mode is the reference (local by default)
         base = results[0][f"{stat}timing/step"]
         print(f"\nstep time, {stat.rstrip('/') or 'median'} over steps 2..{steps}, median over {rounds} round(s), s")
-        print(f"{'mode':>8} {'step':>7} {'generate':>9} {'update':>7} {'w_sync':>7} {'overhead':>9}")
+        print(f"{'mode':>8} {'step':>7} {'generate':>9} {'update':>7} {'w_sync':>7} {'vs local':>9} {'in-run':>7}")
         for r in results:
             r[f"{stat}overhead"] = r[f"{stat}timing/step"] / base - 1.0
+            # measured inside the Ray run itself: driver wall - the actors' own time, for generate and update
+            inner = r.get(f"{stat}ray/overhead/generate_s", 0.0) + r.get(f"{stat}ray/overhead/update_s", 0.0)
+            r[f"{stat}in_run_share"] = inner / r[f"{stat}timing/step"]
             print(f"{r['mode']:>8} {r[f'{stat}timing/step']:7.3f} {r.get(f'{stat}timing/generate', 0):9.3f} "
                   f"{r.get(f'{stat}timing/update', 0):7.3f} {r.get(f'{stat}timing/weight_sync', 0):7.3f} "
-                  f"{r[f'{stat}overhead']:+9.1%}")
+                  f"{r[f'{stat}overhead']:+9.1%} {r[f'{stat}in_run_share']:7.1%}")
     return results
+
+
+# ----------------------------------------------------------------------------- part "paired"
+
+
+def paired_batch(cfg, engine, rng):
+    """One step's rollout batch: the recipe's prompt count x rollout.n completions, random 0/1 rewards."""
+    import dataclasses
+
+    from rlbal.algo.advantages import compute_advantages
+    from rlbal.batch import RolloutBatch
+    from rlbal.driver import sampling_for
+
+    P, n = cfg.train.prompts_per_step, cfg.rollout.n
+    prompts = [rng.integers(5, 500, size=24).tolist() for _ in range(P)]
+    gen = engine.generate(prompts, [n] * P, sampling_for(cfg, 1, 0))
+    rewards = rng.integers(0, 2, size=len(gen.completions)).astype(float).tolist()
+    batch = RolloutBatch.from_generation(prompts, gen.completions, list(range(P)), [0] * P, [1.0] * P, rewards, 0)
+    return prompts, dataclasses.replace(batch, advantages_B=compute_advantages("grpo", batch.rewards_B, batch.group_B))
+
+
+def bench_paired(size: str, repeats: int) -> list[dict]:
+    """The step's three engine/learner stages, local objects and Ray groups alternately on the same inputs."""
+    import numpy as np
+    import ray
+
+    from rlbal.config import load_config
+    from rlbal.driver import sampling_for
+    from rlbal.driver_parts import _model_folder, engine_options
+    from rlbal.learner import make_learner
+    from rlbal.ray import RayOrchestrator
+    from rlbal.rollout import make_engine
+
+    cfg = load_config(ROOT / "recipes" / "gdro.yaml", [*STEP_OVERRIDES, *SIZES[size], *MODES["ray_1x1"]])
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    orch = RayOrchestrator(cfg)
+    group_engine, group_learner = orch.start(_model_folder(cfg), engine_options(cfg))
+    engine = make_engine(cfg.rollout.engine, _model_folder(cfg), **engine_options(cfg))
+    learner, _ = make_learner(cfg)
+    prompts, batch = paired_batch(cfg, engine, np.random.default_rng(0))
+    counts, spec = [cfg.rollout.n] * len(prompts), sampling_for(cfg, 1, 0)
+    stages = {"generate": (lambda: engine.generate(prompts, counts, spec),
+                           lambda: group_engine.generate(prompts, counts, spec)),
+              "update": (lambda: learner.update(batch), lambda: group_learner.update(batch)),
+              "weight_sync": (lambda: engine.update_weights(learner.export_weights()),
+                              lambda: group_engine.update_weights(group_learner.export_weights()))}
+    times = {(s, m): [] for s in stages for m in ("local", "ray")}
+    for _ in range(repeats + 1):  # the first round warms up
+        for stage, (local_fn, ray_fn) in stages.items():
+            for mode, fn in (("local", local_fn), ("ray", ray_fn)):
+                t0 = time.perf_counter()
+                fn()
+                times[stage, mode].append(time.perf_counter() - t0)
+    orch.teardown()
+    ray.shutdown()
+    row = {"part": "paired", "size": size, "repeats": repeats}
+    row.update({f"{m}/{s}": statistics.median(times[s, m][1:]) for s, m in times})
+    row["local/step"] = sum(row[f"local/{s}"] for s in stages)
+    row["ray/step"] = sum(row[f"ray/{s}"] for s in stages)
+    row["overhead"] = row["ray/step"] / row["local/step"] - 1.0
+    print(f"\npaired stages ({size}), median of {repeats}, seconds")
+    print(f"{'stage':>12} {'local':>7} {'ray':>7} {'extra':>7}")
+    for s in [*stages, "step"]:
+        print(f"{s:>12} {row[f'local/{s}']:7.3f} {row[f'ray/{s}']:7.3f} {row[f'ray/{s}'] - row[f'local/{s}']:+7.3f}")
+    print(f"ray overhead on the engine + learner stages: {row['overhead']:+.1%}")
+    return [row]
 
 
 # ----------------------------------------------------------------------------- part "sync"
@@ -180,7 +259,7 @@ def bench_sync(sizes_mb: list[int], repeats: int) -> list[dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=["steps", "sync", "all"], default="all")
+    p.add_argument("--part", choices=["steps", "paired", "sync", "all"], default="all")
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--rounds", type=int, default=1, help="repeat the modes, interleaved; report medians")
     p.add_argument("--size", choices=list(SIZES), default="small")
@@ -193,11 +272,14 @@ def main() -> None:
     p.add_argument("--dir", default=None, help=argparse.SUPPRESS)
     p.add_argument("--name", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before torch is imported here or in a child
     if args.child:
         return child_run(args.child, args.steps, args.dir, args.name, args.size)
     results = []
     if args.part in ("steps", "all"):
         results += bench_steps(args.steps, args.modes, args.rounds, args.threads, args.size)
+    if args.part in ("paired", "all"):
+        results += bench_paired(args.size, args.repeats)
     if args.part in ("sync", "all"):
         results += bench_sync(args.sync_mb, args.repeats)
     for r in results:

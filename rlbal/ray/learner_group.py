@@ -127,6 +127,7 @@ class LearnerGroup:
         self.stats = stats
         self.around_update = around_update
         self.steps = 0  # updates done: the version of the weights export_weights hands out
+        self._submitted = 0.0  # perf_counter of the last submit_update
 
     @property
     def world_size(self) -> int:
@@ -138,6 +139,7 @@ class LearnerGroup:
 
     def submit_update(self, batch: Any) -> list[Any]:
         """Start the update on every rank and return at once (the async loop overlaps generation with it)."""
+        self._submitted = time.perf_counter()
         if self.around_update is not None:
             self.around_update[0]()
         ref = ray.put(batch)  # one serialisation for all ranks
@@ -149,6 +151,7 @@ class LearnerGroup:
         self.steps += 1
         if self.around_update is not None:
             self.around_update[1]()
+        self.stats.update_overhead_s = time.perf_counter() - self._submitted - result.seconds
         result.metrics.update(self.stats.metrics())
         return result
 

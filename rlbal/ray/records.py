@@ -45,6 +45,8 @@ class RayStats:
     weight_load_s: float = 0.0  # last sync: until every rollout actor had loaded them
     weight_mbytes: float = 0.0
     generate_imbalance: float = 1.0  # last generate: slowest actor's seconds / mean seconds
+    generate_overhead_s: float = 0.0  # last generate: driver wall time - slowest actor's own generate time
+    update_overhead_s: float = 0.0  # last update: driver wall time - rank 0's own update time (sleep/wake included)
     staleness: float = 0.0  # learner updates between the weights that generated the batch and the update
 
     def metrics(self) -> dict[str, float]:
@@ -52,4 +54,5 @@ class RayStats:
                 "ray/regenerated_prompts": float(self.regenerated_prompts),
                 "ray/weight_sync/put_s": self.weight_put_s, "ray/weight_sync/load_s": self.weight_load_s,
                 "ray/weight_sync/mbytes": self.weight_mbytes, "ray/generate_imbalance": self.generate_imbalance,
+                "ray/overhead/generate_s": self.generate_overhead_s, "ray/overhead/update_s": self.update_overhead_s,
                 "rollout/staleness": self.staleness}

@@ -110,6 +110,7 @@ class RolloutGroup:
         actor_s = np.array([values[k].timings.get("generate", 0.0) for k in sorted(values)] or [0.0])
         self.stats.generate_imbalance = float(actor_s.max() / max(actor_s.mean(), 1e-9))
         wall = time.perf_counter() - pending.flight.started
+        self.stats.generate_overhead_s = wall - float(actor_s.max())  # calls, transfers, gathering
         return GenerationResult(completions, pending.prompt_token_ids,
                                 {"generate": wall, "generate_actor_max": float(actor_s.max())})
 

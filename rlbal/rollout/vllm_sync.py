@@ -101,7 +101,7 @@ class IPCSender:
     def __init__(self, llm: Any, bucket_bytes: int) -> None:
         from vllm.distributed.weight_transfer.ipc_engine import IPCTrainerInitInfo, IPCTrainerWeightTransferEngine
 
-        self.source = _StateSource()
+        self.source = _state_source()
         self.trainer = IPCTrainerWeightTransferEngine.trainer_init(
             IPCTrainerInitInfo(rank=0, packed=True, packed_buffer_size_bytes=bucket_bytes),
             client=_LLMSyncClient(llm), source=self.source)
@@ -132,7 +132,7 @@ class _LLMSyncClient:
         self.llm.collective_rpc("finish_weight_update")
 
 
-def _StateSource() -> Any:
+def _state_source() -> Any:
     """A vLLM `WeightSource` over a state dict that is swapped in before each send."""
     from vllm.distributed.weight_transfer.base import ParamMeta, WeightSource
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -107,12 +108,19 @@ def wait_for_dashboard(address: str, proc: subprocess.Popen, log: Path, timeout_
 def test_ray_job_submit_trains_with_ray_actors_and_writes_the_run(head, tmp_path, overrides, metrics_of):
     args = overrides(tmp_path, "job", "run.orchestrator=ray", "rollout.engine=hf", "run.max_steps=2",
                      "ray.rollout_actors=1", "ray.learner_ranks=1", "ray.init_timeout_s=300")
-    cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", head, "--working-dir", str(ROOT),
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    job_id = f"rlbal-test-{uuid.uuid4().hex[:8]}"
+    cmd = [ray_cli, "job", "submit", "--address", head, "--submission-id", job_id, "--working-dir", str(ROOT),
            "--", "python", "-m", "rlbal.train", "recipes/gdro.yaml", *args]
     job = subprocess.run(cmd, env=cluster_env(), capture_output=True, text=True, timeout=900, cwd=ROOT)
     out = job.stdout + job.stderr
     assert job.returncode == 0, out[-4000:]
-    assert "succeeded" in out  # `ray job submit` follows the job's logs to its final status
+    assert f"Job '{job_id}' succeeded" in out  # `ray job submit` follows the job to its final status
+    # The job's whole log, from the cluster (the follower above may drop lines): the orchestrator's start-up line.
+    logs = subprocess.run([ray_cli, "job", "logs", "--address", head, job_id], env=cluster_env(), capture_output=True,
+                          text=True, timeout=120).stdout
+    assert "[rlbal.ray] 1 rollout actor(s) (hf) + 1 learner rank(s) (torch), colocated" in logs, logs[-3000:]
+    assert "Traceback" not in logs
     run_dir = tmp_path / "job"
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["run"]["orchestrator"] == "ray"
     metrics = metrics_of(run_dir)

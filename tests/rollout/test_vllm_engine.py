@@ -83,9 +83,9 @@ def test_weight_source_for_the_gpu_ipc_path_describes_what_it_yields():
     pytest.importorskip("vllm")
     from vllm.distributed.weight_transfer.base import ParamMeta
 
-    from rlbal.rollout.vllm_sync import _StateSource
+    from rlbal.rollout.vllm_sync import _state_source
 
-    source = _StateSource()
+    source = _state_source()
     source.state = {"a.weight": torch.zeros(2, 3), "b.bias": torch.ones(4, dtype=torch.bfloat16)}
     assert source.metadata() == [ParamMeta("a.weight", torch.float32, (2, 3)), ParamMeta("b.bias", torch.bfloat16, (4,))]
     assert [name for name, _ in source] == ["a.weight", "b.bias"]
