@@ -22,6 +22,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -350,14 +351,23 @@ BUILTIN_MODELS: dict[str, Callable[[], Path]] = {
 }
 
 
+_TINY_SFT_N = re.compile(r"tiny-sft-(\d+)")  # 'tiny-sft-400': the tiny Llama after 400 SFT steps
+
+
 def resolve_model(name_or_path: str | os.PathLike[str]) -> Path:
-    """A built-in asset name -> its built folder; otherwise an existing local HF folder (never a hub id)."""
+    """A built-in asset name -> its built folder; otherwise an existing local HF folder (never a hub id).
+
+    Built-in names: those of BUILTIN_MODELS, and 'tiny-sft-<N>' (the tiny Llama warm-started by N SFT steps).
+    """
     if str(name_or_path) in BUILTIN_MODELS:
         return BUILTIN_MODELS[str(name_or_path)]()
+    if m := _TINY_SFT_N.fullmatch(str(name_or_path)):
+        return tiny_model("llama", sft_steps=int(m.group(1)))
     path = Path(name_or_path).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"model {str(name_or_path)!r} is neither a built-in asset {sorted(BUILTIN_MODELS)} "
-                                f"nor an existing local folder ({path.resolve()} does not exist; no hub downloads)")
+                                f"(or 'tiny-sft-<N>') nor an existing local folder ({path.resolve()} does not exist; "
+                                f"no hub downloads)")
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"model folder {path.resolve()} has no config.json (not a Hugging Face model folder)")
     return path

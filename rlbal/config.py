@@ -118,7 +118,7 @@ class RolloutConfig(_Section):
     temperature: float = Field(1.0, ge=0.0)
     """Sampling temperature during training."""
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    """Top-p during training (the ratio's behaviour policy is the unprocessed distribution; keep 1.0 unless you accept the bias)."""
+    """Top-p during training. Engine logprobs are those of the truncated distribution that was sampled from, while the learner's are full-vocabulary: keep 1.0 (and top_k 0) unless you accept that mismatch in the ratio."""
     top_k: int = Field(0, ge=0)
     """Top-k during training (0 = off)."""
     stop: tuple[str, ...] = ()
@@ -260,6 +260,8 @@ class RayConfig(_Section):
     """1 = generate step t+1 while step t updates (one-step-off); 0 = synchronous."""
     init_timeout_s: float = Field(120.0, gt=0.0)
     """Fail loudly when actors or the learner group are not up within this time."""
+    rollout_max_restarts: int = Field(3, ge=0)
+    """Times a dead rollout actor is restarted (its prompts regenerated) before the step fails."""
 
 
 class Config(_Section):

@@ -77,10 +77,7 @@ def train_loop(cfg, parts: Parts, state: LoopState, save: Callable[[LoopState], 
                 gen = parts.engine.generate(prompts.prompt_token_ids, alloc.counts.tolist(),
                                             sampling_for(cfg, step, len(rounds)))
             with timer("score"):
-                scores = parts.rewards.score([c.text for c in gen.completions],
-                                             [prompts.answers[c.prompt_index] for c in gen.completions],
-                                             [prompts.metas[c.prompt_index] for c in gen.completions])
-            round_ = Round(prompts, alloc, gen, scores)
+                round_ = Round(prompts, alloc, gen, score(parts, prompts, gen))
             kept = fill.add(prompts.indices, *round_.group_scores(parts.filter.cfg.rule))
             rounds.append(round_.select(kept))
         with timer("advantages"):
@@ -93,18 +90,36 @@ def train_loop(cfg, parts: Parts, state: LoopState, save: Callable[[LoopState], 
             parts.engine.update_weights(parts.learner.export_weights())
         state.step = step
         state.samples_seen += batch.num_seqs
-        metrics = {**rollout_metrics(batch, rounds, correct_B), **update.metrics, **parts.controllers.metrics(),
-                   **parts.filter.metrics(), **parts.rewards.metrics(),
-                   **parts.source.metrics()}
-        if parts.should_eval(step):
-            with timer("eval"):
-                metrics.update(evaluate(step))
-        if parts.should_checkpoint(step):
-            with timer("checkpoint"):
-                save(state)
-        metrics.update(timer.metrics())
-        metrics["timing/step"] = time.perf_counter() - t_step
-        metrics["train/samples_seen"] = float(state.samples_seen)
-        parts.logger.log(step, metrics)
+        metrics = {**rollout_metrics(batch, rounds, correct_B), **update.metrics}
+        log_eval_checkpoint(parts, state, metrics, timer, t_step, save, evaluate)
     return state
+
+
+def score(parts: Parts, prompts, gen) -> list:
+    """Rewards of a round's completions, each against its own prompt's answer and metadata."""
+    return parts.rewards.score([c.text for c in gen.completions],
+                               [prompts.answers[c.prompt_index] for c in gen.completions],
+                               [prompts.metas[c.prompt_index] for c in gen.completions])
+
+
+def log_eval_checkpoint(parts: Parts, state: LoopState, metrics: dict[str, float], timer: StageTimer, t_step: float,
+                        save: Callable[[LoopState], None], evaluate: Callable[[int], dict[str, float]]) -> None:
+    """The end of a step (shared by the synchronous and the one-step-off loop): every component's metrics,
+    eval and checkpoint when due, stage timings, one log row."""
+    step = state.step
+    metrics.update({**parts.controllers.metrics(), **parts.filter.metrics(), **parts.rewards.metrics(),
+                    **parts.source.metrics()})
+    sync = getattr(parts.engine, "last_sync", None)  # local engines: bytes, buckets, MB/s of the last weight sync
+    if sync is not None:
+        metrics.update({k: v for k, v in sync.metrics().items() if not k.startswith("timing/")})
+    if parts.should_eval(step):
+        with timer("eval"):
+            metrics.update(evaluate(step))
+    if parts.should_checkpoint(step):
+        with timer("checkpoint"):
+            save(state)
+    metrics.update(timer.metrics())
+    metrics["timing/step"] = time.perf_counter() - t_step
+    metrics["train/samples_seen"] = float(state.samples_seen)
+    parts.logger.log(step, metrics)
 

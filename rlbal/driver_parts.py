@@ -22,9 +22,10 @@ from rlbal.data import PromptBatch, PromptSource, format_from_config, load_promp
 from rlbal.logging import MetricsLogger
 from rlbal.rollout.engine import GenerationResult
 
-# Without a configured filter every group is kept in one round: the closed band [0, 1] drops nothing.
+# Without a configured filter every group is kept in one round: the closed band [0, 1] drops nothing, and a
+# prompt drawn twice (a batch that straddles an epoch boundary) trains as two groups.
 KEEP_ALL = FilterConfig(rule="band", low=0.0, high=1.0, low_closed=True, high_closed=True, min_group_size=1,
-                        max_rounds=1)
+                        max_rounds=1, drop_duplicates=False)
 
 
 @dataclass

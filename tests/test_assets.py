@@ -130,6 +130,12 @@ def test_resolve_model_errors(tmp_path):
         assets.tiny_model("gpt2")
 
 
+def test_tiny_sft_with_a_step_count_names_the_same_cached_build():
+    assert assets.resolve_model(f"tiny-sft-{assets.TINY_SFT_STEPS}") == assets.resolve_model("tiny-sft")
+    with pytest.raises(FileNotFoundError, match="'tiny-sft-x' is neither a built-in asset"):
+        assets.resolve_model("tiny-sft-x")
+
+
 # ------------------------------------------------------------------ the tiny model
 
 

@@ -29,7 +29,8 @@ N groups qualify, at most `max_rounds` rounds:
 Scores are per response: 0/1 correctness for the pass-rate band (the driver thresholds rewards with
 `reward.correct_threshold`), or raw rewards with `rule="std"` (or a band on the mean reward).
 A prompt seen twice within one fill is judged once: later copies are dropped as "duplicate", so a prompt
-is never kept twice and a second draw cannot rescue a prompt the first one rejected.
+is never kept twice and a second draw cannot rescue a prompt the first one rejected (`drop_duplicates`;
+the driver's keep-everything filter, used when no filter is configured, keeps copies).
 """
 from __future__ import annotations
 
@@ -91,6 +92,8 @@ class FilterConfig:
     """Generation rounds per fill (verl's max_num_gen_batches); then `on_exhausted` applies."""
     on_exhausted: OnExhausted = "error"
     """'error': raise FillExhaustedError. 'partial': log a warning and return the groups kept so far."""
+    drop_duplicates: bool = True
+    """A prompt drawn twice within one fill (a batch that straddles an epoch boundary, a refill) is judged once and later copies are dropped; False keeps every copy as a group of its own."""
 
     def __post_init__(self) -> None:
         for name, allowed in (("rule", RULES), ("on_exhausted", ON_EXHAUSTED)):
@@ -208,7 +211,9 @@ class BatchFill:
         if len(ids) != len(mean_G):
             raise ValueError(f"{len(ids)} prompt ids but {len(mean_G)} groups in counts_G")
         code_G = decide(self._cfg, mean_G, std_G, np.asarray(counts_G))
-        code_G[self._duplicates(ids)] = DUPLICATE
+        dup_G = self._duplicates(ids)
+        if self._cfg.drop_duplicates:
+            code_G[dup_G] = DUPLICATE
         kept_K = self._admit(ids, code_G)
         self._owner._observe_round(len(ids), int((code_G == KEPT).sum()))
         self.rounds += 1

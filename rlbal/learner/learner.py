@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from rlbal.batch import RolloutBatch
-from rlbal.learner.loss import StepLoss
+from rlbal.learner.distributed import clip_and_step, replicated_state_dict
+from rlbal.learner.loss import StepLoss, mean_over_updates, merge_sums
 from rlbal.learner.model import load_causal_lm, token_logprobs
 from rlbal.learner.state_io import load_tree, save_tree
 
@@ -44,7 +45,10 @@ class Learner:
         model = load_causal_lm(cfg.model.path, cfg.model.dtype)
         if cfg.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
-        self.ref = load_causal_lm(cfg.model.path, cfg.model.dtype, trainable=False) if cfg.algo.kl_coef > 0 else None
+        self.device = self.dist.device
+        self.ref = None
+        if cfg.algo.kl_coef > 0:
+            self.ref = load_causal_lm(cfg.model.path, cfg.model.dtype, trainable=False).to(self.device)
         opt = torch.optim.AdamW(model.parameters(), lr=lc.lr, betas=tuple(lc.betas), weight_decay=lc.weight_decay)
         self.model, self.optimizer = self.dist.prepare(model, opt, grad_clip=lc.grad_clip)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(lc, self._total_updates()))
@@ -77,10 +81,10 @@ class Learner:
     def update(self, batch: RolloutBatch) -> UpdateResult:
         t0 = time.perf_counter()
         lc = self.cfg.learner
-        batch = self.prepare(batch)
+        batch = self.prepare(batch.to(self.device))
         self._fresh = True  # the first update sees ratio 1 exactly
         signal_B = np.zeros(batch.num_seqs, dtype=np.float64)
-        sums: dict[str, float] = {}
+        per_update: list[dict[str, float]] = []
         for epoch in range(lc.ppo_epochs):
             order = self._rng.permutation(batch.num_seqs) if lc.mini_batches > 1 else np.arange(batch.num_seqs)
             for part in np.array_split(order, lc.mini_batches):
@@ -89,10 +93,8 @@ class Learner:
                 self._fresh = False
                 if epoch == 0:  # the controllers see the signal of the first pass (closest to on-policy)
                     signal_B[rows] = sig
-                for k, v in m.items():
-                    sums[k] = sums.get(k, 0.0) + v
-        n = lc.ppo_epochs * lc.mini_batches
-        metrics = {k: v / n for k, v in sums.items()}
+                per_update.append(m)
+        metrics = mean_over_updates(per_update)
         metrics["learner/lr"] = self.scheduler.get_last_lr()[0]
         return UpdateResult(metrics=metrics, signal_B=signal_B, seconds=time.perf_counter() - t0)
 
@@ -101,7 +103,7 @@ class Learner:
         shard_idx = self.dist.shard(mini)
         shard = mini.select(shard_idx)
         micro = self.dist.equal_micro_batches(shard, self.cfg.learner.micro_batch_tokens)
-        sig = torch.zeros(mini.num_seqs, dtype=torch.float64)
+        sig = torch.zeros(mini.num_seqs, dtype=torch.float64, device=self.device)
         totals: dict[str, float] = {}
         for i, idx in enumerate(micro):
             mb = shard.select(idx)
@@ -110,8 +112,7 @@ class Learner:
             loss, m, sig_b = self.loss(mb, logp_BL, ctx, entropy_BL=ent_BL)
             self.dist.backward(loss, last=i == len(micro) - 1)  # loss already carries the data-parallel scale
             sig[shard_idx[idx]] = sig_b.double()
-            for k, v in m.items():
-                totals[k] = totals.get(k, 0.0) + v
+            merge_sums(totals, m)
         grad_norm = self.dist.step(self.optimizer, self.cfg.learner.grad_clip)
         self.scheduler.step()
         self.updates += 1
@@ -119,7 +120,7 @@ class Learner:
         sig = self.dist.sum_tensor(sig)
         metrics = self.loss.finalize(totals, ctx)
         metrics["learner/grad_norm"] = float(grad_norm)
-        return metrics, sig.numpy()
+        return metrics, sig.cpu().numpy()
 
     def _bapo_ratio(self, mini: RolloutBatch) -> torch.Tensor | None:
         """Current pi_theta / pi_old for BAPO's search (one extra no-grad forward; None before any update = 1)."""
@@ -175,17 +176,22 @@ def _schedule(lc, total: int):
 
 
 class SingleProcess:
-    """Single-process backend: plain torch, no communication."""
+    """Single-process backend: plain torch, no communication; the model lives on `device` (the first CUDA
+    device when there is one, else the CPU)."""
 
     world_size = 1
     rank = 0
     is_main = True
 
+    def __init__(self, device: str | torch.device | None = None) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
     def prepare(self, model, opt, grad_clip):
+        model.to(self.device)  # in place: the optimizer's parameter references stay valid
         return model, opt
 
     def shard(self, batch: RolloutBatch) -> torch.Tensor:
-        return torch.arange(batch.num_seqs)
+        return torch.arange(batch.num_seqs, device=batch.input_ids_BL.device)
 
     def equal_micro_batches(self, batch: RolloutBatch, budget: int):
         return batch.micro_batch_indices(budget)
@@ -194,11 +200,7 @@ class SingleProcess:
         loss.backward()
 
     def step(self, opt, grad_clip: float) -> float:
-        params = [p for g in opt.param_groups for p in g["params"]]
-        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return float(norm)
+        return clip_and_step(opt, grad_clip)
 
     def sum_metrics(self, m):
         return m
@@ -207,7 +209,7 @@ class SingleProcess:
         return t
 
     def full_state_dict(self, model):
-        return {k: v.detach() for k, v in model.state_dict().items()}
+        return replicated_state_dict(model)
 
     def save_optimizer(self, opt, folder: Path) -> None:
         save_tree(opt.state_dict(), folder, "optimizer")

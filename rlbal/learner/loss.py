@@ -2,7 +2,9 @@
 BAPO bounds chosen once per update, and the per-response signal the controllers observe.
 
 Metrics are accumulated as token-weighted sums over micro-batches (and summed over ranks), then divided by
-the global token count, so they do not depend on how the batch was split.
+the global token count, so they do not depend on how the batch was split. Extrema (names ending in `_min` /
+`_max`) are carried as `_max:<name>` entries (a minimum as the maximum of its negation) and merged with max
+over micro-batches and ranks (`merge_sums`, `rlbal.learner.distributed.all_reduce_sums`).
 """
 from __future__ import annotations
 
@@ -16,6 +18,34 @@ from torch import Tensor
 from rlbal.algo import AggregationContext, LossInputs, LossOptions, aggregate, bin_contributions, policy_loss
 from rlbal.algo.tokens import masked_mean, seq_token_mean
 from rlbal.batch import RolloutBatch
+
+
+MAX_PREFIX = "_max:"  # metric sums merged by max instead of +
+
+
+def merge_sums(into: dict[str, float], new: dict[str, float]) -> dict[str, float]:
+    """Add `new`'s metric sums into `into` (max for `_max:` entries); returns `into`.
+
+    >>> merge_sums({"a": 1.0, "_max:r_max": 2.0}, {"a": 0.5, "_max:r_max": 1.5, "_max:r_min": -0.5})
+    {'a': 1.5, '_max:r_max': 2.0, '_max:r_min': -0.5}
+    """
+    for k, v in new.items():
+        into[k] = max(into[k], v) if k.startswith(MAX_PREFIX) and k in into else into.get(k, 0.0) + v
+    return into
+
+
+def mean_over_updates(per_update: list[dict[str, float]]) -> dict[str, float]:
+    """Combine the metrics of several optimizer updates: extrema by min/max, everything else by the mean.
+
+    >>> mean_over_updates([{"loss/pg": 1.0, "loss/ratio_min": 0.9}, {"loss/pg": 3.0, "loss/ratio_min": 0.8}])
+    {'loss/pg': 2.0, 'loss/ratio_min': 0.8}
+    """
+    keys = dict.fromkeys(k for m in per_update for k in m)
+    out = {}
+    for k in keys:
+        vals = [m[k] for m in per_update if k in m]
+        out[k] = min(vals) if k.endswith("_min") else max(vals) if k.endswith("_max") else sum(vals) / len(vals)
+    return out
 
 
 @dataclass(frozen=True)
@@ -49,8 +79,8 @@ class StepLoss:
         from rlbal.controllers.bapo import bapo_search
 
         mask = mini.completion_mask_BL
-        ratio = np.ones(mask.shape) if ratio_BL is None else ratio_BL.double().numpy()
-        found = bapo_search(ratio, mini.advantages_B.double().numpy()[:, None], mask.numpy(), self.bapo)
+        ratio = np.ones(mask.shape) if ratio_BL is None else ratio_BL.double().cpu().numpy()
+        found = bapo_search(ratio, mini.advantages_B.double().cpu().numpy()[:, None], mask.cpu().numpy(), self.bapo)
         return StepContext(agg, (found.c_low, found.c_high), found.metrics())
 
     def __call__(self, mb: RolloutBatch, logp_BL: Tensor, ctx: StepContext,
@@ -60,7 +90,13 @@ class StepLoss:
         mask = mb.completion_mask_BL
         loss = aggregate(out.loss_BL, mask, ctx.agg, ctx.agg.key_of(mb))
         n_tok = float(mask.sum())
-        sums = {k: v * n_tok for k, v in out.metrics.items()}
+        sums: dict[str, float] = {}
+        for k, v in out.metrics.items():
+            if k.endswith(("_min", "_max")):
+                if n_tok > 0:  # an empty (padding) micro-batch has no extrema
+                    sums[MAX_PREFIX + k] = -v if k.endswith("_min") else v
+            else:
+                sums[k] = v * n_tok
         if entropy_BL is not None:
             sums["loss/entropy"] = float(masked_mean(entropy_BL, mask)) * n_tok
         sums["_tokens"] = n_tok
@@ -80,6 +116,10 @@ class StepLoss:
         """Token-weighted means over the whole mini-batch (all micro-batches, all ranks)."""
         tokens = max(sums.get("_tokens", 0.0), 1.0)
         out = {k: v / tokens for k, v in sums.items() if not k.startswith("_") and k != "loss/total"}
+        for k, v in sums.items():
+            if k.startswith(MAX_PREFIX):
+                name = k[len(MAX_PREFIX):]
+                out[name] = -v if name.endswith("_min") else v
         out["loss/total"] = sums.get("loss/total", 0.0)
         bins = {k: v for k, v in sums.items() if k.startswith("_bin_")}
         total = sum(bins.values())

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from rlbal.driver import LoopState, StageTimer, sampling_for
+from rlbal.driver import LoopState, StageTimer, log_eval_checkpoint, sampling_for, score
 from rlbal.driver_parts import Parts, Round, build_batch, prompt_results, rollout_metrics
 
 
@@ -61,10 +61,7 @@ def fill_batch(cfg: Any, parts: Parts, step: int, ahead: Ahead | None,
         with timer("generate"):
             gen = parts.engine.collect(ahead.pending)
         with timer("score"):
-            scores = parts.rewards.score([c.text for c in gen.completions],
-                                         [ahead.prompts.answers[c.prompt_index] for c in gen.completions],
-                                         [ahead.prompts.metas[c.prompt_index] for c in gen.completions])
-        round_ = Round(ahead.prompts, ahead.alloc, gen, scores)
+            round_ = Round(ahead.prompts, ahead.alloc, gen, score(parts, ahead.prompts, gen))
         kept = fill.add(ahead.prompts.indices, *round_.group_scores(parts.filter.cfg.rule))
         rounds.append(round_.select(kept))
         versions.append((ahead.version, len(rounds[-1].gen.completions)))
@@ -106,16 +103,6 @@ def async_train_loop(cfg: Any, parts: Parts, state: LoopState, save: Callable[[L
             parts.engine.update_weights(parts.learner.export_weights(), wait=False)
         state.step = step
         state.samples_seen += batch.num_seqs
-        metrics = {**rollout_metrics(batch, rounds, correct_B), **update.metrics, **parts.controllers.metrics(),
-                   **parts.filter.metrics(), **parts.rewards.metrics(), **parts.source.metrics()}
-        if parts.should_eval(step):
-            with timer("eval"):
-                metrics.update(evaluate(step))
-        if parts.should_checkpoint(step):
-            with timer("checkpoint"):
-                save(state)
-        metrics.update(timer.metrics())
-        metrics["timing/step"] = time.perf_counter() - t_step
-        metrics["train/samples_seen"] = float(state.samples_seen)
-        parts.logger.log(step, metrics)
+        metrics = {**rollout_metrics(batch, rounds, correct_B), **update.metrics}
+        log_eval_checkpoint(parts, state, metrics, timer, t_step, save, evaluate)
     return state

@@ -5,7 +5,8 @@
 (gloo on CPU, NCCL on GPU; `init_world`). It is plain DDP done explicitly, the simplest thing that is
 exactly right with rlbal's accumulation:
 
-- every rank takes a contiguous, token-balanced shard of each mini-batch (`token_balanced_shard`);
+- every rank takes a contiguous, token-balanced shard of each mini-batch (`token_balanced_shard`, shared
+  with `AccelerateBackend`);
 - every micro-batch loss is already normalised by the *global* mini-batch counts and multiplied by the
   world size (`StepLoss(world_size=W)`), so local gradients are summed over micro-batches and, at the
   optimizer step, all-reduced (one flat buffer per ~64 MB bucket) and divided by W: the result equals
@@ -23,29 +24,15 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as tdist
 
 from rlbal.batch import RolloutBatch
+from rlbal.learner.distributed import (all_reduce_sum, all_reduce_sums, clip_and_step, equal_micro_batches,
+                                      replicated_state_dict, token_balanced_shard)
 from rlbal.learner.state_io import load_tree, save_tree
 
 BUCKET_BYTES = 64 * 2**20
-
-
-def token_balanced_shard(tokens_B: torch.Tensor, world_size: int, rank: int) -> torch.Tensor:
-    """Row indices of `rank`'s contiguous shard: row b goes to the rank whose equal share of the token total
-    holds the row's token midpoint (the rule `AccelerateBackend.shard` uses).
-
-    >>> token_balanced_shard(torch.tensor([4, 4, 4, 4]), world_size=2, rank=1)   # midpoints 2 6 10 14 of 16
-    tensor([2, 3])
-    >>> token_balanced_shard(torch.tensor([10, 1, 1, 1, 1]), world_size=2, rank=0)   # 5/14 -> rank 0 only
-    tensor([0])
-    """
-    tokens = tokens_B.double()
-    mid = torch.cumsum(tokens, 0) - tokens / 2
-    owner = torch.clamp((mid / tokens.sum() * world_size).long(), max=world_size - 1)
-    return torch.nonzero(owner == rank).flatten()
 
 
 def grad_buckets(params: list[torch.nn.Parameter], bucket_bytes: int = BUCKET_BYTES) -> list[list[int]]:
@@ -101,39 +88,23 @@ class CollectiveBackend:
         return token_balanced_shard(batch.attention_mask_BL.sum(-1), self.world_size, self.rank)
 
     def equal_micro_batches(self, batch: RolloutBatch, budget: int) -> list[torch.Tensor]:
-        mine = batch.micro_batch_indices(budget) if batch.num_seqs else []
-        count = torch.tensor([len(mine)])
-        tdist.all_reduce(count, op=tdist.ReduceOp.MAX)
-        n = int(count.item())
-        if len(mine) == n:
-            return mine
-        # Every rank must run the same number of backward passes: re-split into exactly n (maybe empty) chunks.
-        return [torch.as_tensor(c, dtype=torch.long) for c in np.array_split(np.arange(batch.num_seqs), n)]
+        return equal_micro_batches(batch, budget, self.device)
 
     def backward(self, loss: torch.Tensor, last: bool) -> None:
         loss.backward()  # gradients are reduced once, in step()
 
     def step(self, opt, grad_clip: float) -> float:
-        params = [p for g in opt.param_groups for p in g["params"]]
-        all_reduce_mean_grads(params, self.world_size)
-        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return float(norm)
+        all_reduce_mean_grads([p for g in opt.param_groups for p in g["params"]], self.world_size)
+        return clip_and_step(opt, grad_clip)
 
     def sum_metrics(self, m: dict[str, float]) -> dict[str, float]:
-        keys = sorted(m)
-        t = torch.tensor([m[k] for k in keys], dtype=torch.float64)
-        tdist.all_reduce(t)
-        return dict(zip(keys, t.tolist()))
+        return all_reduce_sums(m, self.device)
 
     def sum_tensor(self, t: torch.Tensor) -> torch.Tensor:
-        t = t.clone()
-        tdist.all_reduce(t)
-        return t
+        return all_reduce_sum(t)
 
     def full_state_dict(self, model) -> dict[str, torch.Tensor]:
-        return {k: v.detach() for k, v in model.state_dict().items()}
+        return replicated_state_dict(model)
 
     def save_optimizer(self, opt, folder: Path) -> None:
         if self.is_main:  # replicated: one copy is the whole state

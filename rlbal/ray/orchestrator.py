@@ -30,7 +30,6 @@ from rlbal.ray.rollout_group import RolloutGroup
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "RLBAL_CACHE", "VLLM_CACHE_ROOT",
                  "VLLM_CPU_KVCACHE_SPACE", "TORCHINDUCTOR_CACHE_DIR", "TORCH_EXTENSIONS_DIR", "TRITON_CACHE_DIR",
                  "TOKENIZERS_PARALLELISM", "HF_HOME")
-ROLLOUT_MAX_RESTARTS = 3
 
 
 def connect(address: str | None) -> None:
@@ -52,9 +51,9 @@ def actor_env() -> dict[str, Any]:
 class RayOrchestrator:
     """Owns what a Ray run starts (placement group, rollout actors, learner actors) and tears it down once."""
 
-    def __init__(self, cfg: Any, *, max_restarts: int = ROLLOUT_MAX_RESTARTS) -> None:
+    def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
-        self.max_restarts = max_restarts
+        self.max_restarts = cfg.ray.rollout_max_restarts
         self.timeout_s = cfg.ray.init_timeout_s
         self.stats = RayStats()
         self.pg = None
@@ -108,12 +107,12 @@ class RayOrchestrator:
             self.pg = None
 
 
-def build_ray_parts(cfg: Any, run_dir: Path, *, max_restarts: int = ROLLOUT_MAX_RESTARTS) -> Any:
+def build_ray_parts(cfg: Any, run_dir: Path) -> Any:
     """Every component of a Ray run (`run.orchestrator: ray`): local data/controllers/rewards/eval, Ray groups."""
     from rlbal.driver_parts import assemble_parts, engine_options
 
     connect(cfg.ray.address)
-    orch = RayOrchestrator(cfg, max_restarts=max_restarts)
+    orch = RayOrchestrator(cfg)
     t0 = time.perf_counter()
     rollouts, learners = orch.start(_model_folder(cfg), engine_options(cfg))
     r = cfg.ray

@@ -47,8 +47,10 @@ class Completion:
 
     prompt_index: position of its prompt in the `generate` call's prompt list.
     token_ids:    (T,) sampled tokens, excluding the prompt; includes the EOS token if one was sampled.
-    logprobs:     (T,) log-probability of each sampled token under the engine's (unprocessed, full-vocab,
-                  temperature-scaled) distribution, as used for the behaviour policy in importance ratios.
+    logprobs:     (T,) log-probability of each sampled token under the distribution it was sampled from:
+                  temperature-scaled, and truncated by top-k / top-p when those are on (the behaviour
+                  policy of importance ratios; with top_k=0, top_p=1 it is the full-vocabulary softmax
+                  of logits / T that the learner recomputes).
     text:         decoded `token_ids` (special tokens skipped).
     finish_reason: "stop" (EOS or a stop string) or "length" (hit max_new_tokens).
     """

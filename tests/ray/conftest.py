@@ -12,21 +12,6 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture(scope="session")
-def sft_path() -> Path:
-    from rlbal.assets import TINY_SFT_STEPS, tiny_model
-
-    return tiny_model(sft_steps=TINY_SFT_STEPS)
-
-
-@pytest.fixture(scope="session")
-def tiny_path() -> Path:
-    """The untrained tiny model: it rarely samples EOS, so its completions run to max_new_tokens (long calls)."""
-    from rlbal.assets import tiny_model
-
-    return tiny_model()
-
-
 def small_overrides(out: Path, name: str, *extra: str) -> list[str]:
     """A few GDRO steps sized for 2 cores: 8 prompts x 4 rollouts x 16 tokens, tiny-sft, no plots/TB."""
     return [f"run.name={name}", f"run.output_dir={out}", "run.max_steps=3", "run.resume=never",
@@ -44,7 +29,7 @@ def read_metrics(run_dir: Path) -> dict[int, dict[str, float]]:
     return out
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def overrides():
     return small_overrides
 

@@ -14,21 +14,6 @@ import torch
 
 
 @pytest.fixture(scope="session")
-def tiny_path() -> Path:
-    from rlbal.assets import tiny_model
-
-    return tiny_model()
-
-
-@pytest.fixture(scope="session")
-def sft_path() -> Path:
-    """The tiny model after a few seconds of SFT: answers 'The answer is \\boxed{N}.' then EOS."""
-    from rlbal.assets import TINY_SFT_STEPS, tiny_model
-
-    return tiny_model(sft_steps=TINY_SFT_STEPS)
-
-
-@pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_path: Path):
     from transformers import AutoTokenizer
 
