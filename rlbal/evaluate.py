@@ -302,6 +302,29 @@ def results_table(metrics: dict[str, float], k: int) -> Any:
     return table
 
 
+def eval_curve(metrics_path: Path, k: int) -> str:
+    """The held-out mean@k over a run's eval steps, overall and per level/task, as a few aligned lines.
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp()) / "m.jsonl"
+    >>> _ = d.write_text('{"step": 0, "eval/mean@4": 0.2, "eval/level_1/mean@4": 0.3}\\n{"step": 1, "reward/mean": 0.5}\\n'
+    ...                  '{"step": 9, "eval/mean@4": 0.25, "eval/level_1/mean@4": 0.4}\\n')
+    >>> print(eval_curve(d, 4))
+    step  mean@4  level_1
+       0   0.200    0.300
+       9   0.250    0.400
+    """
+    key = f"mean@{k}"
+    rows = [r for r in map(json.loads, metrics_path.read_text().splitlines()) if f"eval/{key}" in r]
+    if not rows:
+        return "(no eval rows)"
+    groups = sorted({c[len("eval/"):-len(key) - 1] for c in rows[-1]
+                     if c.startswith("eval/") and c.endswith("/" + key)} - {""})
+    head = f"{'step':>4}  {key:>6}" + "".join(f"  {g:>7}" for g in groups)
+    lines = [f"{r['step']:>4}  {r[f'eval/{key}']:>6.3f}" + "".join(
+        f"  {r.get(f'eval/{g}/{key}', float('nan')):>7.3f}" for g in groups) for r in rows]
+    return "\n".join([head, *lines])
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rlbal eval", formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -57,6 +57,11 @@ def run_training(cfg: Config) -> Path:
         from rlbal.plot import plot_run
 
         plot_run([run_dir], run_dir / "plots")
+    if parts.is_main and parts.evaluator is not None:
+        from rlbal.evaluate import eval_curve
+
+        print(f"[rlbal] held-out mean@{cfg.eval.k} (sampled at T={cfg.eval.temperature}) of {run_dir}:\n"
+              f"{eval_curve(run_dir / 'metrics.jsonl', cfg.eval.k)}", flush=True)
     return run_dir
 
 
