@@ -146,7 +146,11 @@ class Learner:
     def save_model(self, folder, is_main: bool) -> None:
         state = self.export_weights()
         if is_main:
-            self.dist.unwrap(self.model).save_pretrained(folder, state_dict=state, safe_serialization=True)
+            model = self.dist.unwrap(self.model)
+            if getattr(model.config, "tie_word_embeddings", False):
+                # DeepSpeed's gathered state dict repeats a tied lm_head as a separate tensor; save the HF layout
+                state = {k: v for k, v in state.items() if k != "lm_head.weight"}
+            model.save_pretrained(folder, state_dict=state, safe_serialization=True)
 
     def save_state(self, folder: Path, is_main: bool) -> None:
         """Optimizer (the backend's format), scheduler, update counter and the learner's RNG."""
