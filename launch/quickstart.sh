@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: install (reused if already there), build the offline tiny model, and train it with GDRO
-# (Prompt-GDRO + Rollout-GDRO) on procedural arithmetic on CPU. ~10 minutes on 2 cores.
+# (Prompt-GDRO + Rollout-GDRO) on procedural arithmetic on CPU. ~6 minutes of training on 2 cores (plus a 4.5-minute first install).
 # Leaves runs/quickstart/ with metrics.jsonl, TensorBoard events, a checkpoint and plots/.
 # Extra arguments are recipe overrides, e.g. `bash launch/quickstart.sh run.max_steps=5`.
 set -euo pipefail
