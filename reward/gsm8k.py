@@ -10,8 +10,7 @@ RewardResult(score=1.0, outcome='correct', reason="answer '72' = gold '72'")
 """
 from __future__ import annotations
 
-from reward.extract import extract
-from reward.numeric import compare_numbers
+from reward.numeric import numeric_reward
 from reward.result import RewardResult
 
 
@@ -38,7 +37,4 @@ def gsm8k_reward(
     >>> gsm8k_reward("#### 1,080", "1080").score
     1.0
     """
-    pred = extract(completion, extraction)
-    if pred is None:
-        return RewardResult(0.0, "unparsable", f"no answer found by extraction {extraction!r}")
-    return compare_numbers(pred, gold_number(answer), rel_tol, abs_tol)
+    return numeric_reward(completion, gold_number(answer), extraction=extraction, rel_tol=rel_tol, abs_tol=abs_tol)

@@ -211,9 +211,8 @@ class BatchFill:
         if len(ids) != len(mean_G):
             raise ValueError(f"{len(ids)} prompt ids but {len(mean_G)} groups in counts_G")
         code_G = decide(self._cfg, mean_G, std_G, np.asarray(counts_G))
-        dup_G = self._duplicates(ids)
         if self._cfg.drop_duplicates:
-            code_G[dup_G] = DUPLICATE
+            code_G[self._duplicates(ids)] = DUPLICATE
         kept_K = self._admit(ids, code_G)
         self._owner._observe_round(len(ids), int((code_G == KEPT).sum()))
         self.rounds += 1
