@@ -36,7 +36,10 @@ class WeightedReward:
             raise ValueError("WeightedReward.parts must name at least one reward, got ()")
 
     def __call__(self, completion: str, answer: str, **meta) -> RewardResult:
-        results = [as_result(fn(completion, answer, **meta), self.threshold) for _, fn, _ in self.parts]
+        return self.combine([as_result(fn(completion, answer, **meta), self.threshold) for _, fn, _ in self.parts])
+
+    def combine(self, results: list[RewardResult]) -> RewardResult:
+        """The sum's result from one result per part, in the order of ``parts``."""
         pairs = list(zip(self.parts, results, strict=True))
         score = sum(weight * result.score for (_, _, weight), result in pairs)
         outcome = next((r.outcome for r in results if r.outcome in FAILURES), results[0].outcome)

@@ -10,6 +10,12 @@ call that raises or a worker that dies (``os._exit``, a segfault) is counted as 
 step. Failures get ``failure_score`` and are logged per batch. The pool lives across steps; work is sent in
 chunks of ``chunk_size`` completions to keep the per-step overhead low; only a hung or dead worker is replaced.
 
+Before the pool, the *prefilter* (``reward.prefilter``) scores in this process every completion a built-in
+reward can decide cheaply and exactly: for "math", plain answers (integers, decimals, fractions, a unit,
+multiple-choice letters; ``reward.fast``) and missing answers; for the standard-library rewards (numeric,
+exact, gsm8k, format), everything. Only the rest (symbolic answers, custom rewards) goes to the workers,
+in chunks of about a quarter of each worker's share (``chunk_size=None``). Verdicts do not depend on the route.
+
 Workers start with ``start_method`` "forkserver" by default: safe in a trainer with many threads (torch,
 vLLM), unlike "fork". As with any spawn/forkserver child, a worker imports the ``__main__`` module of the
 trainer, so the entry point must keep heavy imports under ``if __name__ == "__main__"`` or in ``main()``.
@@ -28,12 +34,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from reward.pool import WorkerPool
+from reward.prefilter import build_prefilter
 from reward.registry import RewardSpec, RewardSpecError, as_specs, build_reward, preload_modules, resolve_reward
 from reward.result import FAILURES, OUTCOMES
 from reward.worker import score_one
 
 logger = logging.getLogger(__name__)
 START_METHODS = ("forkserver", "spawn", "fork")
+MAX_CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,7 @@ class _Window:
 
     counts: Counter[str] = field(default_factory=Counter)
     n: int = 0
+    fast: int = 0  # decided by the prefilter, in this process
     score_sum: float = 0.0
     seconds: float = 0.0
 
@@ -103,12 +112,15 @@ class RewardExecutor:
     reward:          a built-in name, "package.module:function", a RewardSpec, several RewardSpecs (summed
                      with their weights, the first deciding the outcome) or a module-level function.
     timeout_s:       wall-clock limit per completion; the worker running a call past it is killed.
-    chunk_size:      completions per message to a worker.
+    chunk_size:      completions per message to a worker; None = ceil(pending / (4 * num_workers)), at most
+                     MAX_CHUNK (large messages, yet every worker gets several, which balances the load).
     threshold:       a plain-float reward is "correct" when >= threshold.
     failure_score:   score given to "timeout" and "error" outcomes.
     startup_timeout_s: a worker that is not ready by then is a fatal error (broken install or spec).
     batch_timeout_s: optional bound on one ``score`` call: what is unfinished by then counts as "timeout".
                      Without it, hangs cost ``timeout_s`` each, overlapping across workers.
+    prefilter:       decide what the built-in rewards can decide cheaply in this process (``reward.prefilter``);
+                     False sends every completion to the workers (a baseline for benchmarks).
     """
 
     def __init__(
@@ -117,18 +129,20 @@ class RewardExecutor:
         num_workers: int = 2,
         timeout_s: float = 10.0,
         *,
-        chunk_size: int = 8,
+        chunk_size: int | None = None,
         threshold: float = 1.0,
         failure_score: float = 0.0,
         start_method: str = "forkserver",
         startup_timeout_s: float = 120.0,
         batch_timeout_s: float | None = None,
+        prefilter: bool = True,
     ) -> None:
         _check_args(num_workers, timeout_s, chunk_size, start_method, startup_timeout_s)
         if batch_timeout_s is not None and not batch_timeout_s > 0:
             raise ValueError(f"RewardExecutor.batch_timeout_s must be > 0 or None, got {batch_timeout_s}")
         self.specs = spec_of(reward)
         self._fn = build_reward(self.specs, threshold)  # resolves in this process first: spec errors fail here
+        self._prefilter = build_prefilter(self.specs, threshold) if prefilter else None
         self.num_workers, self.timeout_s, self.chunk_size = num_workers, timeout_s, chunk_size
         self.threshold, self.failure_score, self.batch_timeout_s = threshold, failure_score, batch_timeout_s
         self._pool = None
@@ -151,10 +165,16 @@ class RewardExecutor:
             )
         start = time.perf_counter()
         items = list(zip(completions, answers, metas, strict=True))
+        raw = [self._prefilter(c, a, m) for c, a, m in items] if self._prefilter else [None] * len(items)
+        pending = [i for i, r in enumerate(raw) if r is None]
+        self._window.fast += len(items) - len(pending)
         if self._pool is None:
-            raw = [score_one(self._fn, c, a, m, self.threshold) for c, a, m in items]
-        else:
-            raw = self._pool.run(items, self.chunk_size, self.batch_timeout_s)
+            for i in pending:
+                raw[i] = score_one(self._fn, *items[i], self.threshold)
+        elif pending:
+            chunk = self.chunk_size or min(MAX_CHUNK, -(-len(pending) // (4 * self.num_workers)))
+            for i, r in zip(pending, self._pool.run([items[i] for i in pending], chunk, self.batch_timeout_s)):
+                raw[i] = r
         batch = self._batch(raw, time.perf_counter() - start)
         self._log(batch)
         return batch
@@ -191,7 +211,8 @@ class RewardExecutor:
         score several refill rounds), then the window restarts; "reward/total/*" and restarts are cumulative.
 
         reward/completions, reward/outcome/<o> (count), reward/outcome_frac/<o>, reward/score_mean,
-        reward/seconds (wall time inside ``score``), reward/total/<o>, reward/worker_restarts
+        reward/seconds (wall time inside ``score``), reward/fast_frac (share decided by the prefilter),
+        reward/total/<o>, reward/worker_restarts
         """
         window, self._window = self._window, _Window()
         n = window.n
@@ -200,10 +221,19 @@ class RewardExecutor:
             out[f"reward/outcome/{outcome}"] = float(window.counts[outcome])
             out[f"reward/outcome_frac/{outcome}"] = window.counts[outcome] / n if n else 0.0
         out["reward/score_mean"] = window.score_sum / n if n else 0.0
+        out["reward/fast_frac"] = window.fast / n if n else 0.0
         out["reward/seconds"] = window.seconds
         out |= {f"reward/total/{o}": float(self._totals[o]) for o in OUTCOMES}
         out["reward/worker_restarts"] = float(self._pool.restarts if self._pool else 0)
         return out
+
+    def state_dict(self) -> dict[str, int]:
+        """The cumulative outcome counts behind "reward/total/*", for checkpoints (plain JSON)."""
+        return {o: int(self._totals[o]) for o in OUTCOMES}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue the "reward/total/*" counts of a checkpoint."""
+        self._totals = Counter({o: int(state.get(o, 0)) for o in OUTCOMES})
 
     def close(self) -> None:
         """Stop the workers (idempotent)."""
@@ -227,12 +257,12 @@ def _context(start_method: str, preload: tuple[str, ...]):
     return ctx
 
 
-def _check_args(num_workers: int, timeout_s: float, chunk_size: int, start_method: str, startup_s: float) -> None:
+def _check_args(num_workers: int, timeout_s: float, chunk_size: int | None, start_method: str, startup_s: float) -> None:
     if num_workers < 0:
         raise ValueError(f"RewardExecutor.num_workers must be >= 0, got {num_workers}")
     if not timeout_s > 0:
         raise ValueError(f"RewardExecutor.timeout_s must be > 0, got {timeout_s}")
-    if chunk_size < 1:
+    if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"RewardExecutor.chunk_size must be >= 1, got {chunk_size}")
     if start_method not in START_METHODS:
         raise ValueError(f"RewardExecutor.start_method must be one of {START_METHODS}, got {start_method!r}")

@@ -5,6 +5,10 @@ raises outside the main thread, so it is always called with ``parsing_timeout=No
 and the wall-clock limit is enforced by ``reward.executor`` (which kills a hung worker). Called inline,
 without the executor, a pathological answer can therefore run unbounded.
 
+Plain answers (integers, decimals, fractions, thousands separators, a trailing unit or period, single
+words) are decided first by ``reward.fast.fast_equal``, exactly as math-verify would decide them, in
+microseconds; only what it leaves open is parsed by math-verify (``fast_path=False`` turns it off).
+
 Both answers are wrapped as ``$...$`` before parsing: math-verify reads a bare ``2\sqrt{2}`` as ``2`` and a bare
 ``(1,2)`` as nothing, but the delimited forms as ``2*sqrt(2)`` and an interval. Text that is not maths
 ("north-east") is kept by math-verify as a string and compared as such.
@@ -23,6 +27,7 @@ import logging
 from functools import lru_cache
 
 from reward.extract import clean, extract
+from reward.fast import fast_equal
 from reward.result import RewardResult
 
 PRELOAD = ("math_verify",)  # modules a worker imports before its first timed call
@@ -51,28 +56,56 @@ def is_equivalent(gold: tuple, pred: tuple) -> bool:
     return bool(_quiet_math_verify().verify(list(gold), list(pred), timeout_seconds=None))
 
 
-def math_reward(completion: str, answer: str, *, extraction: str = "boxed", **meta) -> RewardResult:
+def math_reward(completion: str, answer: str, *, extraction: str = "boxed", fast_path: bool = True,
+                **meta) -> RewardResult:
     r"""1.0 if the extracted answer is mathematically equivalent to the gold answer, else 0.0.
 
     extraction: one of ``reward.extract.EXTRACTIONS``; "boxed" (default) follows the usual
     "put the final answer in \boxed{}" instruction, "boxed_or_last_number" is lenient for small models.
+    fast_path: decide plain answers without math-verify (same verdicts, see ``reward.fast``).
 
     >>> math_reward(r"so it is \boxed{2\sqrt{2}}", r"\sqrt{8}").outcome
     'correct'
     """
+    prepared = _prepare(completion, answer, extraction)
+    if isinstance(prepared, RewardResult):
+        return prepared
+    pred, gold_text = prepared
+    equal = fast_equal(pred, gold_text) if fast_path else None
+    if equal is None:
+        gold = _parse_gold(gold_text)
+        if not gold:
+            return RewardResult(0.0, "error", f"math-verify cannot read gold answer {gold_text!r}")
+        parsed = parse_answer(pred)
+        if not parsed:
+            return RewardResult(0.0, "unparsable", f"math-verify cannot read answer {pred!r}")
+        equal = is_equivalent(gold, parsed)
+    return _verdict(equal, pred, gold_text)
+
+
+def math_fast(completion: str, answer: str, *, extraction: str = "boxed", fast_path: bool = True,
+              **meta) -> RewardResult | None:
+    """``math_reward``'s result when it needs no math-verify (no answer found, empty gold, a plain answer
+    decided by ``reward.fast``), else None. Cheap and bounded: the executor runs it in the driver process."""
+    prepared = _prepare(completion, answer, extraction)
+    if isinstance(prepared, RewardResult):
+        return prepared
+    equal = fast_equal(*prepared) if fast_path else None
+    return None if equal is None else _verdict(equal, *prepared)
+
+
+def _prepare(completion: str, answer: str, extraction: str) -> RewardResult | tuple[str, str]:
+    """(extracted answer, cleaned gold), or the result when either is missing."""
     pred = extract(completion, extraction)
     if pred is None:
         return RewardResult(0.0, "unparsable", f"no answer found by extraction {extraction!r}")
     gold_text = clean(answer)
     if gold_text is None:
         return RewardResult(0.0, "error", f"gold answer {answer!r} is empty")
-    gold = _parse_gold(gold_text)
-    if not gold:
-        return RewardResult(0.0, "error", f"math-verify cannot read gold answer {gold_text!r}")
-    parsed = parse_answer(pred)
-    if not parsed:
-        return RewardResult(0.0, "unparsable", f"math-verify cannot read answer {pred!r}")
-    if is_equivalent(gold, parsed):
+    return pred, gold_text
+
+
+def _verdict(equal: bool, pred: str, gold_text: str) -> RewardResult:
+    if equal:
         return RewardResult(1.0, "correct", f"answer {pred!r} is equivalent to gold {gold_text!r}")
     return RewardResult(0.0, "wrong", f"answer {pred!r} differs from gold {gold_text!r}")
-
