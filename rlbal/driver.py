@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 from rlbal.driver_parts import Parts, Round, build_batch, prompt_results, rollout_metrics
 from rlbal.rollout.engine import SamplingSpec
@@ -91,7 +91,7 @@ def train_loop(cfg, parts: Parts, state: LoopState, save: Callable[[LoopState], 
         state.step = step
         state.samples_seen += batch.num_seqs
         metrics = {**rollout_metrics(batch, rounds, correct_B), **update.metrics}
-        log_eval_checkpoint(parts, state, metrics, timer, t_step, save, evaluate)
+        log_eval_checkpoint(parts, state, metrics, timer, t_step, save, evaluate, rounds)
     return state
 
 
@@ -103,9 +103,10 @@ def score(parts: Parts, prompts, gen) -> list:
 
 
 def log_eval_checkpoint(parts: Parts, state: LoopState, metrics: dict[str, float], timer: StageTimer, t_step: float,
-                        save: Callable[[LoopState], None], evaluate: Callable[[int], dict[str, float]]) -> None:
+                        save: Callable[[LoopState], Any], evaluate: Callable[[int], dict[str, float]],
+                        rounds: Sequence[Round] = ()) -> None:
     """The end of a step (shared by the synchronous and the one-step-off loop): every component's metrics,
-    eval and checkpoint when due, stage timings, one log row."""
+    eval and checkpoint when due, stage timings, one log row, the step's prompts and sampled completions."""
     step = state.step
     metrics.update({**parts.controllers.metrics(), **parts.filter.metrics(), **parts.rewards.metrics(),
                     **parts.source.metrics()})
@@ -117,9 +118,14 @@ def log_eval_checkpoint(parts: Parts, state: LoopState, metrics: dict[str, float
             metrics.update(evaluate(step))
     if parts.should_checkpoint(step):
         with timer("checkpoint"):
-            save(state)
+            path = save(state)
+        if path is not None:
+            parts.logger.console.after_step(f"checkpoint step {step} written to {path}")
     metrics.update(timer.metrics())
     metrics["timing/step"] = time.perf_counter() - t_step
     metrics["train/samples_seen"] = float(state.samples_seen)
+    if rounds:
+        parts.logger.log_completions(step, rounds)
     parts.logger.log(step, metrics)
+    parts.check_rewards(step, metrics)
 

@@ -19,6 +19,7 @@ from rlbal.batch import RolloutBatch
 from rlbal.controllers import Controllers, FilterConfig, GroupFilter, PromptResult
 from rlbal.controllers.records import Allocation
 from rlbal.data import PromptBatch, PromptSource, format_from_config, load_prompts, spec_from_config
+from rlbal.errors import RewardError
 from rlbal.logging import MetricsLogger
 from rlbal.rollout.engine import GenerationResult
 
@@ -138,6 +139,20 @@ class Parts:
     barrier: Callable[[], None] = lambda: None
     evaluator: Callable[[int], dict[str, float]] | None = None
     logger: MetricsLogger | None = None
+    failed_reward_steps: int = 0  # consecutive steps in which every completion's reward raised or timed out
+
+    def check_rewards(self, step: int, metrics: dict[str, float]) -> None:
+        """Stop the run (RewardError) after reward.max_failed_steps consecutive steps in which every
+        completion's reward raised or timed out: training on nothing but failure scores is garbage."""
+        n = metrics.get("reward/completions", 0.0)
+        error, timeout = metrics.get("reward/outcome/error", 0.0), metrics.get("reward/outcome/timeout", 0.0)
+        self.failed_reward_steps = self.failed_reward_steps + 1 if n and error + timeout == n else 0
+        limit = self.cfg.reward.max_failed_steps
+        if limit and self.failed_reward_steps >= limit:
+            raise RewardError(f"reward.fn={self.cfg.reward.fn!r} failed on every completion for {limit} consecutive "
+                              f"steps (step {step}: {error:.0f} error, {timeout:.0f} timeout of {n:.0f}; the first "
+                              "reason of each step is in the warnings above); fix the reward, raise "
+                              "reward.timeout_s, or set reward.max_failed_steps (0 = never stop)")
 
     @property
     def pad_id(self) -> int:
@@ -152,10 +167,7 @@ class Parts:
         return (every and step % every == 0) or step == self.cfg.run.max_steps
 
     def open_logger(self, start_step: int) -> None:
-        lc = self.cfg.logging
-        self.logger = MetricsLogger(self.run_dir, tensorboard=lc.tensorboard, wandb=lc.wandb, progress=lc.progress,
-                                    total_steps=self.cfg.run.max_steps, run_name=self.cfg.run.name,
-                                    config=self.cfg.to_dict(), start_step=start_step, enabled=self.is_main)
+        self.logger = MetricsLogger.from_config(self.cfg, self.run_dir, start_step=start_step, enabled=self.is_main)
 
     def close(self) -> None:
         if self.logger is not None:
@@ -219,7 +231,8 @@ def engine_options(cfg) -> dict[str, Any]:
     opts: dict[str, Any] = dict(dtype=cfg.model.dtype, seed=cfg.run.seed,
                                 max_model_len=cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens)
     if cfg.rollout.engine == "vllm":
-        opts.update(gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, enforce_eager=cfg.rollout.enforce_eager)
+        opts.update(gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, enforce_eager=cfg.rollout.enforce_eager,
+                    use_tqdm_on_load=cfg.logging.verbose)  # vLLM's weight-loading bar: only when verbose
     return opts
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -146,8 +145,10 @@ def accuracy_metrics(correct_NK: np.ndarray, greedy_N: np.ndarray) -> dict[str, 
     return out
 
 
-def level_name(d: float) -> str:
-    """`level_2` for 2.0, `level_0.5` for 0.5."""
+def level_name(d: float | str) -> str:
+    """`level_2` for 2.0, `level_0.5` for 0.5, `level_very_hard` for the string level 'very hard'."""
+    if isinstance(d, str):
+        return "level_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", d)
     return f"level_{int(d)}" if float(d).is_integer() else f"level_{d:g}"
 
 
@@ -156,7 +157,9 @@ def prompt_groups(difficulty_N: np.ndarray, metas: Sequence[dict[str, Any]]) -> 
     prompts come from several tasks (metas['task'])."""
     groups = {"": np.ones(len(difficulty_N), dtype=bool)}
     for d in np.unique(difficulty_N[np.isfinite(difficulty_N)]):
-        groups[level_name(d)] = difficulty_N == d
+        mask_N = difficulty_N == d
+        label = metas[int(np.argmax(mask_N))].get("difficulty_label")  # a string level ('hard') names its group
+        groups[level_name(label if isinstance(label, str) else d)] = mask_N
     tasks = np.array([str(m.get("task", "")) for m in metas])
     if len(set(tasks) - {""}) > 1:
         groups.update({f"task_{t}": tasks == t for t in sorted(set(tasks) - {""})})
@@ -245,45 +248,51 @@ def eval_prompts(cfg: Any, tokenizer: Any) -> PromptBatch:
     files / gsm8k: the first `eval.size` rows of `eval.paths` (with the data section's field mapping) or
     of the GSM8K test split.
     """
-    from rlbal.data.dataset import FilesSpec, GSM8KSpec, ProceduralSpec, format_from_config, load_prompts
-    from rlbal.data.files import FieldMap
+    from rlbal.data.dataset import format_from_config, load_prompts
+
+    dataset = load_prompts(eval_spec(cfg), tokenizer, format_from_config(cfg.data))
+    n = len(dataset) if cfg.eval.source == "procedural" else min(cfg.eval.size, len(dataset))
+    return dataset.batch(np.arange(n, dtype=np.int64))
+
+
+def eval_spec(cfg: Any) -> Any:
+    """The prompt source spec of a run's `eval` section (see `eval_prompts`)."""
+    from rlbal.data.dataset import FilesSpec, GSM8KSpec, ProceduralSpec, field_map_from_config
 
     ev, data = cfg.eval, cfg.data
     if ev.source == "procedural":
-        spec = ProceduralSpec(tasks=tuple(data.tasks), levels=tuple(data.levels), size=ev.size,
+        return ProceduralSpec(tasks=tuple(data.tasks), levels=tuple(data.levels), size=ev.size,
                               seed=cfg.run.seed + EVAL_SEED_OFFSET)
-    elif ev.source == "gsm8k":
-        spec = GSM8KSpec(split="test")
-    else:
-        spec = FilesSpec(paths=tuple(ev.paths), fields=FieldMap(
-            prompt=data.prompt_field, answer=data.answer_field, id=data.id_field, difficulty=data.difficulty_field))
-    dataset = load_prompts(spec, tokenizer, format_from_config(data))
-    n = len(dataset) if ev.source == "procedural" else min(ev.size, len(dataset))
-    return dataset.batch(np.arange(n, dtype=np.int64))
+    if ev.source == "gsm8k":
+        return GSM8KSpec(split="test")
+    return FilesSpec(paths=tuple(ev.paths), fields=field_map_from_config(data))
 
 
 def pick_model(run_dir: Path, cfg: Any, checkpoint: Path | None, base: bool) -> tuple[Path, int | None]:
     """(HF model folder, step) to evaluate: --base = the config's starting model (step 0), --checkpoint =
-    a checkpoint folder (its model/) or a model folder, default = the run's newest complete checkpoint."""
-    from rlbal.learner.checkpoint import complete_checkpoints
+    a checkpoint folder (its model/, verified against its manifest) or a model folder, default = the run's
+    newest complete checkpoint that verifies (a damaged newer one is skipped with one warning line)."""
+    from rlbal.assets import check_model_folder, resolve_model
+    from rlbal.errors import CheckpointError
+    from rlbal.learner.checkpoint import newest_verified, verify_checkpoint
 
     if base:
-        from rlbal.assets import resolve_model
-
         return resolve_model(cfg.model.path), 0
     if checkpoint is not None:
         folder = checkpoint / "model" if (checkpoint / "model" / "config.json").is_file() else checkpoint
         if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"--checkpoint {checkpoint}: neither a checkpoint folder (with model/) nor a "
-                                    "model folder (with config.json)")
+            raise CheckpointError(f"--checkpoint {checkpoint}: neither a checkpoint folder (with model/) nor a "
+                                  "model folder (with config.json)")
+        problem = verify_checkpoint(checkpoint) if (checkpoint / "COMPLETE").is_file() else None
+        if problem:
+            raise CheckpointError(f"--checkpoint {checkpoint}: the checkpoint is damaged ({problem})")
         m = re.match(r"^step_(\d+)$", checkpoint.name)
-        return folder, int(m.group(1)) if m else None
-    found = complete_checkpoints(run_dir)
-    if not found:
-        raise FileNotFoundError(f"{run_dir}: no complete checkpoint in {run_dir / 'checkpoints'}; "
-                                "pass --checkpoint PATH or --base")
-    step, path = found[-1]
-    return path / "model", step
+        return check_model_folder(folder), int(m.group(1)) if m else None
+    path = newest_verified(run_dir)
+    if path is None:
+        raise CheckpointError(f"{run_dir}: no complete checkpoint in {run_dir / 'checkpoints'}; "
+                              "pass --checkpoint PATH or --base")
+    return path / "model", int(path.name.removeprefix("step_"))
 
 
 def results_table(metrics: dict[str, float], k: int) -> Any:
@@ -326,7 +335,9 @@ def eval_curve(metrics_path: Path, k: int) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from rlbal.errors import ArgumentParser
+
+    p = ArgumentParser(
         prog="rlbal eval", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="pass@k (unbiased estimator), mean@k and greedy pass@1 of a run's model on its held-out\n"
                     "prompts (the config's eval section), overall and per difficulty level / task.\n"
@@ -349,25 +360,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
-    """`rlbal eval RUN_DIR [--checkpoint PATH | --base] [--k K] [--engine hf|vllm] [key.sub=value ...]`."""
+    """`rlbal eval RUN_DIR [--checkpoint PATH | --base] [--k K] [--engine hf|vllm] [key.sub=value ...]`.
+    Bad input raises a `rlbal.errors.UserError` (one line via `rlbal.cli`), checked before any model loads."""
     args = _parser().parse_intermixed_args(argv)  # overrides may come before or after the options
-    from rlbal.config import ConfigError, load_config
+    from rlbal.config import load_config
+    from rlbal.errors import UserError
+    from rlbal.preflight import check_eval
 
     if not (args.run_dir / "config.yaml").is_file():
-        print(f"rlbal eval: {args.run_dir / 'config.yaml'} not found (not a run directory?)", file=sys.stderr)
-        return 2
+        raise UserError(f"{args.run_dir / 'config.yaml'} not found (not a run directory?)")
     if args.k is not None and args.k < 1:
-        print(f"rlbal eval: --k must be >= 1, got {args.k}", file=sys.stderr)
-        return 2
+        raise UserError(f"--k must be >= 1, got {args.k}")
     # --k and --engine are shorthands for the config keys they set.
     overrides = [*args.overrides, *([f"eval.k={args.k}"] if args.k else []),
                  *([f"rollout.engine={args.engine}"] if args.engine else [])]
-    try:
-        cfg = load_config(args.run_dir / "config.yaml", overrides)
-        model_dir, step = pick_model(args.run_dir, cfg, args.checkpoint, args.base)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"rlbal eval: {err}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.run_dir / "config.yaml", overrides)
+    check_eval(cfg)  # the reward and the held-out prompts, before any model loads
+    model_dir, step = pick_model(args.run_dir, cfg, args.checkpoint, args.base)
     metrics = _evaluate_model(cfg, model_dir)
     from rich.console import Console
 

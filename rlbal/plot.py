@@ -347,7 +347,9 @@ def plot_run(run_dirs: Sequence[Path | str] | Path | str, out_dir: Path | str | 
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from rlbal.errors import ArgumentParser
+
+    p = ArgumentParser(
         prog="rlbal plot", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Diagnostic plots of one or more runs, from RUN/metrics.jsonl (a run still being written\n"
                     "is fine):\n"

@@ -1,30 +1,41 @@
-"""Assemble a run from its config: run directory, components, resume, checkpoints, final plots.
+"""Assemble a run from its config: checks, run directory, components, resume, checkpoints, final plots.
 
 `run_training(cfg)` is what `rlbal train` and `python -m rlbal.train` call. It works the same in one process,
-under `accelerate launch` (every rank runs it; rank 0 writes files) and inside a Ray job.
+under `accelerate launch` (every rank runs it; rank 0 writes files) and inside a Ray job. It starts with
+`rlbal.preflight.check_run` (reward, model, data and the checkpoint to resume from, checked before anything
+heavy loads); a damaged newest checkpoint is skipped with one warning line (rlbal.learner.checkpoint).
 """
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from rlbal.config import Config, save_resolved
+from rlbal.console import end_summary, is_launcher_main, ready_line, say, start_line
 from rlbal.driver import LoopState, train_loop
 from rlbal.driver_parts import Parts, build_parts
-from rlbal.learner.checkpoint import read_json, resolve_resume, write_checkpoint, write_json
+from rlbal.errors import CheckpointError
+from rlbal.learner.checkpoint import read_json, write_checkpoint, write_json
 from rlbal.learner.state_io import load_tree, save_tree
 from rlbal.logging import truncate_metrics
+from rlbal.preflight import check_run, warn_about_data
 
 
 def run_dir_of(cfg: Config) -> Path:
     return Path(cfg.run.output_dir) / cfg.run.name
 
 
-def run_training(cfg: Config) -> Path:
+def run_training(cfg: Config, recipe: str | None = None) -> Path:
+    """Train; `recipe` (the YAML path, if any) only shapes the next commands the end summary suggests."""
+    t0 = time.perf_counter()
     run_dir = run_dir_of(cfg)
+    if is_launcher_main():
+        say(start_line(cfg, run_dir))
+    ckpt = check_run(cfg)  # builds a missing asset here, in every process, before any process group exists
     _seed_everything(cfg.run.seed)
     if cfg.run.orchestrator == "ray":  # same loop and components; engine and learner become Ray actor groups
         from rlbal.ray import build_ray_parts as build_parts_for
@@ -34,10 +45,11 @@ def run_training(cfg: Config) -> Path:
     else:
         build_parts_for, loop = build_parts, train_loop
     parts = build_parts_for(cfg, run_dir)
+    warn_about_data(cfg, parts.source.dataset)
     if parts.is_main:
         save_resolved(cfg, run_dir)
+        say(ready_line(cfg, parts, time.perf_counter() - t0))
     state = LoopState()
-    ckpt = resolve_resume(run_dir, cfg.run.resume)
     if ckpt is not None:
         state = load_checkpoint(ckpt, parts)
         if parts.is_main:
@@ -53,15 +65,13 @@ def run_training(cfg: Config) -> Path:
             save_checkpoint(run_dir, state, parts, cfg)
     finally:
         parts.close()
+    plots: list[Path] = []
     if parts.is_main and cfg.logging.plots:
         from rlbal.plot import plot_run
 
-        plot_run([run_dir], run_dir / "plots")
-    if parts.is_main and parts.evaluator is not None:
-        from rlbal.evaluate import eval_curve
-
-        print(f"[rlbal] held-out mean@{cfg.eval.k} (sampled at T={cfg.eval.temperature}) of {run_dir}:\n"
-              f"{eval_curve(run_dir / 'metrics.jsonl', cfg.eval.k)}", flush=True)
+        plots = plot_run([run_dir], run_dir / "plots")
+    if parts.is_main:
+        print(end_summary(cfg, run_dir, wall_s=time.perf_counter() - t0, plots=plots, recipe=recipe), flush=True)
     return run_dir
 
 
@@ -86,7 +96,7 @@ def save_checkpoint(run_dir: Path, state: LoopState, parts: Parts, cfg: Config) 
                 "step": state.step, "samples_seen": state.samples_seen,
                 "controllers": parts.controllers.state_dict(), "filter": parts.filter.state_dict(),
                 "source": parts.source.state_dict(), "data_fingerprint": parts.source.dataset.fingerprint,
-                "engine_seed_step": state.step,
+                "engine_seed_step": state.step, "rewards": parts.rewards.state_dict(),
             })
 
     return write_checkpoint(run_dir, state.step, write, keep_last=cfg.checkpoint.keep_last,
@@ -96,8 +106,8 @@ def save_checkpoint(run_dir: Path, state: LoopState, parts: Parts, cfg: Config) 
 def load_checkpoint(ckpt: Path, parts: Parts) -> LoopState:
     meta = read_json(ckpt / "trainer_state.json")
     if meta["data_fingerprint"] != parts.source.dataset.fingerprint:
-        raise RuntimeError(f"{ckpt}: the prompt data changed since this checkpoint (fingerprint mismatch); "
-                           "resume with the same data or start a new run (run.resume=never)")
+        raise CheckpointError(f"{ckpt}: the prompt data changed since this checkpoint (fingerprint mismatch); "
+                              "resume with the same data or start a new run (run.resume=never)")
     from safetensors.torch import load_file
 
     weights = {}
@@ -108,6 +118,7 @@ def load_checkpoint(ckpt: Path, parts: Parts) -> LoopState:
     parts.controllers.load_state_dict(meta["controllers"])
     parts.filter.load_state_dict(meta["filter"])
     parts.source.load_state_dict(meta["source"])
+    parts.rewards.load_state_dict(meta.get("rewards", {}))  # reward/total/* counters (absent before they were saved)
     rng = load_tree(ckpt, "rng")
     torch.set_rng_state(rng["torch"])
     keys, pos, has_gauss, cached = rng["numpy"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from rlbal import assets
+from rlbal.errors import ModelError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,19 +121,76 @@ def test_fix_cross_version(tmp_path):
 
 
 def test_resolve_model_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"'no/such/dir' is neither a built-in asset \['smollm2-135m', 'tiny'"):
+    with pytest.raises(ModelError, match=r"'no/such/dir' is neither a built-in asset \['smollm2-135m', 'tiny'"):
         assets.resolve_model("no/such/dir")
-    with pytest.raises(FileNotFoundError, match=f"{re.escape(str(tmp_path))} has no config.json"):
+    with pytest.raises(ModelError, match=f"{re.escape(str(tmp_path))} has no config.json"):
         assets.resolve_model(tmp_path)
-    (tmp_path / "config.json").write_text("{}")
-    assert assets.resolve_model(str(tmp_path)) == tmp_path
     with pytest.raises(ValueError, match="unknown tiny model variant 'gpt2'; valid: \\['llama', 'qwen2'\\]"):
         assets.tiny_model("gpt2")
 
 
+def test_model_folder_checks_name_the_first_problem(tmp_path, tiny_path):
+    """Each damage of a copied tiny model folder is found from headers and sizes, before anything loads it."""
+    import shutil
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_path, folder)
+    assert assets.resolve_model(str(folder)) == folder
+    weights = folder / "model.safetensors"
+    whole = weights.read_bytes()
+    n = int.from_bytes(whole[:8], "little")
+    weights.write_bytes(whole[: len(whole) - 100])
+    with pytest.raises(ModelError, match=re.escape(f"{weights}: truncated ({len(whole) - 100} bytes, the header "
+                                                   f"describes {len(whole)})")):
+        assets.resolve_model(folder)
+    weights.write_bytes(b"\x05\x00")
+    with pytest.raises(ModelError, match=re.escape(f"{weights}: truncated (2 bytes; not a safetensors file)")):
+        assets.resolve_model(folder)
+    weights.write_bytes(whole[:8] + b"{" * n + whole[8 + n:])
+    with pytest.raises(ModelError, match=re.escape(f"{weights}: not a safetensors file (unreadable header)")):
+        assets.resolve_model(folder)
+    weights.unlink()
+    with pytest.raises(ModelError, match=re.escape(f"model folder {folder} has no weights")):
+        assets.resolve_model(folder)
+    weights.write_bytes(whole)
+    (folder / "tokenizer.json").unlink()
+    (folder / "tokenizer_config.json").unlink()
+    with pytest.raises(ModelError, match=re.escape(f"model folder {folder} has no tokenizer (tokenizer.json,")):
+        assets.resolve_model(folder)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(ModelError, match=re.escape(f"{folder / 'config.json'}: not a valid config (Expecting")):
+        assets.resolve_model(folder)
+
+
+RANK1_BUILDS = """
+import sys, torch.distributed as dist
+dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=int(sys.argv[2]), world_size=2)
+from rlbal.assets import tiny_model
+if dist.get_rank() == 1:
+    print(tiny_model())
+dist.barrier()
+"""
+
+
+@pytest.mark.slow
+def test_rank_1_builds_into_an_empty_cache_under_torch_distributed(tmp_path):
+    """transformers 5 writes nothing from save_pretrained on ranks other than 0: rank 1 builds in a child process."""
+    env = {**os.environ, "RLBAL_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", RANK1_BUILDS, str(tmp_path / "store"), str(rank)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[1][1][-3000:]
+    folder = Path(outs[1][0].strip())
+    assert folder.parent == tmp_path / "cache" / "assets" and folder.name.startswith("tiny-llama-")
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", assets.MANIFEST} <= names
+    assert assets.read_manifest(folder)["files"]["model.safetensors"] == hashlib.sha256(
+        (folder / "model.safetensors").read_bytes()).hexdigest()
+
+
 def test_tiny_sft_with_a_step_count_names_the_same_cached_build():
     assert assets.resolve_model(f"tiny-sft-{assets.TINY_SFT_STEPS}") == assets.resolve_model("tiny-sft")
-    with pytest.raises(FileNotFoundError, match="'tiny-sft-x' is neither a built-in asset"):
+    with pytest.raises(ModelError, match="'tiny-sft-x' is neither a built-in asset"):
         assets.resolve_model("tiny-sft-x")
 
 

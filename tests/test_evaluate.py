@@ -289,21 +289,22 @@ def test_pick_model_base_checkpoint_and_newest(run_dir, tiny_sft):
 
 
 def test_eval_main_reports_bad_input_with_exit_code_2(run_dir, tmp_path, capsys):
-    from rlbal.evaluate import eval_main
+    from rlbal.cli import main
 
-    assert eval_main([str(tmp_path)]) == 2
-    assert "config.yaml not found" in capsys.readouterr().err
-    assert eval_main([str(run_dir), "eval.kk=3"]) == 2
-    assert "unknown key 'eval.kk' (did you mean 'eval.k'?)" in capsys.readouterr().err
-    assert eval_main([str(run_dir), "--checkpoint", str(tmp_path)]) == 2
-    assert "neither a checkpoint folder" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"rlbal: input error: {tmp_path / 'config.yaml'} not found (not a run directory?)\n"
+    assert main(["eval", str(run_dir), "eval.kk=3"]) == 2
+    assert capsys.readouterr().err == "rlbal: config error: unknown key 'eval.kk' (did you mean 'eval.k'?)\n"
+    assert main(["eval", str(run_dir), "--checkpoint", str(tmp_path)]) == 2
+    assert "rlbal: checkpoint error: --checkpoint " in capsys.readouterr().err
     empty = tmp_path / "fresh"
     empty.mkdir()
     (empty / "config.yaml").write_text((run_dir / "config.yaml").read_text())
-    assert eval_main([str(empty)]) == 2
-    assert "no complete checkpoint" in capsys.readouterr().err
+    assert main(["eval", str(empty)]) == 2
+    assert capsys.readouterr().err == (f"rlbal: checkpoint error: {empty}: no complete checkpoint in "
+                                       f"{empty / 'checkpoints'}; pass --checkpoint PATH or --base\n")
     with pytest.raises(SystemExit) as exc:
-        eval_main(["--help"])
+        main(["eval", "--help"])
     assert exc.value.code == 0
 
 

@@ -17,11 +17,12 @@ import hashlib
 import itertools
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Union
 
 import numpy as np
 
-from rlbal.data.files import FieldMap, read_table
+from rlbal.data.files import DIFFICULTY_LABEL, FieldMap, code_difficulty_labels, read_table
 from rlbal.data.gsm8k import gsm8k
 from rlbal.data.procedural import procedural_table
 from rlbal.data.records import DataError, PromptDataset, PromptTable, concat_tables
@@ -63,7 +64,10 @@ SourceSpec = Union[ProceduralSpec, FilesSpec, GSM8KSpec]
 def _files_table(spec: FilesSpec) -> PromptTable:
     if not spec.paths:
         raise ValueError("FilesSpec.paths must name at least one file or dataset folder, got ()")
-    return concat_tables([read_table(p, spec.fields, spec.split) for p in spec.paths])
+    table = concat_tables([read_table(p, spec.fields, spec.split) for p in spec.paths])
+    if len(spec.paths) > 1 and any(DIFFICULTY_LABEL in m for m in table.metas):
+        table = code_difficulty_labels(table, spec.fields.difficulty_levels)  # first appearance over all files
+    return table
 
 
 TABLE_LOADERS: dict[str, Callable[[Any], PromptTable]] = {
@@ -74,10 +78,34 @@ TABLE_LOADERS: dict[str, Callable[[Any], PromptTable]] = {
 
 
 def load_table(spec: SourceSpec) -> PromptTable:
-    """The validated rows of a source, before templating."""
+    """The validated rows of a source, before templating (the table `remember_table` kept, if any)."""
     if spec.kind not in TABLE_LOADERS:
         raise ValueError(f"unknown prompt source kind {spec.kind!r}; valid: {sorted(TABLE_LOADERS)}")
-    return TABLE_LOADERS[spec.kind](spec)
+    kept = _remembered.pop(_table_key(spec), None)
+    return kept if kept is not None else TABLE_LOADERS[spec.kind](spec)
+
+
+# Tables validated by rlbal.preflight before the model loads, handed to the next load_table of the same
+# spec (and files of the same size and modification time), so local files are read once per run.
+_remembered: dict[tuple, PromptTable] = {}
+
+
+def remember_table(spec: SourceSpec, table: PromptTable) -> None:
+    """Keep `table` for the next `load_table(spec)` (one use)."""
+    _remembered[_table_key(spec)] = table
+
+
+def _table_key(spec: SourceSpec) -> tuple:
+    stats = tuple((p, *_stat(p)) for p in getattr(spec, "paths", ()))
+    return (spec, stats)
+
+
+def _stat(path: str) -> tuple[int, int]:
+    try:
+        st = Path(path).expanduser().stat()
+    except OSError:
+        return (-1, -1)
+    return (st.st_size, st.st_mtime_ns)
 
 
 def check_unique_keys(table: PromptTable) -> None:
@@ -150,12 +178,17 @@ def spec_from_config(data: Any, seed: int) -> SourceSpec:
         return ProceduralSpec(tasks=tuple(data.tasks), levels=tuple(data.levels), size=data.size, seed=seed)
     if data.source == "gsm8k":
         return GSM8KSpec(split=data.split)
-    fields = FieldMap(prompt=data.prompt_field, answer=data.answer_field, id=data.id_field,
-                      difficulty=data.difficulty_field)
-    return FilesSpec(paths=tuple(data.paths), fields=fields)
+    return FilesSpec(paths=tuple(data.paths), fields=field_map_from_config(data))
+
+
+def field_map_from_config(data: Any) -> FieldMap:
+    """The column mapping of an `rlbal.config.DataConfig` (training files and eval files alike)."""
+    return FieldMap(prompt=data.prompt_field, answer=data.answer_field, id=data.id_field,
+                    difficulty=data.difficulty_field, difficulty_levels=tuple(data.difficulty_levels))
 
 
 def format_from_config(data: Any) -> PromptFormat:
     """The prompt format and length policy of an `rlbal.config.DataConfig`."""
     return PromptFormat(system_prompt=data.system_prompt, instruction=data.instruction,
-                        max_prompt_tokens=data.max_prompt_tokens, too_long=data.too_long)
+                        use_chat_template=data.use_chat_template, max_prompt_tokens=data.max_prompt_tokens,
+                        too_long=data.too_long)

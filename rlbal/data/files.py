@@ -11,6 +11,7 @@ default key "<name>:<row>" uses) and the field:
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import math
@@ -33,8 +34,11 @@ class FieldMap:
     prompt:     text, or a list of {'role', 'content'} messages
     answer:     reference answer (string or number)
     id:         stable id (string or int); None = "<name>:<row>"
-    difficulty: optional known difficulty (number; null = unknown)
+    difficulty: optional known difficulty: a number, or a string level ('L2', 'hard'; coded 1, 2, ... in the
+                order of `difficulty_levels`, else of first appearance; the string is kept in
+                meta['difficulty_label']); null = unknown
     meta:       columns kept in meta; None = every column not mapped above
+    difficulty_levels: the string levels easiest first; () = order of first appearance
     """
 
     prompt: str = "prompt"
@@ -42,11 +46,14 @@ class FieldMap:
     id: str | None = None
     difficulty: str | None = None
     meta: tuple[str, ...] | None = None
+    difficulty_levels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("prompt", "answer"):
             if not getattr(self, name):
                 raise ValueError(f"FieldMap.{name} must name a column, got {getattr(self, name)!r}")
+        if len(set(self.difficulty_levels)) != len(self.difficulty_levels):
+            raise ValueError(f"FieldMap.difficulty_levels must be distinct, got {self.difficulty_levels}")
 
     @property
     def mapped(self) -> tuple[str, ...]:
@@ -58,14 +65,28 @@ class FieldMap:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Rows of a JSONL file (gzip if it ends in .gz); blank lines are skipped."""
-    opener = gzip.open if path.name.endswith(".gz") else open
+    if path.name.endswith(".gz"):
+        with gzip.open(path, "rb") as f:
+            try:
+                data = f.read()
+            except (OSError, EOFError) as e:
+                raise DataError(f"{path.name}: not a readable gzip file ({e})") from None
+    else:
+        data = path.read_bytes()
     rows = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue  # blank lines (e.g. a trailing one) are not rows
-            rows.append(_json_object(line, f"{path.name} line {line_no} (row {len(rows)})"))
+    for line_no, raw in enumerate(data.split(b"\n"), start=1):
+        line = _utf8(raw, f"{path.name} line {line_no}")
+        if not line.strip():
+            continue  # blank lines (e.g. a trailing one) are not rows
+        rows.append(_json_object(line, f"{path.name} line {line_no} (row {len(rows)})"))
     return rows
+
+
+def _utf8(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{where}: not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start})") from None
 
 
 def _json_object(text: str, where: str) -> dict[str, Any]:
@@ -80,7 +101,7 @@ def _json_object(text: str, where: str) -> dict[str, Any]:
 
 def _read_json(path: Path) -> list[dict[str, Any]]:
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        obj = json.loads(_utf8(path.read_bytes(), path.name))
     except json.JSONDecodeError as e:
         raise DataError(f"{path.name}: invalid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
     if not isinstance(obj, list):
@@ -92,9 +113,17 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
 
 
 def _read_parquet(path: Path) -> list[dict[str, Any]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pq.read_table(path).to_pylist()
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path.name}: not a readable Parquet file ({_first_line(e)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
 def _read_arrow(path: Path) -> list[dict[str, Any]]:
@@ -103,15 +132,21 @@ def _read_arrow(path: Path) -> list[dict[str, Any]]:
     # Arrow IPC *file* format starts with the magic "ARROW1"; `datasets` caches use the *stream* format.
     with path.open("rb") as f:
         is_file_format = f.read(6) == b"ARROW1"
-    with pa.memory_map(str(path)) as source:
-        reader = pa.ipc.open_file(source) if is_file_format else pa.ipc.open_stream(source)
-        return reader.read_all().to_pylist()
+    try:
+        with pa.memory_map(str(path)) as source:
+            reader = pa.ipc.open_file(source) if is_file_format else pa.ipc.open_stream(source)
+            return reader.read_all().to_pylist()
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path.name}: not a readable Arrow file ({_first_line(e)})") from None
 
 
 def _read_saved_dataset(path: Path, split: str | None) -> list[dict[str, Any]]:
     import datasets
 
-    ds = datasets.load_from_disk(str(path))
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as e:  # noqa: BLE001 -- datasets raises many types (FileNotFoundError, ArrowInvalid, JSON errors)
+        raise DataError(f"{path.name}: saved dataset cannot be loaded ({type(e).__name__}: {_first_line(e)})") from None
     if isinstance(ds, datasets.DatasetDict):
         if split is None and len(ds) == 1:
             split = next(iter(ds))
@@ -192,21 +227,47 @@ def _scalar_text(value: Any, name: str, where: str, kinds: tuple[type, ...]) -> 
     if isinstance(value, bool) or not isinstance(value, kinds):
         raise DataError(f"{where}: field {name!r} must be {' or '.join(k.__name__ for k in kinds)}, "
                         f"got {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DataError(f"{where}: field {name!r} is {value} (a missing value in the file?)")
     text = str(value).strip()
     if not text:
         raise DataError(f"{where}: field {name!r} is empty")
     return text
 
 
-def _difficulty(row: dict[str, Any], name: str, where: str) -> float:
+def _difficulty(row: dict[str, Any], name: str, where: str) -> float | str:
+    """A number, a string level (stripped), or nan for null."""
     if name not in row:
         raise DataError(f"{where}: missing field {name!r} (fields present: {', '.join(map(str, row))})")
     value = row[name]
     if value is None:
         return math.nan
+    if isinstance(value, str):
+        if not value.strip():
+            raise DataError(f"{where}: field {name!r} is empty")
+        return value.strip()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise DataError(f"{where}: field {name!r} must be a number or null, got {type(value).__name__}")
+        raise DataError(f"{where}: field {name!r} must be a number, a string level or null, got {type(value).__name__}")
     return float(value)
+
+
+DIFFICULTY_LABEL = "difficulty_label"  # meta key of a string difficulty level
+
+
+def code_difficulty_labels(table: PromptTable, levels: Sequence[str] = ()) -> PromptTable:
+    """Rows with a string level (meta['difficulty_label']) get difficulty = its 1-based position in `levels`,
+    or in the order of first appearance when `levels` is empty. Other rows keep their difficulty."""
+    labels = [m.get(DIFFICULTY_LABEL) for m in table.metas]
+    order = list(levels) or list(dict.fromkeys(label for label in labels if label is not None))
+    code = {label: float(i + 1) for i, label in enumerate(order)}
+    difficulty = table.difficulty.copy()
+    for i, label in enumerate(labels):
+        if label is None:
+            continue
+        if label not in code:
+            raise DataError(f"{table.where(i)}: difficulty {label!r} is not one of data.difficulty_levels {order}")
+        difficulty[i] = code[label]
+    return dataclasses.replace(table, difficulty=difficulty)
 
 
 def _meta(row: dict[str, Any], fields: FieldMap, where: str) -> dict[str, Any]:
@@ -222,18 +283,30 @@ def table_from_rows(rows: Sequence[dict[str, Any]], fields: FieldMap, name: str,
     """Map and validate raw rows; keys are the id field as text, else "<name>:<row>"."""
     keys, messages, answers, metas = [], [], [], []
     difficulty = np.full(len(rows), np.nan)
+    labels: dict[int, str] = {}  # row -> string difficulty level
     for r, row in enumerate(rows):
         where = row_where(source, r)
         messages.append(_prompt(require_field(row, fields.prompt, where), fields.prompt, where))
         answers.append(_scalar_text(require_field(row, fields.answer, where), fields.answer, where, (str, int, float)))
         keys.append(_scalar_text(require_field(row, fields.id, where), fields.id, where, (str, int))
                     if fields.id else f"{name}:{r}")
-        if fields.difficulty:
-            difficulty[r] = _difficulty(row, fields.difficulty, where)
+        value = _difficulty(row, fields.difficulty, where) if fields.difficulty else math.nan
+        if isinstance(value, str):
+            labels[r] = value
+        else:
+            difficulty[r] = value
         metas.append(_meta(row, fields, where))
-    return PromptTable(name=name, sources=(source,), keys=keys, messages=messages, answers=answers, metas=metas,
-                       difficulty=difficulty, rows=np.arange(len(rows), dtype=np.int64),
-                       source_index=np.zeros(len(rows), dtype=np.int32))
+    numeric = np.flatnonzero(np.isfinite(difficulty))
+    if labels and numeric.size:
+        first = min(labels)
+        raise DataError(f"{row_where(source, int(numeric[0]))}: field {fields.difficulty!r} is a number, but "
+                        f"{row_where(source, first)} holds the string level {labels[first]!r}; use one kind per column")
+    for r, label in labels.items():
+        metas[r] = {**metas[r], DIFFICULTY_LABEL: label}
+    table = PromptTable(name=name, sources=(source,), keys=keys, messages=messages, answers=answers, metas=metas,
+                        difficulty=difficulty, rows=np.arange(len(rows), dtype=np.int64),
+                        source_index=np.zeros(len(rows), dtype=np.int32))
+    return code_difficulty_labels(table, fields.difficulty_levels) if labels else table
 
 
 def read_table(path: str | Path, fields: FieldMap = FieldMap(), split: str | None = None,

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from rlbal.data.records import PromptTable
+from rlbal.data.records import DataError, PromptTable
 
 # task -> level -> reasoning-gym config overrides. Levels grow one difficulty axis at a time.
 LEVELS: dict[str, dict[int, dict[str, Any]]] = {
@@ -54,10 +54,19 @@ LEVELS: dict[str, dict[int, dict[str, Any]]] = {
 
 def _check(task: str, level: int) -> dict[str, Any]:
     if task not in LEVELS:
-        raise ValueError(f"unknown procedural task {task!r}; valid tasks: {sorted(LEVELS)}")
+        raise DataError(f"unknown procedural task {task!r}; valid tasks: {sorted(LEVELS)}")
     if level not in LEVELS[task]:
-        raise ValueError(f"task {task!r} has no level {level}; valid levels: {sorted(LEVELS[task])}")
+        raise DataError(f"task {task!r} has no level {level}; valid levels: {sorted(LEVELS[task])}")
     return LEVELS[task][level]
+
+
+def check_tasks(tasks: Sequence[str], levels: Sequence[int]) -> None:
+    """Raise DataError naming the first task that is unknown or has none of `levels` (no generation)."""
+    for task in tasks:
+        if task not in LEVELS:
+            raise DataError(f"unknown procedural task {task!r}; valid tasks: {sorted(LEVELS)}")
+        if not any(lv in LEVELS[task] for lv in levels):
+            raise DataError(f"task {task!r} has none of the levels {list(levels)}; valid: {sorted(LEVELS[task])}")
 
 
 def level_seed(seed: int, task: str, level: int) -> int:
@@ -88,12 +97,9 @@ def procedural_table(tasks: Sequence[str], levels: Sequence[int], size: int, see
     `levels` raises. Keys are "<task>/L<level>/s<seed>/<j>", j the position within its (task, level).
     """
     rows: list[tuple[str, int, str, dict[str, Any]]] = []  # (task, level, key, reasoning-gym entry)
+    check_tasks(tasks, levels)
     for task in tasks:
-        if task not in LEVELS:
-            raise ValueError(f"unknown procedural task {task!r}; valid tasks: {sorted(LEVELS)}")
         mine = [lv for lv in levels if lv in LEVELS[task]]
-        if not mine:
-            raise ValueError(f"task {task!r} has none of the levels {list(levels)}; valid: {sorted(LEVELS[task])}")
         rows += [(task, lv, f"{task}/L{lv}/s{seed}/{j}", e)
                  for lv in mine for j, e in enumerate(generate_entries(task, lv, size, seed))]
     return PromptTable(

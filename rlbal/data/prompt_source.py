@@ -84,5 +84,7 @@ class PromptSource:
         self._order = self.epoch_order(self.epoch)
 
     def metrics(self) -> dict[str, float]:
-        """'data/epoch' as a fraction (1.5 = half-way through the second epoch)."""
-        return {"data/epoch": self.epoch + self.position / len(self.dataset)}
+        """'data/epoch' as a fraction (1.5 = half-way through the second epoch); the dataset's size and the
+        prompts its too-long policy dropped ('data/num_prompts', 'data/dropped_too_long')."""
+        return {"data/epoch": self.epoch + self.position / len(self.dataset),
+                "data/num_prompts": float(len(self.dataset)), "data/dropped_too_long": float(self.dataset.n_dropped)}

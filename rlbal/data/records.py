@@ -14,9 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from rlbal.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError, ValueError):
     """Bad input data: the message names the file, the row and the field in one line."""
+
+    kind = "data"
 
 
 def _check_lengths(owner: str, n: int, **cols: Any) -> None:

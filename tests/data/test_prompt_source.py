@@ -37,7 +37,7 @@ def test_batches_cross_epoch_boundaries(dataset):
     b = [src.next_indices(4) for _ in range(3)]  # 12 draws over N=10: 4, 4, then 2 of epoch 0 + 2 of epoch 1
     np.testing.assert_array_equal(np.concatenate(b), np.concatenate([e0, e1[:2]]))
     assert src.cursor == (1, 2)
-    assert src.metrics() == {"data/epoch": 1.2}
+    assert src.metrics() == {"data/epoch": 1.2, "data/num_prompts": 10.0, "data/dropped_too_long": 0.0}
     np.testing.assert_array_equal(src.next_indices(25), np.concatenate([e1[2:], src.epoch_order(2), src.epoch_order(3)[:7]]))
     assert src.next_indices(0).shape == (0,)
 

@@ -1,8 +1,10 @@
 """Atomic checkpoints: a kill while writing leaves the previous checkpoint usable; keep-last-k; resume selection."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from rlbal.learner.checkpoint import complete_checkpoints, latest_complete, resolve_resume, write_checkpoint
+from rlbal.errors import CheckpointError
+from rlbal.learner.checkpoint import (complete_checkpoints, latest_complete, resolve_resume, verify_checkpoint,
+                                     write_checkpoint)
 
 
 def _write_files(payload: str):
@@ -73,5 +77,72 @@ def test_sigkill_during_save_leaves_loadable_previous(tmp_path):
 def test_resolve_resume_modes(tmp_path):
     assert resolve_resume(tmp_path, "auto") is None
     assert resolve_resume(tmp_path, "never") is None
-    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+    with pytest.raises(CheckpointError, match=re.escape(f"run.resume='{tmp_path / 'nope'}': no such checkpoint folder")):
         resolve_resume(tmp_path, str(tmp_path / "nope"))
+    (tmp_path / "half").mkdir()
+    with pytest.raises(CheckpointError, match=re.escape("not a complete checkpoint folder (no COMPLETE file)")):
+        resolve_resume(tmp_path, str(tmp_path / "half"))
+    path = write_checkpoint(tmp_path / "other", 3, _write_files("3"), keep_last=2)
+    assert resolve_resume(tmp_path, str(path)) == path
+
+
+def _fixed_files(folder: Path) -> None:
+    (folder / "model").mkdir()
+    (folder / "model" / "w.bin").write_bytes(bytes(range(256)) * 4)
+    (folder / "rng.json").write_text('{"seed": 1}')
+
+
+def test_manifest_lists_every_file_with_size_and_sha256(tmp_path):
+    path = write_checkpoint(tmp_path, 1, _fixed_files, keep_last=2)
+    manifest = json.loads((path / "COMPLETE").read_text())
+    assert manifest == {"step": 1, "files": {
+        "model/w.bin": [1024, hashlib.sha256(bytes(range(256)) * 4).hexdigest()],
+        "rng.json": [11, hashlib.sha256(b'{"seed": 1}').hexdigest()]}}
+    assert verify_checkpoint(path) is None
+
+
+# (damage done to the newest checkpoint, what verify_checkpoint says about it)
+DAMAGE = [
+    ("truncated", lambda c: (c / "model/w.bin").write_bytes((c / "model/w.bin").read_bytes()[:100]),
+     "model/w.bin has 100 bytes, expected 1024"),
+    ("overwritten", lambda c: (c / "model/w.bin").write_bytes(b"\xff" * 1024),
+     "model/w.bin does not match its sha256 (bytes changed since the save)"),
+    ("emptied", lambda c: (c / "rng.json").write_text(""), "rng.json has 0 bytes, expected 11"),
+    ("deleted", lambda c: (c / "rng.json").unlink(), "rng.json is missing"),
+    ("manifest", lambda c: (c / "COMPLETE").write_text("{trunc"), "its COMPLETE manifest is unreadable"),
+]
+
+
+@pytest.mark.parametrize("name,damage,why", DAMAGE, ids=[d[0] for d in DAMAGE])
+def test_damaged_newest_falls_back_to_the_previous_with_one_warning(tmp_path, name, damage, why):
+    for step in (1, 2, 3):
+        write_checkpoint(tmp_path, step, _fixed_files, keep_last=3)
+    newest = tmp_path / "checkpoints" / "step_3"
+    damage(newest)
+    assert verify_checkpoint(newest) == why
+    lines: list[str] = []
+    assert resolve_resume(tmp_path, "auto", warn=lines.append) == tmp_path / "checkpoints" / "step_2"
+    assert lines == [f"checkpoint {newest} is damaged ({why}); resuming from the previous one, step_2"]
+    with pytest.raises(CheckpointError) as err:
+        resolve_resume(tmp_path, str(newest))
+    assert str(err.value) == f"run.resume='{newest}': the checkpoint is damaged ({why})"
+
+
+def test_no_verifying_checkpoint_is_one_error_line(tmp_path):
+    for step in (1, 2):
+        write_checkpoint(tmp_path, step, _fixed_files, keep_last=2)
+    (tmp_path / "checkpoints/step_2/rng.json").write_text("")
+    (tmp_path / "checkpoints/step_1/model/w.bin").write_bytes(b"")
+    lines: list[str] = []
+    with pytest.raises(CheckpointError) as err:
+        resolve_resume(tmp_path, "auto", warn=lines.append)
+    assert str(err.value) == (f"no checkpoint in {tmp_path / 'checkpoints'} verifies (step_2: rng.json has 0 bytes, "
+                              "expected 11; step_1: model/w.bin has 0 bytes, expected 1024); move them away or start "
+                              "over with run.resume=never")
+    assert lines == []
+
+
+def test_checkpoint_from_before_manifests_is_accepted(tmp_path):
+    path = write_checkpoint(tmp_path, 1, _fixed_files, keep_last=2)
+    (path / "COMPLETE").write_text(json.dumps({"step": 1}))
+    assert verify_checkpoint(path) is None and resolve_resume(tmp_path, "auto") == path
