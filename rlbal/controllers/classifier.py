@@ -1,18 +1,25 @@
-"""Online difficulty classifier: a pass@k history per prompt id, binned with hysteresis (GDRO paper section 3.1).
+"""Online difficulty classifier: a pass-rate history per prompt id, binned with hysteresis (GDRO paper section 3.1).
 
-Each step a prompt is in the batch, it records one indicator c = "at least one of its rollouts was correct".
-Its difficulty estimate is the mean of the last H indicators (H = `window`; 0 = all of them), and its class
-is the bin of that estimate (bin 0 = lowest pass rate = hardest). Call order in a step:
+After each step a prompt was generated for, it records bits (`indicator`):
+
+    'response' (default)  one bit per rollout, its correctness: the window holds the prompt's last H responses
+                          and the estimate is its per-response pass rate, whatever the group sizes were
+    'any'                 one bit per step, "at least one of its rollouts was correct" (the paper's pass@k with
+                          k = the rollouts it got, so the estimate rises with the count Rollout-GDRO gives it)
+
+Its estimate is the mean of the last H bits (H = `window`; 0 = all of them), and its class is the bin of that
+estimate (bin 0 = lowest pass rate = hardest). Call order in a step:
 
     bins = clf.classify(ids)      # before generation: history up to the previous step (read-only)
     ...generate, score, update...
-    clf.observe(result)           # after the update: append this step's indicators, re-bin with hysteresis
+    clf.observe(result)           # after the update: append this step's bits, re-bin with hysteresis
 
 Storage is flat numpy arrays indexed directly by the dense non-negative prompt id (rlbal ids are dataset
-indices), grown by doubling: the window is bit-packed into ceil(H/64) uint64 words, plus a uint32 count of
-observations, a uint32 count of hits in the window and an int8 stored bin. At H = 50 that is 17 bytes per
-tracked prompt (`bytes_per_prompt`); there is no per-prompt Python object. Keys that are not dense ints go
-through `KeyIndex` first.
+indices), grown by doubling: the window is bit-packed into ceil(H/64) uint64 words (bit j = the j-th latest
+bit; a step's bits enter together, its ones spread evenly over them), plus a uint32 count of bits so far, a
+uint32 count of ones in the window and an int8 stored bin. At H = 50 that is 17 bytes per tracked prompt
+(`bytes_per_prompt`); there is no per-prompt Python object. Keys that are not dense ints go through
+`KeyIndex` first.
 
     >>> clf = DifficultyClassifier(ClassifierConfig(num_bins=4, window=3))
     >>> clf.classify([7, 8]).tolist()                      # unseen -> hardest bin
@@ -34,6 +41,8 @@ from rlbal.controllers.records import (PromptResult, check_state, class_names, c
 
 Unseen = Literal["hardest", "separate"]
 UNSEEN_POLICIES: tuple[str, ...] = get_args(Unseen)
+Indicator = Literal["response", "any"]
+INDICATORS: tuple[str, ...] = get_args(Indicator)
 MAX_WINDOW = 256  # 4 uint64 words; the released code used 50 or 100
 _MIN_CAPACITY = 1024
 
@@ -48,8 +57,12 @@ class ClassifierConfig:
     """B: number of difficulty bins (bin 0 = hardest). Must equal len(edges) + 1 when edges are given."""
     edges: tuple[float, ...] | None = None
     """Interior bin edges, strictly increasing in (0, 1); None = uniform edges 1/B, 2/B, ..., (B-1)/B."""
+    indicator: Indicator = "response"
+    """What a step records: 'response' = each rollout's correctness (estimate = per-response pass rate, the same
+    at any group size); 'any' = one bit 'some rollout correct' (the paper's pass@k, k = rollouts drawn)."""
     window: int = 50
-    """H: pass@k indicators averaged per prompt (0 = all, cumulative). The released scripts use 50 or 100."""
+    """H: bits averaged per prompt (0 = all, cumulative): responses with 'response', steps with 'any' (the
+    released scripts use 50 or 100 steps)."""
     hysteresis: float = 0.0
     """delta: a prompt leaves its bin only if its estimate clears the boundary by this margin (code: 0.03 / 0)."""
     unseen: Unseen = "hardest"
@@ -74,6 +87,8 @@ class ClassifierConfig:
             raise ValueError(f"ClassifierConfig.window must be in [0, {MAX_WINDOW}], got {self.window}")
         if not 0.0 <= self.hysteresis < 1.0:
             raise ValueError(f"ClassifierConfig.hysteresis must be in [0, 1), got {self.hysteresis}")
+        if self.indicator not in INDICATORS:
+            raise ValueError(f"ClassifierConfig.indicator must be one of {INDICATORS}, got {self.indicator!r}")
         if self.unseen not in UNSEEN_POLICIES:
             raise ValueError(f"ClassifierConfig.unseen must be one of {UNSEEN_POLICIES}, got {self.unseen!r}")
         if self.max_prompts < 1:
@@ -221,58 +236,86 @@ class DifficultyClassifier:
     # ---- feedback --------------------------------------------------------------------------------------
 
     def observe(self, result: PromptResult) -> None:
-        """Record this step's any-correct indicator for every prompt of the result."""
-        self.update(result.ids, result.n_correct > 0)
+        """Record this step's bits for every prompt of the result: its rollouts' correctness ('response') or one
+        'some rollout correct' bit ('any')."""
+        if self.config.indicator == "response":
+            self.update_counts(result.ids, result.n_correct, result.n_rollouts)
+        else:
+            self.update(result.ids, result.n_correct > 0)
 
     def update(self, ids, hit) -> None:
-        """Append one indicator per entry (ids may repeat: repeats are applied in order)."""
-        ids_N = as_ids(ids)
+        """Append one bit per entry (ids may repeat: repeats enter the window in order, then each prompt gets one
+        bin decision from its final estimate, so hysteresis is applied once per call)."""
         hit_N = np.asarray(hit, bool).reshape(-1)
-        if hit_N.shape != ids_N.shape:
-            raise ValueError(f"update: hit has shape {hit_N.shape}, ids {ids_N.shape}")
+        self.update_counts(ids, hit_N.astype(np.int64), np.ones(hit_N.shape, np.int64))
+
+    def update_counts(self, ids, ones, bits) -> None:
+        """Append `bits` (N,) bits per entry of which `ones` (N,) are set (1..64 bits each); repeats as `update`."""
+        ids_N = as_ids(ids)
+        ones_N = np.asarray(ones, np.int64).reshape(-1)
+        bits_N = np.asarray(bits, np.int64).reshape(-1)
+        if ones_N.shape != ids_N.shape or bits_N.shape != ids_N.shape:
+            raise ValueError(f"update: {ones_N.shape} ones and {bits_N.shape} bit counts for {ids_N.shape} ids")
         if ids_N.size == 0:
             return
+        if bits_N.min() < 1 or bits_N.max() > 64 or ones_N.min() < 0 or np.any(ones_N > bits_N):
+            raise ValueError("update: each entry needs 1..64 bits and 0 <= ones <= bits")
         self._grow(int(ids_N.max()))
         self._high = max(self._high, int(ids_N.max()) + 1)
         rank_N = _occurrence_rank(ids_N)
         if not rank_N.any():  # the usual case: each prompt once per step
-            self._update_unique(ids_N, hit_N)
+            self._record(ids_N, ones_N, bits_N)
+            self._rebin(ids_N)
             return
         for r in range(int(rank_N.max()) + 1):  # repeats: one vectorised pass per occurrence, in batch order
             pick_N = rank_N == r
-            self._update_unique(ids_N[pick_N], hit_N[pick_N])
+            self._record(ids_N[pick_N], ones_N[pick_N], bits_N[pick_N])
+        self._rebin(ids_N[rank_N == 0])  # one bin decision per prompt and call, from its final estimate
 
-    def _update_unique(self, ids_N: np.ndarray, hit_N: np.ndarray) -> None:
+    def _record(self, ids_N: np.ndarray, ones_N: np.ndarray, bits_N: np.ndarray) -> None:
         seen_N = self._seen[ids_N]
         self._tracked += int(np.count_nonzero(seen_N == 0))
-        hits_N = self._hits[ids_N] + hit_N.astype(np.uint32)
         if self.config.window:
-            hits_N -= self._shift_in(ids_N, hit_N)
-        seen_N = seen_N + np.uint32(1)
-        self._seen[ids_N] = seen_N
-        self._hits[ids_N] = hits_N
+            self._hits[ids_N] = self._shift_in(ids_N, ones_N, bits_N)
+        else:
+            self._hits[ids_N] += ones_N.astype(np.uint32)
+        self._seen[ids_N] = seen_N + bits_N.astype(np.uint32)
+
+    def _rebin(self, ids_N: np.ndarray) -> None:
+        """The hysteresis rule (docs/controllers.md, stated once there): a prompt that holds a bin moves to the
+        farthest bin toward its raw bin whose near boundary the estimate clears by delta; a prompt observed for
+        the first time holds no bin yet and takes its raw bin."""
+        seen_N = self._seen[ids_N]
         denom_N = np.minimum(seen_N, self.config.window) if self.config.window else seen_N
-        acc_N = hits_N / denom_N
+        acc_N = self._hits[ids_N] / denom_N
         raw_N = bin_of(acc_N, self.edges)
         old_N = self._bin[ids_N].astype(np.int64)
         moved_N = hysteresis_bin(old_N, raw_N, acc_N, self.edges, self.config.hysteresis)
         self._bin[ids_N] = np.where(old_N < 0, raw_N, moved_N)
 
-    def _shift_in(self, ids_N: np.ndarray, hit_N: np.ndarray) -> np.ndarray:
-        """Push the new bits into the packed windows; returns (N,) uint32 the bit that fell out (1 or 0)."""
+    def _shift_in(self, ids_N: np.ndarray, ones_N: np.ndarray, bits_N: np.ndarray) -> np.ndarray:
+        """Shift each row's packed window left by its bit count s (1..64; the oldest bits fall out past H), put the
+        step's s bits at the bottom with its ones spread evenly (Bresenham), and return (N,) uint32 the ones now in
+        the window (a popcount, so nothing has to track which bits left)."""
         h = self.config.window
         w_NW = self._window[ids_N]
-        out_N = (w_NW[:, (h - 1) // 64] >> np.uint64((h - 1) % 64)) & np.uint64(1)
-        carry_N = hit_N.astype(np.uint64)
-        for k in range(self._words):  # at most 4 words, each a vector op over the batch
-            nxt_N = w_NW[:, k] >> np.uint64(63)
-            w_NW[:, k] = (w_NW[:, k] << np.uint64(1)) | carry_N
-            carry_N = nxt_N
+        s_N = bits_N.astype(np.uint64)
+        whole_N = bits_N == 64  # a shift by a full word: the word below moves up as it is
+        left_N = np.where(whole_N, 0, s_N).astype(np.uint64)
+        right_N = np.where(whole_N, 1, 64 - s_N).astype(np.uint64)  # 1..63 (ignored for whole words)
+        zero_N = np.zeros(ids_N.size, np.uint64)
+        for k in range(self._words - 1, -1, -1):  # at most 4 words, each a vector op over the batch
+            below_N = w_NW[:, k - 1] if k > 0 else zero_N
+            w_NW[:, k] = np.where(whole_N, below_N, (w_NW[:, k] << left_N) | (below_N >> right_N))
+        j = np.arange(64, dtype=np.int64)[None, :]  # bit positions of the new bottom bits
+        o, s = ones_N[:, None], bits_N[:, None]
+        set_N64 = (j < s) & ((j + 1) * o // s > j * o // s)  # exactly o of the s positions, evenly spaced
+        w_NW[:, 0] |= (set_N64.astype(np.uint64) << j.astype(np.uint64)).sum(1, dtype=np.uint64)
         top_bits = h - 64 * (self._words - 1)
         if top_bits < 64:
             w_NW[:, -1] &= np.uint64((1 << top_bits) - 1)
         self._window[ids_N] = w_NW
-        return out_N.astype(np.uint32)
+        return np.bitwise_count(w_NW).sum(1).astype(np.uint32)
 
     # ---- logging and checkpoints -----------------------------------------------------------------------
 

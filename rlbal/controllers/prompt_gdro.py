@@ -12,9 +12,12 @@ Two realisations as advantage multipliers (`weight_form`):
   'code'  (released code, default): q over the classes present in the batch, each response weighted q_b,
           renormalised to mean 1 over the batch's responses, then capped at omega_max.
   'paper' (Eq. 16): min(exp(eta * clip(S_b)), omega_max), no normaliser (a global scale of the step size).
-And one as sampling (`realise='sampling'`): `sample(pool_bins, k)` draws prompts from a candidate pool with
-class probability q_b spread uniformly within the class; the multipliers are then 1 (the preference is in
-the data) and each draw carries the importance weight (1/P)/prob that recovers the uniform objective.
+And one as sampling (`realise='sampling'`): prompts are *drawn* by class, class b with probability q_b
+(over the classes holding prompts), uniformly within the class (`Controllers.sample` with a `BinSampler`
+over the whole pool; never-observed prompts form the classifier's `unseen` class). The trained batch is
+then an unbiased sample of the GDRO objective sum_b q_b L_b itself, so the multipliers are 1; with
+`is_weights=True` each prompt is weighted by the exact ratio (pool share of its class) / q_b instead, which
+recovers the uniform objective (sampling then only moves compute toward the adversary's classes).
 
     >>> g = PromptGDRO(PromptGDROConfig(share_norm=False), num_classes=3)
     >>> g.observe(PromptResult(ids=[0, 1, 2], bins=[0, 1, 1], n_rollouts=[4, 4, 4], n_correct=[0, 2, 4],
@@ -31,8 +34,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from rlbal.controllers.records import (PromptResult, SampleDraw, check_state, class_names, config_dict,
-                                       rng_from_state, rng_state)
+from rlbal.controllers.records import PromptResult, check_state, class_names, config_dict
 
 WeightForm = Literal["code", "paper"]
 AverageOver = Literal["prompts", "responses"]
@@ -67,9 +69,13 @@ class PromptGDROConfig:
     average_over: AverageOver = "prompts"
     """Class mean and share over 'prompts' (paper Eq. 13) or 'responses' (code; differs when counts vary)."""
     realise: Realise = "advantage"
-    """'advantage': multiply advantages. 'sampling': draw prompts by class with `sample`; multipliers are 1."""
+    """'advantage': multiply advantages. 'sampling': draw the step's prompts by class with probability q (needs
+    controllers.classifier.unseen='separate'); multipliers are 1 (or importance weights, below)."""
+    is_weights: bool = False
+    """Sampling only: weight each drawn prompt by (pool share of its class) / q_b, which turns the batch back
+    into an estimate of the uniform objective; False trains on the q-weighted GDRO objective."""
     seed: int = 0
-    """Seed of the controller's own RNG (used by `sample`)."""
+    """Seed of the sampler's own RNG (realise='sampling')."""
 
     def __post_init__(self) -> None:
         for name, allowed in (("weight_form", WEIGHT_FORMS), ("average_over", AVERAGE_OVER), ("realise", REALISE)):
@@ -83,6 +89,9 @@ class PromptGDROConfig:
         for name, ok, rule in checks:
             if not ok:
                 raise ValueError(f"PromptGDROConfig.{name} must be {rule}, got {getattr(self, name)!r}")
+        if self.is_weights and self.realise != "sampling":
+            raise ValueError("PromptGDROConfig.is_weights applies to realise='sampling' only (advantage weights "
+                             "are the objective's weights themselves)")
 
 
 # ---- pure pieces ---------------------------------------------------------------------------------------
@@ -146,7 +155,6 @@ class PromptGDRO:
             raise ValueError(f"PromptGDRO: {len(self.class_names)} class names for {num_classes} classes")
         self.scores = np.zeros(num_classes)
         self.seen = np.zeros(num_classes, bool)
-        self.rng = np.random.default_rng(config.seed)
         self._last_count = np.zeros(num_classes)
         self._last_reward = np.zeros(num_classes)
         self._last_mult = np.zeros(num_classes)
@@ -179,20 +187,10 @@ class PromptGDRO:
         self._last_mult[bins_N] = w_N
         return w_N
 
-    def sample(self, pool_bins, k: int, rng: np.random.Generator | None = None) -> SampleDraw:
-        """Draw k pool positions (with replacement): class b with prob q_b over the pool's classes, uniform within."""
-        bins_P = self._bins(pool_bins)
-        if bins_P.size == 0 or k < 0:
-            raise ValueError(f"PromptGDRO.sample needs a non-empty pool and k >= 0, got pool {bins_P.size}, k {k}")
-        count_C = np.bincount(bins_P, minlength=self.num_classes)
-        q_C = self.distribution(count_C > 0)
-        prob_P = q_C[bins_P] / count_C[bins_P]
-        index_k = (rng or self.rng).choice(bins_P.size, size=k, replace=True, p=prob_P / prob_P.sum())
-        prob_k = prob_P[index_k]
-        return SampleDraw(index_k, bins_P[index_k], prob_k, 1.0 / (bins_P.size * prob_k))
-
     def observe(self, result: PromptResult) -> None:
-        """Update the scores of the classes present in the result from their mean loss signal."""
+        """Update the scores of the classes present among the result's *trained* prompts from their mean loss
+        signal (a group dropped by online filtering had no update, hence no signal of its own)."""
+        result = result.select(result.trained)
         bins_N = self._bins(result.bins)
         if bins_N.size == 0:
             return
@@ -222,14 +220,13 @@ class PromptGDRO:
 
     def state_dict(self) -> dict[str, Any]:
         return {"kind": "prompt_gdro", "identity": self._identity(), "scores": self.scores.tolist(),
-                "seen": self.seen.tolist(), "rng": rng_state(self.rng), "last_count": self._last_count.tolist(),
+                "seen": self.seen.tolist(), "last_count": self._last_count.tolist(),
                 "last_reward": self._last_reward.tolist(), "last_mult": self._last_mult.tolist()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         check_state(state, "prompt_gdro", self._identity())
         self.scores = np.asarray(state["scores"], np.float64)
         self.seen = np.asarray(state["seen"], bool)
-        self.rng = rng_from_state(state["rng"])
         self._last_count = np.asarray(state["last_count"], np.float64)
         self._last_reward = np.asarray(state["last_reward"], np.float64)
         self._last_mult = np.asarray(state["last_mult"], np.float64)

@@ -4,7 +4,6 @@ Everything here is numpy + stdlib so any trainer can build these records:
 
     PromptResult   what the controllers observe after scoring and the update (one row per prompt)
     Allocation     what `Controllers.decide` returns before generation (bin, advantage weight, rollout count)
-    SampleDraw     prompts drawn from a candidate pool by Prompt-GDRO's sampling form, with importance weights
 
 Loss signals (`LOSS_SIGNALS`): the per-prompt number Prompt-GDRO scores bins by and Rollout-GDRO feeds its
 arms. The trainer computes it and passes it in `PromptResult.loss_signal`:
@@ -67,7 +66,11 @@ class PromptResult:
     n_rollouts:  (N,) int64 responses generated for the prompt (>= 1)
     n_correct:   (N,) int64 correct responses among them (0 <= n_correct <= n_rollouts)
     reward_mean: (N,) float64 mean reward over the prompt's responses
-    loss_signal: (N,) float64 the chosen LOSS_SIGNALS value, averaged over the prompt's responses
+    loss_signal: (N,) float64 the chosen LOSS_SIGNALS value, averaged over the prompt's responses (read only
+                 where `trained`: a group dropped by online filtering has no update and no surrogate)
+    trained:     (N,) bool whether the group joined the training batch (None = all). Every generated and
+                 scored group is observed: the classifier and Rollout-GDRO read all of them, Prompt-GDRO
+                 (whose signal is about the update) only the trained ones.
     """
 
     ids: np.ndarray
@@ -76,10 +79,13 @@ class PromptResult:
     n_correct: np.ndarray
     reward_mean: np.ndarray
     loss_signal: np.ndarray
+    trained: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.trained is None:
+            object.__setattr__(self, "trained", np.ones(np.shape(self.ids), bool))
         spec = {"ids": np.int64, "bins": np.int64, "n_rollouts": np.int64, "n_correct": np.int64,
-                "reward_mean": np.float64, "loss_signal": np.float64}
+                "reward_mean": np.float64, "loss_signal": np.float64, "trained": bool}
         _columns(self, spec)
         if self.ids.size and self.ids.min() < 0:
             raise ValueError(f"PromptResult.ids must be >= 0, got {self.ids.min()}")
@@ -89,21 +95,29 @@ class PromptResult:
             raise ValueError(f"PromptResult.n_rollouts must be >= 1, got {self.n_rollouts.min()}")
         if np.any((self.n_correct < 0) | (self.n_correct > self.n_rollouts)):
             raise ValueError("PromptResult.n_correct must lie in [0, n_rollouts] for every prompt")
-        if not np.all(np.isfinite(self.loss_signal)):
-            raise ValueError("PromptResult.loss_signal must be finite for every prompt")
+        if not np.all(np.isfinite(self.loss_signal[self.trained])):
+            raise ValueError("PromptResult.loss_signal must be finite for every trained prompt")
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
+    def select(self, mask) -> "PromptResult":
+        """The rows where `mask` (N,) bool is set."""
+        m = np.asarray(mask, bool)
+        return PromptResult(self.ids[m], self.bins[m], self.n_rollouts[m], self.n_correct[m], self.reward_mean[m],
+                            self.loss_signal[m], self.trained[m])
+
     @classmethod
     def from_responses(cls, ids, bins, prompt_index_R, correct_R, reward_R, *, signal: str = "failure_rate",
-                       loss_R=None) -> "PromptResult":
+                       loss_R=None, trained=None) -> "PromptResult":
         """Aggregate per-response arrays (R responses of N prompts) into one row per prompt.
 
         prompt_index_R: (R,) position 0..N-1 of each response's prompt in `ids`
         correct_R:      (R,) bool correctness of each response
         reward_R:       (R,) float reward of each response
         loss_R:         (R,) per-response signal (required for 'surrogate' / 'surrogate_kl'); averaged per prompt
+                        (only trained prompts need finite values)
+        trained:        (N,) bool, which prompts joined the training batch (None = all)
         """
         ids_N = np.asarray(ids, np.int64)
         idx_R = np.asarray(prompt_index_R, np.int64)
@@ -117,7 +131,7 @@ class PromptResult:
             sq_N = np.bincount(idx_R, (reward_R - mean_N[idx_R]) ** 2, minlength=ids_N.size)
             var_N = sq_N / np.maximum(n_N - 1, 1)  # unbiased; 0 for a single response
             value_N = reward_signal(signal, n_correct_N, n_N, mean_N, var_N)
-        return cls(ids_N, bins, n_N, n_correct_N, mean_N, value_N)
+        return cls(ids_N, bins, n_N, n_correct_N, mean_N, value_N, trained)
 
 
 def reward_signal(name: str, n_correct_N, n_rollouts_N, reward_mean_N, reward_var_N) -> np.ndarray:
@@ -160,7 +174,8 @@ class Allocation:
 
     ids:     (N,) int64 prompt ids, as passed to `decide`
     bins:    (N,) int64 class of each prompt (history up to the previous step)
-    weights: (N,) float64 Prompt-GDRO advantage multiplier (1 when Prompt-GDRO is off or samples instead)
+    weights: (N,) float64 Prompt-GDRO advantage multiplier of this round (1 when Prompt-GDRO is off or samples
+             instead); the driver recomputes it over the trained batch (`Controllers.batch_weights`)
     counts:  (N,) int64 rollouts to generate for each prompt
     """
 
@@ -181,25 +196,6 @@ class Allocation:
     def total(self) -> int:
         """Rollouts the batch costs."""
         return int(self.counts.sum())
-
-
-@dataclass(frozen=True)
-class SampleDraw:
-    """k prompts drawn (with replacement) from a pool of P candidates by bin probabilities.
-
-    index:     (k,) int64 position of each draw in the pool
-    bins:      (k,) int64 class of each drawn prompt
-    prob:      (k,) float64 probability of drawing that candidate in one draw (q_b / pool count of b)
-    is_weight: (k,) float64 (1/P) / prob: multiply into the loss to recover the uniform-sampling objective
-    """
-
-    index: np.ndarray
-    bins: np.ndarray
-    prob: np.ndarray
-    is_weight: np.ndarray
-
-    def __post_init__(self) -> None:
-        _columns(self, {"index": np.int64, "bins": np.int64, "prob": np.float64, "is_weight": np.float64})
 
 
 # ---- checkpoint helpers: JSON-serialisable state with config checks -------------------------------------

@@ -139,12 +139,61 @@ def test_repeated_ids_in_one_update_are_applied_in_order():
     assert clf.num_tracked == 2
 
 
-def test_observe_uses_any_correct_indicator():
-    clf = DifficultyClassifier(ClassifierConfig(window=0))
-    clf.observe(PromptResult(ids=[0, 1], bins=[0, 0], n_rollouts=[4, 4], n_correct=[1, 0], reward_mean=[0.25, 0],
-                             loss_signal=[0, 0]))
-    assert clf.estimate([0, 1]).tolist() == [1.0, 0.0]
+def test_observe_records_responses_or_one_any_correct_bit():
+    r = PromptResult(ids=[0, 1], bins=[0, 0], n_rollouts=[4, 12], n_correct=[1, 3], reward_mean=[0.25, 0.25],
+                     loss_signal=[0, 0])
+    any_ = DifficultyClassifier(ClassifierConfig(window=0, indicator="any"))
+    any_.observe(r)
+    assert any_.estimate([0, 1]).tolist() == [1.0, 1.0]  # pass@k: both had a correct rollout
+    resp = DifficultyClassifier(ClassifierConfig(window=0))
+    resp.observe(r)
+    assert resp.estimate([0, 1]).tolist() == [0.25, 0.25]  # per-response rate: the group size does not matter
 
+
+@pytest.mark.parametrize("window", [1, 5, 50, 63, 64, 65, 130, 256])
+def test_response_windows_hold_the_last_h_responses(window):
+    # reference: a deque of the last H responses, each step's ones spread evenly over its bits (the packing rule)
+    clf = DifficultyClassifier(ClassifierConfig(num_bins=5, window=window))
+    rng = np.random.default_rng(window)
+    ref = {i: deque(maxlen=window) for i in range(20)}
+    for _ in range(120):
+        ids = rng.choice(20, size=int(rng.integers(1, 21)), replace=False)
+        n = rng.integers(1, 65, ids.size)
+        k = rng.binomial(n, 0.3)
+        clf.update_counts(ids, k, n)
+        for i, o, s in zip(ids, k, n):
+            ref[i].extend(int((j + 1) * o // s > j * o // s) for j in reversed(range(s)))  # bit 0 = newest
+        seen = [i for i in range(20) if ref[i]]
+        np.testing.assert_array_equal(clf.estimate(seen), [sum(ref[i]) / len(ref[i]) for i in seen])
+
+
+def test_update_counts_rejects_impossible_counts():
+    clf = DifficultyClassifier(ClassifierConfig())
+    with pytest.raises(ValueError, match="1..64 bits and 0 <= ones <= bits"):
+        clf.update_counts([0], [5], [4])
+    with pytest.raises(ValueError, match="1..64 bits"):
+        clf.update_counts([0], [1], [65])
+
+
+def test_first_observation_takes_the_raw_bin_and_repeats_get_one_hysteresis_decision():
+    # the rule, stated once (docs/controllers.md): hysteresis governs moves of a prompt that holds a bin; a first
+    # observation has no bin to leave; one decision per prompt and call. 10 bins, delta 0.05, cumulative.
+    def fresh():
+        c = DifficultyClassifier(ClassifierConfig(window=0, hysteresis=0.05, indicator="any"))
+        c.update([3], [1])
+        c.update([3], [0])  # 1/2 = 0.5: raw bin 5, from 9 down: bin 5 needs <= 0.55 -> 5
+        return c
+    clf = fresh()
+    clf.update([4, 4], [1, 0])  # first observation of 4 (twice in one call): estimate 0.5 -> raw bin 5 directly
+    assert clf.classify([3, 4]).tolist() == [5, 5]
+    # prompt 3 (bin 5) sees 1, 1, 0 in one call: final 3/5 = 0.6, raw 6; up into 6 needs >= 0.65 -> stays 5.
+    clf.update([3, 3, 3], [1, 1, 0])
+    assert clf.classify([3]).tolist() == [5]
+    # three separate calls apply the rule three times: 2/3 -> 6, 3/4 -> 7 (>= 0.75), 3/5 -> 6 (<= 0.65)
+    step = fresh()
+    for h in [1, 1, 0]:
+        step.update([3], [h])
+    assert step.classify([3]).tolist() == [6] and step.estimate([3])[0] == clf.estimate([3])[0] == 0.6
 
 def test_storage_grows_by_doubling_and_costs_17_bytes_per_prompt_at_h50():
     clf = DifficultyClassifier(ClassifierConfig(window=50))

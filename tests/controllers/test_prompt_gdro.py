@@ -74,18 +74,21 @@ def test_paper_form_weights_cap_and_score_clip():
     np.testing.assert_allclose(clipped.weights([0, 1, 2]), [1.0, np.exp(0.5), np.exp(-0.5)])
 
 
-def test_sampling_form_draws_by_class_and_returns_importance_weights():
-    g = PromptGDRO(PromptGDROConfig(eta=1.0, gamma=0.0, realise="sampling", seed=3), num_classes=2)
-    g.scores = np.array([0.0, np.log(3.0)])  # q = [1/4, 3/4]
-    pool = np.array([0] * 6 + [1] * 2)  # per-candidate prob: class 0 1/4 / 6 = 1/24, class 1 3/4 / 2 = 3/8
-    draw = g.sample(pool, 20000)
-    frac1 = (draw.bins == 1).mean()
-    assert abs(frac1 - 0.75) < 4 * np.sqrt(0.75 * 0.25 / 20000)
-    np.testing.assert_allclose(np.unique(draw.prob), [1 / 24, 3 / 8])
-    np.testing.assert_allclose(draw.is_weight, np.where(draw.bins == 1, (1 / 8) / (3 / 8), (1 / 8) / (1 / 24)))
-    # importance weights recover the uniform pool mean of any per-prompt value: mean(0..7) = 3.5
-    assert (draw.is_weight * draw.index).mean() == pytest.approx(3.5, abs=0.1)
-    assert g.weights([0, 1]).tolist() == [1.0, 1.0]  # the preference is in the data, not in the advantages
+def test_observe_scores_only_the_trained_groups():
+    g = PromptGDRO(PromptGDROConfig(share_norm=False), num_classes=2)
+    g.observe(PromptResult(ids=[0, 1, 2], bins=[0, 0, 1], n_rollouts=[4, 4, 4], n_correct=[0, 4, 2],
+                           reward_mean=[0, 1, 0.5], loss_signal=[1.0, np.nan, 0.5], trained=[True, False, True]))
+    assert g.scores.tolist() == [1.0, 0.5]  # the dropped group (no update, no signal) is not averaged in
+    with pytest.raises(ValueError, match="finite for every trained prompt"):
+        PromptResult(ids=[0], bins=[0], n_rollouts=[4], n_correct=[0], reward_mean=[0], loss_signal=[np.nan])
+
+
+def test_sampling_weights_are_ones_and_is_weights_needs_sampling():
+    g = PromptGDRO(PromptGDROConfig(realise="sampling"), num_classes=2)
+    g.scores = np.array([0.0, 3.0])
+    assert g.weights([0, 1]).tolist() == [1.0, 1.0]  # the preference is in which prompts are drawn
+    with pytest.raises(ValueError, match="is_weights applies to realise='sampling' only"):
+        PromptGDROConfig(is_weights=True)
 
 
 def test_metrics_by_hand():
@@ -104,16 +107,14 @@ def test_metrics_by_hand():
     assert m["controller/prompt_gdro/weight_entropy"] == pytest.approx(-(q * np.log(q)).sum())
 
 
-def test_state_dict_round_trip_continues_the_rng_and_rejects_other_configs():
+def test_state_dict_round_trip_and_rejects_other_configs():
     g = PromptGDRO(PromptGDROConfig(seed=7), num_classes=3)
     g.observe(result([0, 1, 2, 2], [0.9, 0.1, 0.5, 0.4]))
-    g.sample([0, 1, 2, 2, 1], 5)
     state = json.loads(json.dumps(g.state_dict()))
     back = PromptGDRO(PromptGDROConfig(seed=7), num_classes=3)
     back.load_state_dict(state)
-    a, b = g.sample([0, 1, 2, 2, 1], 50), back.sample([0, 1, 2, 2, 1], 50)
-    assert a.index.tolist() == b.index.tolist()
     np.testing.assert_array_equal(g.weights([0, 2]), back.weights([0, 2]))
+    assert back.metrics() == g.metrics()
     with pytest.raises(ValueError, match="config.eta: saved=0.65, current=1.0"):
         PromptGDRO(PromptGDROConfig(eta=1.0, seed=7), num_classes=3).load_state_dict(state)
     with pytest.raises(ValueError, match="class_names"):
