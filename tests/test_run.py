@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,7 +90,8 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path):
     assert sorted(a) == sorted(b) == [0, 1, 2, 3, 4]
     for s in (1, 2, 3, 4):
         for key in a[s]:
-            if key.startswith(("controller/", "rollout/", "reward/mean", "reward/correct_rate", "filter/kept")):
+            if key.startswith(("controller/", "rollout/", "reward/mean", "reward/correct_rate", "filter/kept",
+                               "reward/total/")):  # reward/total/* continue from the checkpoint
                 assert a[s][key] == b[s][key], (s, key)  # same prompts, same bins, same rollout counts
         assert abs(a[s]["loss/total"] - b[s]["loss/total"]) < 1e-6
         assert abs(a[s]["learner/grad_norm"] - b[s]["learner/grad_norm"]) < 1e-5
@@ -104,3 +106,85 @@ def test_bad_model_path_fails_before_training(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "/no/such/model" in proc.stderr.strip().splitlines()[-1]
+
+
+# ----------------------------------------------------------------------------- damaged checkpoints
+
+DAMAGED_ARGS = ["run.max_steps=2", "checkpoint.every=1", "checkpoint.keep_last=2", "eval.every=0", "logging.plots=false"]
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory):
+    """A finished 2-step run with complete checkpoints step_1 and step_2: each test damages a copy of it."""
+    out = tmp_path_factory.mktemp("undamaged")
+    proc = subprocess.run(train_cmd("gdro.yaml", small(out, "run", *DAMAGED_ARGS)), cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out / "run"
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _overwrite_middle(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 64] = b"\xff" * 64  # NaN/garbage weights of the same size: only the checksum sees it
+    path.write_bytes(bytes(data))
+
+
+# (case, file inside step_2, damage, what the warning says about it given the file's size before and after)
+DAMAGES = [
+    ("model-truncated", "model/model.safetensors", _truncate, "{rel} has {after} bytes, expected {before}"),
+    ("optimizer-truncated", "optimizer.safetensors", _truncate, "{rel} has {after} bytes, expected {before}"),
+    ("trainer-state-truncated", "trainer_state.json", _truncate, "{rel} has {after} bytes, expected {before}"),
+    ("rng-emptied", "rng.json", lambda p: p.write_text(""), "{rel} has {after} bytes, expected {before}"),
+    ("weights-overwritten", "model/model.safetensors", _overwrite_middle,
+     "{rel} does not match its sha256 (bytes changed since the save)"),
+]
+
+
+@pytest.mark.parametrize("case,rel,damage,why", DAMAGES, ids=[d[0] for d in DAMAGES])
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(two_checkpoints, tmp_path, case, rel, damage, why):
+    from rlbal.learner.checkpoint import verify_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(two_checkpoints, run)
+    file = run / "checkpoints" / "step_2" / rel
+    before = file.stat().st_size
+    damage(file)
+    after = file.stat().st_size
+    proc = subprocess.run(train_cmd("gdro.yaml", small(tmp_path, "run", *DAMAGED_ARGS)), cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("rlbal: warning:")]
+    assert warnings == [f"rlbal: warning: checkpoint {run / 'checkpoints' / 'step_2'} is damaged "
+                        f"({why.format(rel=rel, before=before, after=after)}); resuming from the "
+                        "previous one, step_1"]
+    assert f"[rlbal] resumed from {run / 'checkpoints' / 'step_1'} at step 1" in proc.stdout
+    # step 2 again from step 1: the same row as the undamaged run, counters included; step_2 is whole again
+    a, b = rows(two_checkpoints)[2], rows(run)[2]
+    for key in a:
+        if key.startswith(("controller/", "rollout/", "reward/mean", "reward/total/", "reward/completions")):
+            assert a[key] == b[key], key
+    assert abs(a["loss/total"] - b["loss/total"]) < 1e-6
+    assert b["reward/total/correct"] + b["reward/total/wrong"] + b["reward/total/unparsable"] > b["reward/completions"]
+    assert verify_checkpoint(run / "checkpoints" / "step_2") is None
+
+
+def test_no_checkpoint_verifies_is_one_error_line(two_checkpoints, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(two_checkpoints, run)
+    (run / "checkpoints" / "step_2" / "rng.json").write_text("")
+    _truncate(run / "checkpoints" / "step_1" / "trainer_state.json")
+    size = (two_checkpoints / "checkpoints" / "step_1" / "trainer_state.json").stat().st_size
+    rng = (two_checkpoints / "checkpoints" / "step_2" / "rng.json").stat().st_size
+    proc = subprocess.run(train_cmd("gdro.yaml", small(tmp_path, "run", *DAMAGED_ARGS)), cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"rlbal: checkpoint error: no checkpoint in {run / 'checkpoints'} verifies (step_2: rng.json has 0 bytes, "
+        f"expected {rng}; step_1: trainer_state.json has {size // 2} bytes, expected {size}); move them away or start "
+        "over with run.resume=never"]
