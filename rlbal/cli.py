@@ -41,6 +41,9 @@ def _train_parser(prog: str = "rlbal train") -> argparse.ArgumentParser:
 
 def train_main(argv: Sequence[str] | None = None, prog: str = "rlbal train") -> int:
     args = _train_parser(prog).parse_args(argv)
+    from rlbal.runtime_env import apply_env
+
+    apply_env()  # offline hub, caches, OpenMP policy: before torch / transformers load (rlbal.runtime_env)
     from rlbal.config import explain, load_config
 
     recipe = args.recipe
@@ -144,6 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"rlbal: unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)} (rlbal --help)", file=sys.stderr)
         return 2
+    from rlbal.runtime_env import apply_env
+
+    apply_env()  # eval and assets load models too: same offline hub and caches as train (rlbal.runtime_env)
     return guarded(COMMANDS[argv[0]], argv[1:])
 
 

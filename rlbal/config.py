@@ -146,9 +146,19 @@ class RolloutConfig(_Section):
     stop: tuple[str, ...] = ()
     """Extra stop strings (EOS always stops)."""
     gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0)
-    """vLLM: share of accelerator memory for weights + KV cache (GPU only)."""
+    """vLLM: the largest share of the device's memory (GPU memory; RAM on CPU) its weights + KV cache may take: caps the KV cache derived from the batch."""
+    kv_cache_gib: float | None = Field(None, gt=0.0)
+    """vLLM KV cache in GiB (whole GiB on CPU). None = one step's sequences: prompts_per_step x n x (max_prompt_tokens + max_new_tokens) tokens at the model's KV bytes per token, at least 1 GiB, at most gpu_memory_utilization of the device minus the weights. Set by rlbal on CPU (VLLM_CPU_KVCACHE_SPACE) and GPU; printed at start."""
     enforce_eager: bool = True
     """vLLM: skip torch.compile / CUDA graphs (faster start; on CPU as fast)."""
+    sync_check_every: int = Field(10, ge=0)
+    """Every this many steps, after the weight sync, compare engine and learner logprobs on a few of the step's
+    sequences (`sync/logprob_gap`) and stop the run if they disagree (0 = never)."""
+    sync_check_sequences: int = Field(4, ge=1)
+    """Sequences scored by that check."""
+    sync_check_max_gap: float | None = Field(None, gt=0.0)
+    """Largest allowed per-token |engine - learner| logprob; None = by model.dtype (1e-3 for float32, 0.1 for
+    bfloat16; a correct fp32 sync measures ~1e-6)."""
 
 
 class RewardConfig(_Section):
@@ -351,6 +361,10 @@ def _derive_defaults(raw: Any) -> Any:
     n = RolloutConfig.model_fields["n"].default if n is None else n
     if isinstance(n, bool) or not isinstance(n, int):
         return raw  # an invalid rollout.n is reported by its own validation
+    lo, hi = alloc.get("n_min", RolloutGDROConfig.n_min), alloc.get("n_max", RolloutGDROConfig.n_max)
+    if isinstance(lo, int) and isinstance(hi, int) and not lo <= n <= hi:
+        raise ValueError(f"rollout.n={n} is outside controllers.rollout.n_min..n_max = {lo}..{hi} (Rollout-GDRO's "
+                         "mean budget n_bar follows rollout.n); widen n_min / n_max")
     return {**raw, "controllers": {**raw["controllers"], "rollout": {**alloc, "n_bar": n}}}
 
 
@@ -364,6 +378,9 @@ def _check_combinations(cfg: Config) -> None:
     if c.rollout is not None and c.rollout.n_bar != cfg.rollout.n:
         raise ValueError(f"controllers.rollout.n_bar={c.rollout.n_bar:g} differs from rollout.n={cfg.rollout.n}: both are "
                          "the mean rollouts per prompt; set only rollout.n (n_bar follows it) or set them equal")
+    if c.prompt_gdro is not None and c.prompt_gdro.realise == "sampling" and c.classifier.unseen != "separate":
+        raise ValueError("controllers.prompt_gdro.realise=sampling needs controllers.classifier.unseen=separate "
+                         "(never-observed prompts are drawn as a class of their own)")
     if c.filter is not None and c.filter.min_group_size > cfg.rollout.n:
         raise ValueError(f"controllers.filter.min_group_size={c.filter.min_group_size} exceeds rollout.n={cfg.rollout.n}")
     if a.loss_signal == "surrogate_kl" and a.kl_coef == 0:

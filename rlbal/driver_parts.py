@@ -14,11 +14,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from rlbal.algo.advantages import AdvantageOptions, compute_advantages
+from rlbal.algo.advantages import AdvantageOptions, compute_advantages, group_stats
 from rlbal.batch import RolloutBatch
 from rlbal.controllers import Controllers, FilterConfig, GroupFilter, PromptResult
 from rlbal.controllers.records import Allocation
-from rlbal.data import PromptBatch, PromptSource, format_from_config, load_prompts, spec_from_config
+from rlbal.data import PromptBatch, PromptSource, SampledSource, format_from_config, load_prompts, spec_from_config
 from rlbal.errors import RewardError
 from rlbal.logging import MetricsLogger
 from rlbal.rollout.engine import GenerationResult
@@ -79,46 +79,95 @@ def shaped_rewards(cfg, round_: Round) -> np.ndarray:
     return rewards
 
 
-def build_batch(cfg, rounds: list[Round], pad_id: int) -> tuple[RolloutBatch, np.ndarray]:
-    """One RolloutBatch over all rounds, with (unweighted) advantages; and (B,) correctness per row."""
+@dataclass
+class StepRounds:
+    """Every generation round of one step (as generated and scored) and which of its groups were kept."""
+
+    generated: list[Round] = dataclasses.field(default_factory=list)
+    kept: list[np.ndarray] = dataclasses.field(default_factory=list)
+
+    def add(self, round_: Round, kept: np.ndarray) -> None:
+        self.generated.append(round_)
+        self.kept.append(np.asarray(kept, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.generated)
+
+    def trained(self) -> list[Round]:
+        """The kept groups of every round: what the batch is built from."""
+        return [r.select(k) for r, k in zip(self.generated, self.kept)]
+
+
+def build_batch(cfg, rounds: list[Round], pad_id: int,
+                weights: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> tuple[RolloutBatch, np.ndarray]:
+    """One RolloutBatch over the trained rounds, with (unweighted) advantages and the Prompt-GDRO multipliers that
+    `weights(bins, counts)` computes over exactly these prompts; and (B,) correctness per row."""
+    rounds = [r for r in rounds if r.gen.completions]
+    bins_P = np.concatenate([r.alloc.bins for r in rounds])
+    counts_P = np.concatenate([np.asarray(r.gen.counts(), dtype=np.int64) for r in rounds])
+    w_P = np.split(np.asarray(weights(bins_P, counts_P), dtype=np.float64), np.cumsum([len(r.prompts) for r in rounds])[:-1])
     parts = [RolloutBatch.from_generation(r.gen.prompt_token_ids, r.gen.completions, r.prompts.indices.tolist(),
-                                          r.alloc.bins.tolist(), r.alloc.weights.tolist(),
-                                          shaped_rewards(cfg, r).tolist(), pad_id) for r in rounds if r.gen.completions]
+                                          r.alloc.bins.tolist(), w.tolist(), shaped_rewards(cfg, r).tolist(), pad_id)
+             for r, w in zip(rounds, w_P)]
     batch = RolloutBatch.concat(parts)
     a = cfg.algo
     adv_B = compute_advantages(a.advantage, batch.rewards_B, batch.group_B,
                                AdvantageOptions(std=a.std, eps=a.adv_eps, clip=a.adv_clip))
-    correct_B = np.concatenate([r.scores.correct for r in rounds if r.gen.completions])
+    correct_B = np.concatenate([r.scores.correct for r in rounds])
     return dataclasses.replace(batch, advantages_B=adv_B), correct_B
 
 
-def prompt_results(batch: RolloutBatch, correct_B: np.ndarray, signal_B: np.ndarray, signal: str) -> PromptResult:
-    """Per-prompt outcome of the step, for the controllers."""
-    group_B = batch.group_B.numpy()
-    first_G = np.unique(group_B, return_index=True)[1]
-    uses_loss = signal in ("surrogate", "surrogate_kl")
-    return PromptResult.from_responses(batch.prompt_id_B.numpy()[first_G], batch.bin_B.numpy()[first_G],
-                                       np.searchsorted(np.unique(group_B), group_B), correct_B,
-                                       batch.rewards_B.numpy(), signal=signal, loss_R=signal_B if uses_loss else None)
+def prompt_results(cfg, step: StepRounds, signal_B: np.ndarray) -> PromptResult:
+    """Per-prompt outcome of *every* group the step generated and scored, the trained ones marked, for the
+    controllers: the classifier and Rollout-GDRO must see the groups online filtering dropped (they are exactly
+    the all-wrong / all-right ones). Reward-derived signals exist for every group; the learner's surrogate
+    (`signal_B`, one per batch row, in the trained rounds' completion order) only for trained ones."""
+    gen = [(r, k) for r, k in zip(step.generated, step.kept) if r.gen.completions]
+    offsets = np.cumsum([0] + [len(r.prompts) for r, _ in gen])
+    trained_P = np.zeros(int(offsets[-1]), dtype=bool)
+    for off, (_, k) in zip(offsets, gen):
+        trained_P[off + k] = True
+    reward_R, pidx_R = generated_rewards(cfg, step)
+    loss_R = None
+    if cfg.algo.loss_signal in ("surrogate", "surrogate_kl"):
+        loss_R = np.full(pidx_R.size, np.nan)
+        loss_R[trained_P[pidx_R]] = signal_B
+    return PromptResult.from_responses(np.concatenate([r.prompts.indices for r, _ in gen]),
+                                       np.concatenate([r.alloc.bins for r, _ in gen]), pidx_R,
+                                       np.concatenate([r.scores.correct for r, _ in gen]), reward_R,
+                                       signal=cfg.algo.loss_signal, loss_R=loss_R, trained=trained_P)
 
 
-def rollout_metrics(batch: RolloutBatch, rounds: list[Round], correct_B: np.ndarray) -> dict[str, float]:
-    """Rollout statistics of the step: reward, correctness, lengths, truncation, zero-variance groups."""
+def generated_rewards(cfg, step: StepRounds) -> tuple[np.ndarray, np.ndarray]:
+    """(R,) training reward of every generated completion of the step and (R,) its group (prompt) index."""
+    gen = [r for r in step.generated if r.gen.completions]
+    offsets = np.cumsum([0] + [len(r.prompts) for r in gen])
+    group_R = np.concatenate([off + np.asarray([c.prompt_index for c in r.gen.completions]) for off, r in zip(offsets, gen)])
+    return np.concatenate([shaped_rewards(cfg, r) for r in gen]), group_R
+
+
+def rollout_metrics(cfg, batch: RolloutBatch, step: StepRounds, correct_B: np.ndarray) -> dict[str, float]:
+    """Rollout statistics of the step: reward, correctness, lengths, truncation and zero-variance groups of the
+    trained batch; and over everything generated: rollouts spent, the share of them in groups with a non-zero
+    advantage (rewards not all equal), reward per rollout."""
     rewards_B, group_B = batch.rewards_B.double(), batch.group_B
-    G = int(group_B.max()) + 1
-    n_G = torch.bincount(group_B, minlength=G).double()
-    mean_G = torch.zeros(G, dtype=torch.float64).index_add_(0, group_B, rewards_B) / n_G.clamp(min=1)
-    sq_G = torch.zeros(G, dtype=torch.float64).index_add_(0, group_B, (rewards_B - mean_G[group_B]) ** 2)
+    n_G = torch.bincount(group_B).double()
+    flat_G = torch.zeros(n_G.numel(), dtype=torch.bool).index_put_((group_B,), group_stats(rewards_B, group_B).flat_B)
     present = n_G > 0
     lengths = batch.completion_len_B.double()
+    reward_R, gen_group_R = generated_rewards(cfg, step)
+    gen_flat_R = group_stats(torch.as_tensor(reward_R), torch.as_tensor(gen_group_R)).flat_B.numpy()
     return {
         "reward/mean": float(rewards_B.mean()), "reward/correct_rate": float(np.mean(correct_B)),
         "rollout/len_mean": float(lengths.mean()), "rollout/len_max": float(lengths.max()),
         "rollout/truncated_frac": float(batch.truncated_B.double().mean()),
-        "rollout/zero_std_frac": float((sq_G[present] <= 1e-12).double().mean()),
+        "rollout/zero_std_frac": float(flat_G[present].double().mean()),
         "rollout/num_sequences": float(batch.num_seqs), "rollout/num_prompts": float(present.sum()),
-        "rollout/rounds": float(len(rounds)),
+        "rollout/rounds": float(len(step)),
         "rollout/per_prompt_min": float(n_G[present].min()), "rollout/per_prompt_max": float(n_G[present].max()),
+        "rollout/generated": float(reward_R.size), "rollout/generated_prompts": float(np.unique(gen_group_R).size),
+        "rollout/informative_frac": float(1.0 - gen_flat_R.mean()),
+        "rollout/reward_per_rollout": float(reward_R.mean()),
     }
 
 
@@ -127,7 +176,7 @@ class Parts:
     """Everything the loop touches. Built by `build_parts`; the Ray orchestrator swaps engine and learner."""
 
     cfg: Any
-    source: PromptSource
+    source: PromptSource | SampledSource
     controllers: Controllers
     engine: Any  # RolloutEngine
     rewards: Any  # reward.executor.RewardExecutor
@@ -199,10 +248,13 @@ def assemble_parts(cfg, run_dir: Path, engine: Any, learner: Any, *, is_main: bo
     tokenizer = load_tokenizer(cfg.model.path)
     dataset = load_prompts(spec_from_config(cfg.data, cfg.run.seed), tokenizer, format_from_config(cfg.data))
     c = cfg.controllers
-    controllers = Controllers.from_configs(c.classifier, c.prompt_gdro, c.rollout, n_rollouts=cfg.rollout.n)
+    controllers = Controllers.from_configs(c.classifier, c.prompt_gdro, c.rollout, n_rollouts=cfg.rollout.n,
+                                           num_prompts=len(dataset))
+    sampling = controllers.sampler is not None  # Prompt-GDRO realise='sampling': prompts are drawn by class
+    source = SampledSource(dataset, controllers.sample) if sampling else PromptSource(dataset, seed=cfg.run.seed)
     rewards = RewardExecutor(train_reward_specs(cfg), num_workers=cfg.reward.workers, timeout_s=cfg.reward.timeout_s,
                              threshold=cfg.reward.correct_threshold)
-    parts = Parts(cfg=cfg, source=PromptSource(dataset, seed=cfg.run.seed), controllers=controllers, engine=engine,
+    parts = Parts(cfg=cfg, source=source, controllers=controllers, engine=engine,
                   rewards=rewards, filter=GroupFilter(c.filter or KEEP_ALL), learner=learner, tokenizer=tokenizer,
                   run_dir=run_dir, is_main=is_main, barrier=barrier)
     if cfg.eval.every or cfg.eval.size:
@@ -232,7 +284,9 @@ def engine_options(cfg) -> dict[str, Any]:
                                 max_model_len=cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens)
     if cfg.rollout.engine == "vllm":
         opts.update(gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, enforce_eager=cfg.rollout.enforce_eager,
-                    use_tqdm_on_load=cfg.logging.verbose)  # vLLM's weight-loading bar: only when verbose
+                    use_tqdm_on_load=cfg.logging.verbose,  # vLLM's weight-loading bar: only when verbose
+                    kv_cache_gib=cfg.rollout.kv_cache_gib,  # KV cache sized from the batch (rlbal.rollout.memory)
+                    kv_tokens=cfg.train.prompts_per_step * cfg.rollout.n * opts["max_model_len"])
     return opts
 
 

@@ -23,6 +23,7 @@ from rlbal.learner.checkpoint import read_json, write_checkpoint, write_json
 from rlbal.learner.state_io import load_tree, save_tree
 from rlbal.logging import truncate_metrics
 from rlbal.preflight import check_run, warn_about_data
+from rlbal.runtime_env import configure_threads
 
 
 def run_dir_of(cfg: Config) -> Path:
@@ -36,6 +37,7 @@ def run_training(cfg: Config, recipe: str | None = None) -> Path:
     if is_launcher_main():
         say(start_line(cfg, run_dir))
     ckpt = check_run(cfg)  # builds a missing asset here, in every process, before any process group exists
+    configure_threads(cfg)  # environment and torch threads of this process (rlbal.runtime_env), logged once
     _seed_everything(cfg.run.seed)
     if cfg.run.orchestrator == "ray":  # same loop and components; engine and learner become Ray actor groups
         from rlbal.ray import build_ray_parts as build_parts_for

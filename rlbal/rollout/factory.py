@@ -22,10 +22,14 @@ def _vllm(model_path: str | Path, **kwargs: Any) -> RolloutEngine:
     return VLLMEngine(model_path, **kwargs)
 
 
-def _hf(model_path: str | Path, *, gpu_memory_utilization: float | None = None, **kwargs: Any) -> RolloutEngine:
+VLLM_MEMORY_OPTIONS = ("gpu_memory_utilization", "kv_cache_gib", "kv_tokens")
+
+
+def _hf(model_path: str | Path, **kwargs: Any) -> RolloutEngine:
     from rlbal.rollout.hf_engine import HFEngine
 
-    del gpu_memory_utilization  # transformers allocates as it goes; the knob is vLLM's
+    for key in VLLM_MEMORY_OPTIONS:  # transformers allocates as it goes; these knobs are vLLM's
+        kwargs.pop(key, None)
     return HFEngine(model_path, **kwargs)
 
 

@@ -24,11 +24,16 @@ vLLM starts; it is process-wide (a learner in this process gets n too), and vLLM
 turns later `torch.set_num_threads` calls into no-ops. A separate engine process
 (`multiprocess=True`) is pinned by vLLM itself to one core, the scheduler to another.
 
+Memory. The KV cache is sized by rlbal (`kv_cache_gib`, else from `kv_tokens`, the tokens of one step's
+sequences; see rlbal.rollout.memory), on CPU through VLLM_CPU_KVCACHE_SPACE, which this engine sets itself
+before vLLM starts, so no launch script or caller has to; the chosen size is printed once.
+
 Seeds. With `SamplingSpec.seed = s`, prompt i gets seed s + (completions before it) and vLLM gives
 its j-th child seed + j, so every completion of a call has its own reproducible stream.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -37,20 +42,34 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from rlbal.rollout.engine import FINISH_REASONS, Completion, GenerationResult, SamplingSpec, validate_request
+from rlbal.rollout.memory import GIB, KVCachePlan, apply_plan, device_memory_bytes, kv_bytes_per_token, kv_cache_plan
 from rlbal.rollout.vllm_sync import default_bucket_bytes, make_sender, resolve_transport, set_multiprocessing
 from rlbal.rollout.weight_sync import Stopwatch, SyncStats, state_nbytes, tied_aliases, with_tied_aliases
 
 
-def checkpoint_facts(model_path: str | Path) -> tuple[str, dict[str, str]]:
-    """(dtype name the checkpoint was saved in, tied parameter names), from a weightless meta-device model.
+@dataclass(frozen=True)
+class CheckpointFacts:
+    """What the engine needs to know about a checkpoint before vLLM loads it (read without the weights).
 
-    The dtype resolves "auto" the way transformers does: vLLM's own "auto" may pick bf16 for an fp32
-    checkpoint on CPU, which is slow without native bf16 and moves logprobs by ~4e-3 from the learner's.
+    dtype: the dtype name it was saved in ("auto" resolves to it the way transformers does: vLLM's own
+    "auto" may pick bf16 for an fp32 checkpoint on CPU, slow without native bf16 and ~4e-3 off the learner's
+    logprobs); aliases: tied parameter names; num_params: parameter count; config: the HF config.
     """
+
+    dtype: str
+    aliases: dict[str, str]
+    num_params: int
+    config: Any
+
+
+def checkpoint_facts(model_path: str | Path) -> CheckpointFacts:
+    """The checkpoint's facts, from a weightless meta-device model."""
     config = AutoConfig.from_pretrained(str(model_path))
     with torch.device("meta"):
-        aliases = tied_aliases(AutoModelForCausalLM.from_config(config))
-    return str(config.dtype or torch.float32).removeprefix("torch."), aliases
+        model = AutoModelForCausalLM.from_config(config)
+    num_params = sum(p.numel() for p in model.parameters())
+    dtype = str(config.dtype or torch.float32).removeprefix("torch.")
+    return CheckpointFacts(dtype, tied_aliases(model), num_params, config)
 
 
 def prompt_seeds(seed: int | None, counts: Sequence[int]) -> list[int | None]:
@@ -74,7 +93,7 @@ class VLLMEngine:
                  gpu_memory_utilization: float = 0.85, multiprocess: bool = False, transport: str = "auto",
                  bucket_mb: float | None = None, enforce_eager: bool | None = None,
                  enable_prefix_caching: bool = True, sleep_level: int = 1, cpu_threads: int | None = None,
-                 **llm_kwargs: Any) -> None:
+                 kv_cache_gib: float | None = None, kv_tokens: int | None = None, **llm_kwargs: Any) -> None:
         if bucket_mb is not None and bucket_mb <= 0:
             raise ValueError(f"VLLMEngine.bucket_mb must be > 0, got {bucket_mb}")
         if sleep_level not in (1, 2):
@@ -85,14 +104,17 @@ class VLLMEngine:
         self.transport = resolve_transport(transport, multiprocess=multiprocess, device=self.device)
         self.bucket_bytes = default_bucket_bytes(self.transport) if bucket_mb is None else int(bucket_mb * 2**20)
         self.sleep_level = sleep_level
-        checkpoint_dtype, self.aliases = checkpoint_facts(model_path)
+        facts = checkpoint_facts(model_path)
+        self.aliases = facts.aliases
+        dtype = facts.dtype if dtype == "auto" else dtype
+        self.kv_cache = self._kv_cache_plan(facts, dtype, kv_cache_gib, kv_tokens, gpu_memory_utilization)
         set_multiprocessing(multiprocess)
         if cpu_threads is not None:
             torch.set_num_threads(cpu_threads)  # before vLLM's CPU worker turns set_num_threads into a no-op
         from vllm import LLM
 
         kwargs: dict[str, Any] = dict(
-            model=str(model_path), dtype=checkpoint_dtype if dtype == "auto" else dtype, seed=seed,
+            model=str(model_path), dtype=dtype, seed=seed,
             max_model_len=max_model_len,
             # eager on CPU: compiled graphs were no faster there and recompile at every start
             enforce_eager=self.device == "cpu" if enforce_eager is None else enforce_eager,
@@ -103,6 +125,9 @@ class VLLMEngine:
             # vLLM-CPU: a seeded request whose prefill is chunked fails ("CPU Generator does not use offset");
             # with whole-prompt prefills and a large token budget, per-request seeds work at any batch size.
             kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(65536, max_model_len or 0))
+        kwargs.update(apply_plan(self.kv_cache, self.device))
+        print(f"[rlbal] vLLM KV cache: {self.kv_cache.gib:g} GiB on {self.device} ({self.kv_cache.reason})",
+              flush=True)
         if self.transport == "ipc":
             kwargs["weight_transfer_config"] = {"backend": "ipc"}
         self.llm = LLM(**kwargs, **llm_kwargs)
@@ -110,6 +135,14 @@ class VLLMEngine:
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self._send = make_sender(self.transport, self.llm, self.bucket_bytes)
         self.last_sync: SyncStats | None = None
+
+    def _kv_cache_plan(self, facts: CheckpointFacts, dtype: str, kv_cache_gib: float | None, kv_tokens: int | None,
+                       utilization: float) -> KVCachePlan:
+        """The KV-cache size (rlbal.rollout.memory): the cap is the device share minus the weights."""
+        itemsize = torch.empty((), dtype=getattr(torch, dtype)).element_size()
+        cap = (utilization * device_memory_bytes(self.device) - facts.num_params * itemsize) / GIB
+        return kv_cache_plan(kv_cache_gib, kv_tokens, kv_bytes_per_token(facts.config, itemsize),
+                             cap_gib=max(cap, 0.0), whole_gib=self.device == "cpu")
 
     # ------------------------------------------------------------------ generation
 

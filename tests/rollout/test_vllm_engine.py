@@ -21,7 +21,12 @@ def perturb(model: torch.nn.Module, seed: int, scale: float = 0.05) -> None:
 
 
 def test_checkpoint_facts_of_the_tiny_model(tiny_path):
-    assert checkpoint_facts(tiny_path) == ("float32", {"lm_head.weight": "model.embed_tokens.weight"})
+    facts = checkpoint_facts(tiny_path)
+    assert (facts.dtype, facts.aliases) == ("float32", {"lm_head.weight": "model.embed_tokens.weight"})
+    # embeddings 512 x 128 (tied with the output layer) + per layer: q, o 128x128 (2 heads of 64); k, v 64x128
+    # (1 KV head); gate, up, down 128x256 each; two 128-wide norms; + the final norm = 361,088
+    per_layer = 2 * 128 * 128 + 2 * 64 * 128 + 3 * 128 * 256 + 2 * 128
+    assert facts.num_params == 512 * 128 + 2 * per_layer + 128 == 361_088
 
 
 def test_seeds_leave_room_for_every_child():
