@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from rlbal.errors import ModelError, SetupError
+from rlbal.model_files import check_model_folder
 
 MANIFEST = "rlbal_asset.json"
 TINY_SFT_STEPS = 200  # the "tiny-sft" asset; its measured reward is in docs/data.md
@@ -399,7 +399,7 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> Path:
         return BUILTIN_MODELS[str(name_or_path)]()
     if m := _TINY_SFT_N.fullmatch(str(name_or_path)):
         return tiny_model("llama", sft_steps=int(m.group(1)))
-    return check_model_folder(name_or_path)
+    return local_model_folder(name_or_path)
 
 
 def is_builtin(name: str) -> bool:
@@ -407,67 +407,12 @@ def is_builtin(name: str) -> bool:
     return name in BUILTIN_MODELS or _TINY_SFT_N.fullmatch(name) is not None
 
 
-WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-
-
-def check_model_folder(name_or_path: str | os.PathLike[str]) -> Path:
-    """A local HF model folder, checked without loading it; ModelError names the first problem: missing
-    folder (or a hub id: there are no downloads), config.json missing or not JSON, no weights, a weight
-    file that is truncated or not safetensors, an index naming a missing shard, no tokenizer files."""
+def local_model_folder(name_or_path: str | os.PathLike[str]) -> Path:
+    """A local HF model folder that looks whole (rlbal.model_files); ModelError for anything else (there are no
+    hub downloads: a hub id is a missing folder)."""
     path = Path(name_or_path).expanduser()
     if not path.is_dir():
         raise ModelError(f"model {str(name_or_path)!r} is neither a built-in asset {sorted(BUILTIN_MODELS)} "
                          f"(or 'tiny-sft-<N>') nor an existing local folder ({path.resolve()} does not exist; "
                          f"no hub downloads)")
-    config = path / "config.json"
-    if not config.is_file():
-        raise ModelError(f"model folder {path.resolve()} has no config.json (not a Hugging Face model folder)")
-    try:
-        if not isinstance(json.loads(config.read_text(encoding="utf-8")), dict):
-            raise ValueError("not a JSON object")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ModelError(f"{config.resolve()}: not a valid config ({str(e).splitlines()[0][:120]})") from None
-    weights = sorted(p for pattern in WEIGHT_PATTERNS for p in path.glob(pattern))
-    if not weights:
-        raise ModelError(f"model folder {path.resolve()} has no weights (*.safetensors or pytorch_model*.bin)")
-    for index in path.glob("*.index.json"):
-        try:
-            shards = set(json.loads(index.read_text())["weight_map"].values())
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise ModelError(f"{index.resolve()}: not a valid weight index (no 'weight_map')") from None
-        missing = sorted(s for s in shards if not (path / s).is_file())
-        if missing:
-            raise ModelError(f"{index.resolve()}: names shard {missing[0]}, which is missing")
-    for file in weights:
-        if file.suffix == ".safetensors":
-            problem = safetensors_problem(file)
-            if problem:
-                raise ModelError(f"{file.resolve()}: {problem}")
-    if not any((path / name).is_file() for name in TOKENIZER_FILES):
-        raise ModelError(f"model folder {path.resolve()} has no tokenizer ({', '.join(TOKENIZER_FILES)})")
-    return path
-
-
-def safetensors_problem(file: Path) -> str | None:
-    """Why a .safetensors file cannot be loaded, from its header and size alone (None = looks whole).
-
-    The format: 8 bytes little-endian header length N, N bytes of JSON {name: {dtype, shape, data_offsets}},
-    then the tensor bytes; the largest end offset + 8 + N is the file size a complete file has.
-    """
-    size = file.stat().st_size
-    with file.open("rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            return f"truncated ({size} bytes; not a safetensors file)"
-        (n,) = struct.unpack("<Q", head)
-        if n > size - 8:
-            return f"truncated or not safetensors (header of {n} bytes in a {size}-byte file)"
-        try:
-            header = json.loads(f.read(n))
-            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
-            return "not a safetensors file (unreadable header)"
-    if 8 + n + end > size:
-        return f"truncated ({size} bytes, the header describes {8 + n + end})"
-    return None
+    return check_model_folder(path)

@@ -272,7 +272,8 @@ def pick_model(run_dir: Path, cfg: Any, checkpoint: Path | None, base: bool) -> 
     """(HF model folder, step) to evaluate: --base = the config's starting model (step 0), --checkpoint =
     a checkpoint folder (its model/, verified against its manifest) or a model folder, default = the run's
     newest complete checkpoint that verifies (a damaged newer one is skipped with one warning line)."""
-    from rlbal.assets import check_model_folder, resolve_model
+    from rlbal.assets import resolve_model
+    from rlbal.model_files import check_model_folder
     from rlbal.errors import CheckpointError
     from rlbal.learner.checkpoint import newest_verified, verify_checkpoint
 

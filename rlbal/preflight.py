@@ -58,10 +58,10 @@ def check_packages(cfg: Any) -> None:
 
 def check_model(path: str, *, build: bool) -> None:
     """A built-in asset name (built now when `build`) or a local HF folder that looks whole."""
-    from rlbal.assets import check_model_folder, is_builtin, resolve_model
+    from rlbal.assets import is_builtin, local_model_folder, resolve_model
 
     if not is_builtin(path):
-        check_model_folder(path)
+        local_model_folder(path)
     elif build:
         resolve_model(path)
 

@@ -8,6 +8,7 @@
 # runs/); the job runs `python -m rlbal.train RECIPE run.orchestrator=ray OVERRIDES` with the python of the
 # cluster's PATH. Multi-node: run.output_dir must be a shared filesystem (learner ranks write checkpoint
 # shards) and the model folder must exist at the same path on every node. Follows the logs until the job ends.
+# Token auth (launch/env.sh): this machine needs the cluster's token in ~/.ray/auth_token (docs/ray.md).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../env.sh"
 export PATH="$RLBAL_VENV/bin:$PATH"
