@@ -15,6 +15,8 @@
     threads            torch's thread count (and OMP_NUM_THREADS for child processes) = the run's share of
                        the CPUs in this process's affinity mask, see `torch_threads`
     vLLM KV cache      set by the engine from the recipe (rlbal.rollout.vllm_engine.kv_cache_plan)
+    Ray auth           RAY_AUTH_MODE=token: a local cluster of `run.orchestrator=ray` and its clients use a token
+                       (~/.ray/auth_token, created by Ray); its GCS listens on all interfaces (docs/ray.md)
 
 Variables already set in the environment win (they are the user's explicit choice) and are reported as such.
 `configure_threads` logs both in one line, once per process (rank 0 only under accelerate).
@@ -55,6 +57,7 @@ def env_defaults(cache: Path) -> dict[str, str]:
         "TRITON_CACHE_DIR": str(cache / "triton"),
         "TOKENIZERS_PARALLELISM": "false",
         "OMP_WAIT_POLICY": "PASSIVE",
+        "RAY_AUTH_MODE": "token",
     }
 
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # What launch/env.sh (or a test runner) may have exported: removed so the run must set them itself.
 LAUNCH_VARS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "VLLM_CPU_KVCACHE_SPACE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
                "HF_DATASETS_OFFLINE", "VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR", "TORCH_EXTENSIONS_DIR",
-               "TRITON_CACHE_DIR", "TOKENIZERS_PARALLELISM")
+               "TRITON_CACHE_DIR", "TOKENIZERS_PARALLELISM", "RAY_AUTH_MODE")
 
 
 @pytest.mark.parametrize("cpus, ranks, engines, threads", [
