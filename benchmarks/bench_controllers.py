@@ -83,7 +83,7 @@ def main() -> None:
     print("-" * len(header))
     for tracked in (10**4, 10**6):
         for n_prompts in (256, 512):
-            for allocator in ("bandit", "sqrt"):
+            for allocator in ("bandit", "sqrt", "knapsack"):
                 r = bench(n_prompts, tracked, allocator, args.steps)
                 print(f"{n_prompts:>7} {tracked:>9} {allocator:>9} {r['decide_ms']:>9.3f} {r['observe_ms']:>10.3f} "
                       f"{r['step_ms']:>8.3f} {r['step_p90_ms']:>7.3f} {r['cpu_ms']:>7.3f} {r['metrics_ms']:>10.3f} "

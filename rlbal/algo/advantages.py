@@ -55,36 +55,46 @@ class GroupStats:
 
     count_B: Tensor  # group size n (float)
     mean_B: Tensor  # group mean reward
-    dev_B: Tensor  # r - group mean
-    sq_dev_sum_B: Tensor  # sum over the group of (r - mean)^2
+    dev_B: Tensor  # r - group mean; exactly 0 in a group whose rewards are all equal
+    sq_dev_sum_B: Tensor  # sum over the group of (r - mean)^2; exactly 0 in such a group
+    flat_B: Tensor  # bool: every reward of the group is the same (no group-relative signal)
 
 
 def group_stats(rewards_B: Tensor, group_B: Tensor) -> GroupStats:
-    """Segment statistics by group index; group ids need not be dense (empty ids cost one slot each)."""
-    r_B = rewards_B.to(torch.float32)
+    """Segment statistics by group index; group ids need not be dense (empty ids cost one slot each).
+
+    Means are taken in float64, and a group whose rewards are all equal (max == min, an exact test) gets
+    deviations of exactly 0: a float mean of equal values can miss them by an ulp (1.1 x 12 -> 1.0999999),
+    which divided by std + eps would give every response a one-sided advantage of ~0.1.
+    """
+    r_B = rewards_B.to(torch.float64)
     G = int(group_B.max().item()) + 1 if group_B.numel() else 0
     count_G = torch.bincount(group_B, minlength=G).to(r_B.dtype)
     sum_G = torch.zeros(G, dtype=r_B.dtype, device=r_B.device).index_add_(0, group_B, r_B)
     mean_G = sum_G / count_G.clamp(min=1.0)
-    dev_B = r_B - mean_G[group_B]
+    hi_G = torch.full_like(sum_G, -torch.inf).scatter_reduce(0, group_B, r_B, "amax")
+    lo_G = torch.full_like(sum_G, torch.inf).scatter_reduce(0, group_B, r_B, "amin")
+    flat_B = (hi_G == lo_G)[group_B]
+    dev_B = torch.where(flat_B, torch.zeros_like(r_B), r_B - mean_G[group_B])
     ss_G = torch.zeros_like(sum_G).index_add_(0, group_B, dev_B * dev_B)
-    return GroupStats(count_G[group_B], mean_G[group_B], dev_B, ss_G[group_B])
+    return GroupStats(count_G[group_B], mean_G[group_B], dev_B, ss_G[group_B], flat_B)
 
 
 @ADVANTAGES.register("grpo")
 def grpo_advantages(rewards_B: Tensor, group_B: Tensor, opts: AdvantageOptions) -> Tensor:
-    """(r - mean) / (std + eps); an all-equal group gets 0 (0 / eps)."""
+    """(r - mean) / (std + eps); an all-equal group gets exactly 0."""
     s = group_stats(rewards_B, group_B)
     denom_B = (s.count_B - 1.0) if opts.std == "bessel" else s.count_B
     std_B = torch.sqrt(s.sq_dev_sum_B / denom_B.clamp(min=1.0))
-    return torch.where(s.count_B > 1, s.dev_B / (std_B + opts.eps), torch.zeros_like(s.dev_B))
+    adv_B = torch.where(s.count_B > 1, s.dev_B / (std_B + opts.eps), torch.zeros_like(s.dev_B))
+    return adv_B.to(torch.float32)
 
 
 @ADVANTAGES.register("dr_grpo")
 def dr_grpo_advantages(rewards_B: Tensor, group_B: Tensor, opts: AdvantageOptions) -> Tensor:
     """r - mean, no std division (removes GRPO's difficulty bias)."""
     s = group_stats(rewards_B, group_B)
-    return torch.where(s.count_B > 1, s.dev_B, torch.zeros_like(s.dev_B))
+    return torch.where(s.count_B > 1, s.dev_B, torch.zeros_like(s.dev_B)).to(torch.float32)
 
 
 @ADVANTAGES.register("rloo")
@@ -92,7 +102,7 @@ def rloo_advantages(rewards_B: Tensor, group_B: Tensor, opts: AdvantageOptions) 
     """r - mean of the other rollouts of the group = n/(n-1) * (r - mean)."""
     s = group_stats(rewards_B, group_B)
     scale_B = s.count_B / (s.count_B - 1.0).clamp(min=1.0)
-    return torch.where(s.count_B > 1, scale_B * s.dev_B, torch.zeros_like(s.dev_B))
+    return torch.where(s.count_B > 1, scale_B * s.dev_B, torch.zeros_like(s.dev_B)).to(torch.float32)
 
 
 def compute_advantages(
@@ -117,7 +127,7 @@ def compute_advantages(
 def advantage_metrics(rewards_B: Tensor, group_B: Tensor, adv_B: Tensor) -> dict[str, float]:
     """Flat metrics: advantage spread, share of rollouts in zero-variance and singleton groups."""
     s = group_stats(rewards_B, group_B)
-    flat_B = (s.sq_dev_sum_B <= 1e-12) & (s.count_B > 1)  # isclose: float means of equal rewards
+    flat_B = s.flat_B & (s.count_B > 1)  # exact: all rewards of the group equal
     vals = torch.stack([adv_B.float().mean(), adv_B.float().abs().mean(), adv_B.float().std(correction=0),
                         flat_B.float().mean(), (s.count_B == 1).float().mean(), s.count_B.mean()])
     keys = ("adv/mean", "adv/abs_mean", "adv/std", "adv/zero_std_frac", "adv/singleton_frac", "adv/group_size_mean")

@@ -142,6 +142,20 @@ def as_ids(ids: Any) -> np.ndarray:
     return ids_N
 
 
+def _split_counts(k_N: np.ndarray, n_N: np.ndarray, parts_N: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split each (k of n) into parts_N nearly equal chunks of bits, the ones spread in proportion (sums kept).
+
+    >>> [a.tolist() for a in _split_counts(np.array([50]), np.array([130]), np.array([3]))]
+    [[16, 17, 17], [43, 43, 44]]
+    """
+    idx = np.repeat(np.arange(n_N.size), parts_N)
+    j = np.arange(idx.size) - np.repeat(np.cumsum(parts_N) - parts_N, parts_N)
+    p = parts_N[idx]
+    bits = (j + 1) * n_N[idx] // p - j * n_N[idx] // p
+    ones = (j + 1) * k_N[idx] // p - j * k_N[idx] // p
+    return ones, bits
+
+
 def _occurrence_rank(ids_N: np.ndarray) -> np.ndarray:
     """(N,) how many earlier entries have the same id (0 for first occurrences)."""
     order = np.argsort(ids_N, kind="stable")
@@ -239,7 +253,11 @@ class DifficultyClassifier:
         """Record this step's bits for every prompt of the result: its rollouts' correctness ('response') or one
         'some rollout correct' bit ('any')."""
         if self.config.indicator == "response":
-            self.update_counts(result.ids, result.n_correct, result.n_rollouts)
+            ids_N, k_N, n_N = result.ids, result.n_correct, result.n_rollouts
+            if n_N.size and n_N.max() > 64:  # more rollouts than one push takes: split into <= 64-bit chunks
+                parts_N = -(-n_N // 64)
+                ids_N, k_N, n_N = (np.repeat(ids_N, parts_N), *_split_counts(k_N, n_N, parts_N))
+            self.update_counts(ids_N, k_N, n_N)
         else:
             self.update(result.ids, result.n_correct > 0)
 

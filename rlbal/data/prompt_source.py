@@ -88,3 +88,38 @@ class PromptSource:
         prompts its too-long policy dropped ('data/num_prompts', 'data/dropped_too_long')."""
         return {"data/epoch": self.epoch + self.position / len(self.dataset),
                 "data/num_prompts": float(len(self.dataset)), "data/dropped_too_long": float(self.dataset.n_dropped)}
+
+
+class SampledSource:
+    """The step's prompts drawn by a controller (Prompt-GDRO's sampling form) instead of the shuffled stream.
+
+    `draw(k)` returns (k,) dense ids (`Controllers.sample`); its state (the pool grouped by class and its RNG)
+    is checkpointed with the controllers, so this source only records the dataset it was drawing from.
+    """
+
+    def __init__(self, dataset: PromptDataset, draw) -> None:
+        if len(dataset) == 0:
+            raise ValueError("SampledSource needs a non-empty dataset")
+        self.dataset, self.draw = dataset, draw
+        self.drawn = 0
+
+    def next(self, k: int) -> PromptBatch:
+        """k prompts drawn by class (a step's batch, or a refill for online filtering)."""
+        ids = self.draw(k)
+        self.drawn += len(ids)
+        return self.dataset.batch(ids)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": "sampled", "drawn": self.drawn, "num_prompts": len(self.dataset),
+                "fingerprint": self.dataset.fingerprint}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("kind") != "sampled" or state["fingerprint"] != self.dataset.fingerprint:
+            raise DataError(f"prompt source checkpoint ({state.get('kind', 'shuffled')}, fingerprint "
+                            f"{state['fingerprint'][:12]}) does not match a sampled source over {self.dataset.source} "
+                            f"(fingerprint {self.dataset.fingerprint[:12]}): same data and Prompt-GDRO realisation needed")
+        self.drawn = int(state["drawn"])
+
+    def metrics(self) -> dict[str, float]:
+        """'data/epoch': prompts drawn so far in units of the dataset size (draws may repeat prompts)."""
+        return {"data/epoch": self.drawn / len(self.dataset)}

@@ -130,6 +130,18 @@ class Learner:
         return torch.exp((cur - mini.old_logp_BL).clamp(-20, 20)) * mini.completion_mask_BL
 
     # ------------------------------------------------------------------ weights / state
+    @torch.no_grad()
+    def score(self, prompt_token_ids, completion_token_ids) -> list[list[float]]:
+        """log p(completion token | prefix) under the current policy (T = 1, full vocabulary), one list per pair:
+        the engines' `score` contract, the learner's side of the post-sync check (`rlbal.driver.check_sync`).
+        Under data parallelism every rank calls it (a sharded model's forward is a collective)."""
+        out = []
+        for p, c in zip(prompt_token_ids, completion_token_ids, strict=True):
+            ids_1L = torch.tensor([list(p) + list(c)], device=self.device)
+            logp_1L = token_logprobs(self.model, ids_1L, torch.ones_like(ids_1L), 1.0)
+            out.append(logp_1L[0, len(p):].float().cpu().tolist())
+        return out
+
     def export_weights(self) -> dict[str, torch.Tensor]:
         """Full (gathered) HF-named parameters for the rollout engine; every rank must call it."""
         return self.dist.full_state_dict(self.model)

@@ -25,8 +25,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from rlbal.driver import LoopState, StageTimer, log_eval_checkpoint, sampling_for, score
-from rlbal.driver_parts import Parts, Round, build_batch, prompt_results, rollout_metrics
+from rlbal.driver import LoopState, StageTimer, check_sync, log_eval_checkpoint, sampling_for, score
+from rlbal.driver_parts import Parts, Round, StepRounds, build_batch, prompt_results, rollout_metrics
 
 
 @dataclass
@@ -51,9 +51,9 @@ def submit_round(cfg: Any, parts: Parts, step: int, round_: int, want: int, time
 
 
 def fill_batch(cfg: Any, parts: Parts, step: int, ahead: Ahead | None,
-               timer: StageTimer) -> tuple[list[Round], np.ndarray]:
-    """Rounds of step `step` (the first one maybe submitted earlier) and (rounds, 2) [version, sequences]."""
-    rounds: list[Round] = []
+               timer: StageTimer) -> tuple[StepRounds, np.ndarray]:
+    """Rounds of step `step` (the first one maybe submitted earlier) and (rounds, 2) [version, kept sequences]."""
+    rounds = StepRounds()
     versions = []
     fill = parts.filter.start(cfg.train.prompts_per_step)
     while not fill.done:
@@ -63,8 +63,9 @@ def fill_batch(cfg: Any, parts: Parts, step: int, ahead: Ahead | None,
         with timer("score"):
             round_ = Round(ahead.prompts, ahead.alloc, gen, score(parts, ahead.prompts, gen))
         kept = fill.add(ahead.prompts.indices, *round_.group_scores(parts.filter.cfg.rule))
-        rounds.append(round_.select(kept))
-        versions.append((ahead.version, len(rounds[-1].gen.completions)))
+        rounds.add(round_, kept)
+        kept_set = set(kept.tolist())
+        versions.append((ahead.version, sum(1 for c in gen.completions if c.prompt_index in kept_set)))
         ahead = None
     return rounds, np.asarray(versions, dtype=np.float64)
 
@@ -88,8 +89,9 @@ def async_train_loop(cfg: Any, parts: Parts, state: LoopState, save: Callable[[L
         timer = StageTimer()
         t_step = time.perf_counter()
         rounds, versions = fill_batch(cfg, parts, step, ahead, timer)
+        trained = rounds.trained()
         with timer("advantages"):
-            batch, correct_B = build_batch(cfg, rounds, parts.pad_id)
+            batch, correct_B = build_batch(cfg, trained, parts.pad_id, parts.controllers.batch_weights)
         parts.learner.stats.staleness = staleness(parts.learner.steps, versions)
         with timer("update"):
             refs = parts.learner.submit_update(batch)
@@ -98,11 +100,12 @@ def async_train_loop(cfg: Any, parts: Parts, state: LoopState, save: Callable[[L
             ahead = submit_round(cfg, parts, step + 1, 0, want, timer) if prefetch else None
             update = parts.learner.finish_update(refs)
         with timer("observe"):
-            parts.controllers.observe(prompt_results(batch, correct_B, update.signal_B, cfg.algo.loss_signal))
+            parts.controllers.observe(prompt_results(cfg, rounds, update.signal_B))
         with timer("weight_sync"):
             parts.engine.update_weights(parts.learner.export_weights(), wait=False)
         state.step = step
         state.samples_seen += batch.num_seqs
-        metrics = {**rollout_metrics(batch, rounds, correct_B), **update.metrics}
-        log_eval_checkpoint(parts, state, metrics, timer, t_step, save, evaluate)
+        metrics = {**rollout_metrics(cfg, batch, rounds, correct_B), **update.metrics}
+        metrics.update(check_sync(parts, step, trained, timer))  # queued behind the prefetched generation and the sync
+        log_eval_checkpoint(parts, state, metrics, timer, t_step, save, evaluate, trained)
     return state

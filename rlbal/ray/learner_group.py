@@ -81,6 +81,9 @@ class LearnerActor:
     def update(self, batch: Any) -> Any:
         return self.learner.update(batch)
 
+    def score(self, prompt_token_ids: Any, completion_token_ids: Any) -> list[list[float]]:
+        return self.learner.score(prompt_token_ids, completion_token_ids)
+
     def export_weights(self, version: int) -> WeightsRef | None:
         """Every rank gathers (a collective for sharded backends); rank 0 puts the numpy weights once."""
         from rlbal.rollout.weight_sync import to_numpy
@@ -157,6 +160,10 @@ class LearnerGroup:
 
     def export_weights(self) -> WeightsRef:
         return self._all("export_weights", self.steps)[0]
+
+    def score(self, prompt_token_ids: Any, completion_token_ids: Any) -> list[list[float]]:
+        """Rank 0's logprobs of the pairs (every rank runs the forward: sharded models need all of them)."""
+        return self._all("score", prompt_token_ids, completion_token_ids)[0]
 
     def load_weights(self, state: Any) -> None:
         from rlbal.rollout.weight_sync import to_numpy

@@ -131,3 +131,16 @@ def test_advantage_metrics_by_hand():
     assert m["adv/group_size_mean"] == pytest.approx(14 / 6)
     # |A|: 2/3, 1, 1/3, 0, 1/3, 1 -> mean 10/3 / 6 = 0.555556; mean A = 0
     assert m["adv/abs_mean"] == pytest.approx(0.555556, abs=1e-6) and m["adv/mean"] == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize("name", ["grpo", "dr_grpo", "rloo"])
+@pytest.mark.parametrize("value", [1.1, 0.1, 0.7, 1.0, 0.0, -0.3, 2.2])
+def test_equal_rewards_give_exactly_zero_advantage_at_every_group_size(name, value):
+    # a float32 mean of equal values can miss them by an ulp (1.1 x 12 -> A = -0.106 for every response before)
+    for n in range(2, 33):
+        rewards_B = torch.full((n + 3,), value)
+        rewards_B[n:] = torch.tensor([0.0, 1.0, 0.5])  # a second, informative group alongside
+        group_B = torch.tensor([0] * n + [1] * 3)
+        adv_B = compute_advantages(name, rewards_B, group_B, AdvantageOptions())
+        assert torch.count_nonzero(adv_B[:n]) == 0 and torch.count_nonzero(adv_B[n:]) == 2
+        assert advantage_metrics(rewards_B, group_B, adv_B)["adv/zero_std_frac"] == pytest.approx(n / (n + 3))

@@ -255,3 +255,10 @@ def test_key_index_maps_keys_densely_and_round_trips():
         tup = KeyIndex()
         tup.index([("a", 1)])
         tup.state_dict()
+
+
+def test_more_than_64_rollouts_are_recorded_in_chunks():
+    clf = DifficultyClassifier(ClassifierConfig(window=0))
+    clf.observe(PromptResult(ids=[0, 1], bins=[0, 0], n_rollouts=[130, 8], n_correct=[50, 8], reward_mean=[0, 1],
+                             loss_signal=[0, 0]))
+    assert clf.estimate([0, 1]).tolist() == [50 / 130, 1.0]
