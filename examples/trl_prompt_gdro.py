@@ -36,12 +36,16 @@ from accelerate.utils import gather_object
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-from trl import GRPOConfig, GRPOTrainer
 
-from reward.math import math_reward
-from rlbal.assets import resolve_model
-from rlbal.controllers import ClassifierConfig, Controllers, PromptGDROConfig, PromptResult
-from rlbal.data import BOXED_INSTRUCTION, procedural_table
+from rlbal.versions import TRL, require
+
+require(*TRL)  # the subclass below overrides TRL internals: fail with the supported range, not deep inside TRL
+from trl import GRPOConfig, GRPOTrainer  # noqa: E402
+
+from reward.math import math_reward  # noqa: E402
+from rlbal.assets import resolve_model  # noqa: E402
+from rlbal.controllers import ClassifierConfig, Controllers, PromptGDROConfig, PromptResult  # noqa: E402
+from rlbal.data import BOXED_INSTRUCTION, procedural_table  # noqa: E402
 
 
 class PromptGDROTrainer(GRPOTrainer):

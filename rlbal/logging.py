@@ -57,9 +57,7 @@ class MetricsLogger:
         lc = cfg.logging
         console = Console(cfg.run.max_steps, start_step=start_step, every=lc.console_every, bar=lc.progress,
                           enabled=enabled)
-        wandb = None if lc.wandb == "off" else dict(mode=lc.wandb, project=lc.wandb_project, entity=lc.wandb_entity,
-                                                     name=lc.wandb_name or cfg.run.name, tags=list(lc.wandb_tags))
-        return cls(run_dir, tensorboard=lc.tensorboard, wandb=wandb, console=console, config=cfg.to_dict(),
+        return cls(run_dir, tensorboard=lc.tensorboard, wandb=wandb_settings(cfg), console=console, config=cfg.to_dict(),
                    completions_per_step=lc.completions_per_step, enabled=enabled)
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
@@ -101,6 +99,20 @@ class MetricsLogger:
                 f.close()
 
 
+def wandb_settings(cfg: Any) -> dict[str, Any] | None:
+    """`wandb.init` arguments from the `logging` section (None when W&B is off).
+
+    >>> from rlbal.config import load_config
+    >>> wandb_settings(load_config(None, ["logging.wandb=offline", "logging.wandb_tags=[a]", "run.name=r"]))
+    {'mode': 'offline', 'project': 'rlbal', 'entity': None, 'name': 'r', 'tags': ['a']}
+    """
+    lc = cfg.logging
+    if lc.wandb == "off":
+        return None
+    return dict(mode=lc.wandb, project=lc.wandb_project, entity=lc.wandb_entity, name=lc.wandb_name or cfg.run.name,
+                tags=list(lc.wandb_tags))
+
+
 def _start_wandb(run_dir: Path, config: Mapping[str, Any] | None, *, mode: str, project: str, entity: str | None,
                  name: str, tags: list[str]):
     try:
@@ -115,8 +127,8 @@ def _start_wandb(run_dir: Path, config: Mapping[str, Any] | None, *, mode: str, 
 def step_completions(rounds: Sequence[Any], k: int) -> dict[str, Any]:
     """Every trained prompt's id, bin and rollout count, and k sampled completions (see the module docstring).
 
-    Samples are the prompts at positions round(linspace(0, P-1, k)) of the step's P prompts (all rounds in
-    order), each with its first completion; `group_correct` counts the correct completions of its group.
+    Samples are the prompts at positions round(linspace(0, P-1, min(k, P))) of the step's P prompts (all rounds
+    in order), each with its first completion; `group_correct` counts the correct completions of its group.
     """
     ids, bins, counts, picks = [], [], [], []
     for r in rounds:
@@ -124,7 +136,8 @@ def step_completions(rounds: Sequence[Any], k: int) -> dict[str, Any]:
         bins += [int(b) for b in r.alloc.bins]
         counts += [int(c) for c in r.alloc.counts]
     total = len(ids)
-    wanted = sorted({round(j * (total - 1) / max(k - 1, 1)) for j in range(min(k, total))}) if total else []
+    m = min(k, total)
+    wanted = {round(j * (total - 1) / max(m - 1, 1)) for j in range(m)}
     position = 0
     samples = []
     for r in rounds:

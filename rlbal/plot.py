@@ -7,10 +7,15 @@ Figures are discovered from the metric names, so a renamed or new controller met
 change here:
 - every per-bin family `<family>/bin_<b>` (prompt share, adversarial weight, reward per bin, rollout
   allocation, ...) becomes a step x bin heatmap `heatmap_<family>.png` (slashes as underscores), one panel
-  per run on a shared colour scale; a `.../count` family is drawn as per-step shares;
+  per run on a shared colour scale; a `.../count` family is drawn as per-step shares. A bin that held no
+  prompt at a step (count 0) is blank there, except for controller state defined for every bin
+  (STATE_FAMILY: adversary weights, scores, variance and pass-rate estimates);
 - every other metric is a curve over steps (or wall-clock seconds with `--x wall`), grouped into one figure
   per namespace (GROUP_RULES: `curves_eval.png`, `curves_reward.png`, `curves_controller_prompt_gdro.png`,
-  ...), one panel per metric with the runs overlaid.
+  ...), one panel per metric with the runs overlaid, units on the y axis (seconds, MB). A metric constant
+  in every run is not drawn (named in the log), nor `pass@1` next to `mean@k` (the same number);
+- `summary.png` (one page: reward, held-out accuracy per level, timings, and per run the prompt share and
+  rollouts per bin and the bin-to-bin migration matrix) and `migration.png`: rlbal.plot_summary.
 The paper's diagnostics that no run logged are named in the log. A run killed mid-write plots fine (its
 truncated last line is ignored). Drawing uses matplotlib's object API on the Agg canvas: no display, no
 global pyplot state.
@@ -57,6 +62,8 @@ DIAGNOSTICS = {
     "held-out accuracy": r"^eval/(greedy/)?(pass|mean)@\d+$",
 }
 COUNT_FAMILY = re.compile(r"(^|/)count$")  # per-bin counts are drawn as shares of the step's binned prompts
+STATE_FAMILY = re.compile(r"/(weight|score|variance|pass_rate)$")  # controller state: defined for empty bins too
+BIN_COUNT = "controller/classifier/count"  # prompts per bin of a step, when a family's namespace has no count
 MAX_PANELS = 30  # a namespace with more metrics is cut (and logged) so one figure stays readable
 
 
@@ -125,14 +132,40 @@ def bin_matrix(run: RunLog, family: str) -> BinMatrix:
 
 
 def as_shares(m: BinMatrix) -> BinMatrix:
-    """Counts per bin -> each step's share per bin (count / the step's total over bins; nan bins count 0).
+    """Counts per bin -> each step's share per bin (count / the step's total over bins); a bin with count 0
+    or none logged is nan (blank: no prompt was there).
 
-    >>> as_shares(BinMatrix(np.array([1]), np.arange(3), np.array([[1.0, np.nan, 3.0]]))).values_SB
-    array([[0.25, 0.  , 0.75]])
+    >>> as_shares(BinMatrix(np.array([1]), np.arange(4), np.array([[1.0, np.nan, 3.0, 0.0]]))).values_SB
+    array([[0.25,  nan, 0.75,  nan]])
     """
     total_S = np.nansum(m.values_SB, axis=1, keepdims=True)
-    share_SB = np.nan_to_num(m.values_SB) / np.where(total_S > 0, total_S, 1.0)
-    return BinMatrix(m.steps_S, m.bins_B, share_SB)
+    share_SB = m.values_SB / np.where(total_S > 0, total_S, 1.0)
+    return BinMatrix(m.steps_S, m.bins_B, np.where(m.values_SB > 0, share_SB, np.nan))
+
+
+def empty_bins(run: RunLog, family: str, m: BinMatrix) -> np.ndarray:
+    """(S, B) bool over m's steps and bins: the bin held no prompt at that step (its count is 0). The count is
+    the family's own namespace's `count` family if logged, else the classifier's; unknown counts are False.
+
+    >>> run = RunLog("r", np.array([1, 2]), np.full(2, np.nan), {
+    ...     "controller/classifier/count/bin_0": np.array([4.0, 0.0]), "controller/classifier/count/bin_1": np.array([0.0, 4.0]),
+    ...     "controller/rollout_gdro/n/bin_0": np.array([6.0, 6.0])})
+    >>> empty_bins(run, "controller/rollout_gdro/n", bin_matrix(run, "controller/rollout_gdro/n"))
+    array([[False],
+           [ True]])
+    """
+    own = f"{family.rsplit('/', 1)[0]}/count"
+    source = own if own in bin_families(run) else BIN_COUNT
+    empty_SB = np.zeros(m.values_SB.shape, dtype=bool)
+    if source not in bin_families(run):
+        return empty_SB
+    counts = bin_matrix(run, source)
+    row_S = np.searchsorted(counts.steps_S, m.steps_S)
+    found_S = (row_S < len(counts.steps_S)) & (counts.steps_S[np.minimum(row_S, len(counts.steps_S) - 1)] == m.steps_S)
+    for j, b in enumerate(m.bins_B):
+        if b < len(counts.bins_B):
+            empty_SB[found_S, j] = counts.values_SB[row_S[found_S], b] == 0
+    return empty_SB
 
 
 def share_family(family: str) -> str:
@@ -141,10 +174,16 @@ def share_family(family: str) -> str:
 
 
 def heatmap_matrix(run: RunLog, family: str) -> tuple[BinMatrix, str]:
-    """What the heatmap of a family draws, and its label: shares for `.../count` families, else the values."""
+    """What the heatmap of a family draws, and its label: shares for `.../count` families, else the values,
+    with bins that held no prompt at a step blank (nan) unless the family is controller state."""
     m = bin_matrix(run, family)
     if COUNT_FAMILY.search(family):
         return as_shares(m), f"{share_family(family)} (count / step total)"
+    if BIN_COUNT in bin_families(run) and (n_bins := len(bin_matrix(run, BIN_COUNT).bins_B)) > len(m.bins_B):
+        pad_SB = np.full((len(m.steps_S), n_bins - len(m.bins_B)), np.nan)  # bins this family never logged
+        m = BinMatrix(m.steps_S, np.arange(n_bins), np.concatenate([m.values_SB, pad_SB], axis=1))
+    if not STATE_FAMILY.search(family):
+        m = BinMatrix(m.steps_S, m.bins_B, np.where(empty_bins(run, family, m), np.nan, m.values_SB))
     return m, family
 
 
@@ -175,13 +214,44 @@ def curve_group(key: str) -> str | None:
 
 
 def curve_groups(runs: Sequence[RunLog]) -> dict[str, list[str]]:
-    """Figure name -> sorted metric keys logged by any of the runs."""
+    """Figure name -> sorted metric keys logged by any of the runs (`.../pass@1` is left out where
+    `.../mean@k` is logged: the unbiased pass@1 equals mean@k)."""
+    keys = {key for run in runs for key in run.columns}
     groups: dict[str, set[str]] = {}
-    for run in runs:
-        for key in run.columns:
-            if (group := curve_group(key)) is not None:
-                groups.setdefault(group, set()).add(key)
+    for key in keys:
+        if key.endswith("/pass@1") and not key.endswith("greedy/pass@1") and any(
+                re.fullmatch(re.escape(key[:-len("pass@1")]) + r"mean@\d+", other) for other in keys):
+            continue
+        if (group := curve_group(key)) is not None:
+            groups.setdefault(group, set()).add(key)
     return {g: sorted(keys) for g, keys in sorted(groups.items())}
+
+
+def is_flat(runs: Sequence[RunLog], key: str) -> bool:
+    """True when `key` has one value in every run, over two or more logged points (a panel would be a line).
+
+    >>> r = RunLog("r", np.array([1, 2]), np.full(2, np.nan), {"a": np.array([8.0, 8.0]), "b": np.array([1.0, 2.0])})
+    >>> is_flat([r], "a"), is_flat([r], "b")
+    (True, False)
+    """
+    values = np.concatenate([run.columns[key][np.isfinite(run.columns[key])] for run in runs if key in run.columns])
+    return values.size >= 2 and float(values.max() - values.min()) <= 1e-12 * max(1.0, float(np.abs(values).max()))
+
+
+def unit_of(key: str) -> str:
+    """The y-axis unit of a metric from its name: seconds for timings, MB and MB/s for transfer sizes.
+
+    >>> [unit_of(k) for k in ("timing/generate", "eval/timing/score", "reward/seconds", "weight_sync/mbytes",
+    ...                       "weight_sync/mbytes_per_s", "ray/init_s", "reward/mean")]
+    ['s', 's', 's', 'MB', 'MB/s', 's', '']
+    """
+    if key.endswith("mbytes_per_s"):
+        return "MB/s"
+    if key.endswith("mbytes"):
+        return "MB"
+    if key.startswith("timing/") or "/timing/" in key or key.endswith(("/seconds", "_s")):
+        return "s"
+    return ""
 
 
 def ema(y_P: np.ndarray, weight: float) -> np.ndarray:
@@ -226,12 +296,13 @@ def _slug(name: str) -> str:
 # ----------------------------------------------------------------------------- drawing
 
 
-def _figure(title: str, n_panels: int, ncols: int, panel_w: float, panel_h: float, right_in: float = 0.25):
+def _figure(title: str, n_panels: int, ncols: int, panel_w: float, panel_h: float, right_in: float = 0.25,
+            gap_w: float = 0.65):
     """A titled grid of panels with fixed margins in inches (constrained layout doubled the drawing time)."""
     from matplotlib.figure import Figure
 
     nrows = -(-n_panels // ncols)
-    left, bottom, top, gap_w, gap_h = 0.75, 0.5, 0.6, 0.65, 0.75  # inches: labels, suptitle, titles
+    left, bottom, top, gap_h = 0.75, 0.5, 0.6, 0.75  # inches: labels, suptitle, titles
     width = left + right_in + ncols * panel_w + (ncols - 1) * gap_w
     height = bottom + top + nrows * panel_h + (nrows - 1) * gap_h
     fig = Figure(figsize=(width, height))
@@ -260,6 +331,15 @@ def _integer_ticks(*axes) -> None:
         axis.set_major_locator(MaxNLocator(integer=True))
 
 
+def heatmap_on(ax, m: BinMatrix, vmin: float | None = None, vmax: float | None = None):
+    """A step x bin matrix on one axis (nan cells blank); returns the mesh for a colour bar."""
+    mesh = ax.pcolormesh(_edges(m.steps_S), _edges(m.bins_B), np.ma.masked_invalid(m.values_SB.T),
+                         vmin=vmin, vmax=vmax, cmap="viridis", shading="flat")
+    ax.set(xlabel="step", ylabel="bin (0 = hardest)")
+    _integer_ticks(ax.xaxis, ax.yaxis)
+    return mesh
+
+
 def draw_heatmap(runs: Sequence[RunLog], family: str, path: Path) -> None:
     """One panel per run that logged the family (step on x, bin on y), one colour scale for all panels."""
     mats = [(run.name, *heatmap_matrix(run, family)) for run in runs if family in bin_families(run)]
@@ -267,10 +347,8 @@ def draw_heatmap(runs: Sequence[RunLog], family: str, path: Path) -> None:
     vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     fig, axes = _figure(f"{mats[0][2]} per bin", len(mats), 1, 7.0, 2.0, right_in=1.3)
     for ax, (name, m, _) in zip(axes, mats):
-        mesh = ax.pcolormesh(_edges(m.steps_S), _edges(m.bins_B), np.ma.masked_invalid(m.values_SB.T),
-                             vmin=vmin, vmax=vmax, cmap="viridis", shading="flat")
-        ax.set(title=name if len(mats) > 1 else None, xlabel="step", ylabel="bin (0 = hardest)")
-        _integer_ticks(ax.xaxis, ax.yaxis)
+        mesh = heatmap_on(ax, m, vmin, vmax)
+        ax.set(title=name if len(mats) > 1 else None)
     width, height = fig.get_size_inches()
     cax = fig.add_axes((1 - 1.1 / width, 0.5 / height, 0.15 / width, 1 - 1.1 / height))
     fig.colorbar(mesh, cax=cax, label=mats[0][2].rsplit("/", 1)[-1])  # the full name is the title
@@ -290,7 +368,8 @@ def draw_curves(runs: Sequence[RunLog], keys: Sequence[str], title: str, path: P
             if smooth > 0:
                 ax.plot(x_P, y_P, color=colour, alpha=0.25, linewidth=0.8)
             ax.plot(x_P, ema(y_P, smooth), color=colour, label=run.name, marker="." if len(x_P) < 30 else None)
-        ax.set(title=key.removeprefix(f"{title}/"), xlabel="wall-clock s" if x == "wall" else "step")
+        ax.set(title=key.removeprefix(f"{title}/"), xlabel="wall-clock s" if x == "wall" else "step",
+               ylabel=unit_of(key))
         ax.grid(alpha=0.3)
         if x == "step":
             _integer_ticks(ax.xaxis)
@@ -338,11 +417,26 @@ def plot_run(run_dirs: Sequence[Path | str] | Path | str, out_dir: Path | str | 
     for family in sorted(f for f in families if share_family(f) == f or share_family(f) not in families):
         written.append(out / f"{heatmap_name(family)}.png")
         draw_heatmap(runs, family, written[-1])
+    flat = []
     for group, keys in curve_groups(runs).items():
+        flat += [k for k in keys if is_flat(runs, k)]
+        keys = [k for k in keys if not is_flat(runs, k)]
+        if not keys:
+            continue
         if len(keys) > MAX_PANELS:
             log.info("plot: %s has %d metrics; plotting the first %d", group, len(keys), MAX_PANELS)
         written.append(out / f"curves_{_slug(group)}.png")
         draw_curves(runs, keys[:MAX_PANELS], group, written[-1], x=x, smooth=smooth)
+    if flat:
+        log.info("plot: %d metrics constant in every run, not drawn: %s", len(flat), ", ".join(flat))
+    from rlbal.plot_summary import draw_migration, draw_summary, load_bin_history, migration_counts
+
+    histories = [load_bin_history(d) for d, r in zip(dirs, loaded) if r.columns]
+    if any(migration_counts(h).any() for h in histories):
+        written.append(out / "migration.png")
+        draw_migration(runs, histories, written[-1])
+    written.insert(0, out / "summary.png")
+    draw_summary(runs, histories, written[0])
     return written
 
 

