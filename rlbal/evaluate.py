@@ -289,7 +289,7 @@ def pick_model(run_dir: Path, cfg: Any, checkpoint: Path | None, base: bool) -> 
             raise CheckpointError(f"--checkpoint {checkpoint}: the checkpoint is damaged ({problem})")
         m = re.match(r"^step_(\d+)$", checkpoint.name)
         return check_model_folder(folder), int(m.group(1)) if m else None
-    path = newest_verified(run_dir)
+    path = newest_verified(run_dir, hint="pass --checkpoint PATH or --base")
     if path is None:
         raise CheckpointError(f"{run_dir}: no complete checkpoint in {run_dir / 'checkpoints'}; "
                               "pass --checkpoint PATH or --base")

@@ -82,6 +82,10 @@ def env(tmp_path_factory, tiny_path):
                                  "rollout.engine=hf", "reward.workers=1"])
     save_resolved(cfg, root / "run")
     write_checkpoint(root / "run", 5, lambda folder: shutil.copytree(tiny_path, folder / "model"), keep_last=2)
+    save_resolved(cfg, root / "damaged")
+    write_checkpoint(root / "damaged", 5, lambda folder: shutil.copytree(tiny_path, folder / "model"), keep_last=2)
+    weights = root / "damaged" / "checkpoints" / "step_5" / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
     (root / "norun").mkdir()
     save_resolved(cfg, root / "nockpt")
     return {"root": root, "data": d, "models": m, "rewards": r, "cwd": Path.cwd(), "run": root / "run"}
@@ -206,6 +210,12 @@ OTHER = [
     ("eval-no-checkpoint", "eval {root}/nockpt",
      "checkpoint error: {root}/nockpt: no complete checkpoint in {root}/nockpt/checkpoints; pass --checkpoint PATH "
      "or --base"),
+    ("eval-damaged-checkpoint", "eval {root}/damaged",
+     "checkpoint error: no checkpoint in {root}/damaged/checkpoints verifies (step_5: model/model.safetensors has 5000 "
+     "bytes, expected 1446456); pass --checkpoint PATH or --base"),
+    ("eval-damaged-checkpoint-named", "eval {root}/damaged --checkpoint {root}/damaged/checkpoints/step_5",
+     "checkpoint error: --checkpoint {root}/damaged/checkpoints/step_5: the checkpoint is damaged "
+     "(model/model.safetensors has 5000 bytes, expected 1446456)"),
     ("eval-bad-checkpoint", "eval {run} --checkpoint {root}/half",
      "checkpoint error: --checkpoint {root}/half: neither a checkpoint folder (with model/) nor a model folder "
      "(with config.json)"),

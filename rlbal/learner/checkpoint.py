@@ -71,9 +71,10 @@ def resolve_resume(run_dir: Path, resume: str, warn: Callable[[str], None] = war
     return path
 
 
-def newest_verified(run_dir: Path, warn: Callable[[str], None] = warn) -> Path | None:
+def newest_verified(run_dir: Path, warn: Callable[[str], None] = warn,
+                    hint: str = "move them away or start over with run.resume=never") -> Path | None:
     """The newest complete checkpoint whose files match its manifest; one `warn` line per damaged newer one;
-    CheckpointError when there are checkpoints and none verifies."""
+    CheckpointError (ending with `hint`) when there are checkpoints and none verifies."""
     damaged: list[tuple[Path, str]] = []
     for _, path in reversed(complete_checkpoints(run_dir)):
         problem = verify_checkpoint(path)
@@ -84,8 +85,7 @@ def newest_verified(run_dir: Path, warn: Callable[[str], None] = warn) -> Path |
         damaged.append((path, problem))
     if damaged:
         listed = "; ".join(f"{p.name}: {why}" for p, why in damaged)
-        raise CheckpointError(f"no checkpoint in {checkpoint_root(run_dir)} verifies ({listed}); move them away "
-                              "or start over with run.resume=never")
+        raise CheckpointError(f"no checkpoint in {checkpoint_root(run_dir)} verifies ({listed}); {hint}")
     return None
 
 
