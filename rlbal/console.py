@@ -313,6 +313,6 @@ def end_summary(cfg: Any, run_dir: Path, *, wall_s: float, plots: list[Path], re
     from rlbal.cli import COMMANDS
 
     if "compare" in COMMANDS:
-        lines.append(f"                    rlbal compare {recipe or 'RECIPE.yaml'} --methods grpo,gdro --seeds 0,1,2"
-                     "   # methods x seeds, one table")
+        lines.append(f"                    rlbal compare {recipe or 'RECIPE.yaml'} --methods grpo,gdro --seeds 1,2,3"
+                     "   # GDRO vs GRPO over seeds, with intervals")
     return "\n".join(lines)

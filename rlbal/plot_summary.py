@@ -19,8 +19,8 @@ from typing import Sequence
 import numpy as np
 
 from rlbal.logging import read_metrics
-from rlbal.plot import BIN_COUNT, RunLog, _figure, _integer_ticks, bin_families, bin_matrix, heatmap_matrix, \
-    heatmap_on
+from rlbal.plot import BIN_COUNT, RunLog, bin_families, bin_matrix, heatmap_matrix
+from rlbal.plot_draw import grid_figure, integer_ticks, heatmap_on
 
 MAX_RUNS = 4  # rows of per-run panels in summary.png
 ROLLOUTS = "controller/rollout_gdro/n"  # rollouts per prompt, per bin
@@ -82,14 +82,14 @@ def migration_on(ax, m_BB: np.ndarray):
                     ax.text(b, a, str(m_BB[a, b]), ha="center", va="center", fontsize="x-small",
                             color="white" if share_BB[a, b] < 0.6 else "black")
     ax.set(xlabel="bin at the next appearance", ylabel="bin (0 = hardest)")
-    _integer_ticks(ax.xaxis, ax.yaxis)
+    integer_ticks(ax.xaxis, ax.yaxis)
     return mesh
 
 
 def draw_migration(runs: Sequence[RunLog], histories: Sequence[History], path: Path) -> None:
     """One migration matrix per run that logged bins (figure `migration.png`)."""
     pairs = [(run, m_BB) for run, h in zip(runs, histories) if (m_BB := migration_counts(h, _num_bins(run))).any()]
-    fig, axes = _figure("bin migration: a prompt's bin -> its bin the next time it is drawn (row shares, counts)",
+    fig, axes = grid_figure("bin migration: a prompt's bin -> its bin the next time it is drawn (row shares, counts)",
                         len(pairs), min(3, len(pairs)), 3.6, 3.2, right_in=1.0)
     for ax, (run, m_BB) in zip(axes, pairs):
         mesh = migration_on(ax, m_BB)
@@ -98,16 +98,18 @@ def draw_migration(runs: Sequence[RunLog], histories: Sequence[History], path: P
     fig.savefig(path, dpi=110)
 
 
-def _curves(ax, runs: Sequence[RunLog], keys: Sequence[str], title: str, unit: str = "") -> None:
-    """Lines of `keys` (one colour per run, one style per key); a note when none is logged."""
+def _curves(ax, runs: Sequence[RunLog], keys: Sequence[str], title: str, unit: str = "",
+            names: Sequence[str] = ()) -> None:
+    """Lines of `keys` (one colour per run, one style per key; legend `names`, default the key after its first
+    part); a note when none is logged."""
     styles = ["-", "--", ":", "-."]
     drawn = 0
     for i, run in enumerate(runs):
         for j, key in enumerate(keys):
             if key in run.columns:
                 x_P, y_P = run.series(key)
-                label = " ".join(filter(None, (run.name if len(runs) > 1 else "",
-                                               key.split("/", 1)[1] if len(keys) > 1 else "")))
+                name = names[j] if names else key.split("/", 1)[1]
+                label = " ".join(filter(None, (run.name if len(runs) > 1 else "", name if len(keys) > 1 else "")))
                 ax.plot(x_P, y_P, color=f"C{i % 10}" if len(runs) > 1 else f"C{j % 10}",
                         linestyle=styles[j % 4] if len(runs) > 1 else "-", label=label,
                         marker="." if len(x_P) < 30 else None)
@@ -117,7 +119,7 @@ def _curves(ax, runs: Sequence[RunLog], keys: Sequence[str], title: str, unit: s
         return
     ax.set(title=title, xlabel="step", ylabel=unit)
     ax.grid(alpha=0.3)
-    _integer_ticks(ax.xaxis)
+    integer_ticks(ax.xaxis)
     if drawn > 1:
         ax.legend(fontsize="x-small")
 
@@ -125,14 +127,15 @@ def _curves(ax, runs: Sequence[RunLog], keys: Sequence[str], title: str, unit: s
 def draw_summary(runs: Sequence[RunLog], histories: Sequence[History], path: Path) -> None:
     """The one-page summary (see the module docstring)."""
     shown = list(runs)[:MAX_RUNS]
-    fig, axes = _figure(f"summary: {', '.join(r.name for r in shown)}", 3 + 3 * len(shown), 3, 3.8, 2.6,
+    fig, axes = grid_figure(f"summary: {', '.join(r.name for r in shown)}", 3 + 3 * len(shown), 3, 3.8, 2.6,
                         right_in=0.6, gap_w=1.2)
     _curves(axes[0], runs, ["reward/mean"], "train reward")
     means = sorted({k for r in runs for k in r.columns if re.fullmatch(r"eval/mean@\d+", k)})
     if means:
         k = means[0].split("@")[1]
         levels = sorted({key for r in runs for key in r.columns if re.fullmatch(rf"eval/level_[^/]+/mean@{k}", key)})
-        _curves(axes[1], runs, [means[0], *levels], f"held-out mean@{k}")
+        _curves(axes[1], runs, [means[0], *levels], f"held-out mean@{k}",
+                names=["all", *(key.split("/")[1] for key in levels)])
     else:
         _note(axes[1], "no held-out eval logged (eval section)")
     stages = ["timing/step"] + (["timing/generate", "timing/score", "timing/update"] if len(runs) == 1 else [])

@@ -128,3 +128,7 @@ def test_end_summary_names_every_output(tmp_path):
     ]
     assert f"  tensorboard       tensorboard --logdir {run}/tb" in text
     assert f"  next              rlbal eval {run} --k 8   # pass@1..8 of the newest checkpoint" in text
+    from rlbal.cli import COMMANDS
+
+    compare = "rlbal compare recipes/x.yaml --methods grpo,gdro --seeds 1,2,3   # GDRO vs GRPO over seeds"
+    assert (compare in text) == ("compare" in COMMANDS)  # suggested only where the command exists
