@@ -5,6 +5,7 @@
     rlbal assets tiny --sft-steps 200                  # build the offline tiny model
     rlbal eval runs/quickstart                          # pass@k / mean@k of a run's newest checkpoint
     rlbal plot runs/a runs/b                            # diagnostic plots, several runs overlaid
+    rlbal compare recipes/quickstart.yaml --methods grpo,gdro --seeds 1,2,3   # GDRO vs GRPO, seeds, CIs
 
 Heavy libraries are imported inside each command, so errors in a recipe are reported in about a second.
 Bad input (recipe, data, model, reward, checkpoint) is one line `rlbal: <kind> error: ...` naming the culprit
@@ -106,6 +107,12 @@ def _eval_main(argv: Sequence[str]) -> int:
     return eval_main(argv)
 
 
+def _compare_main(argv: Sequence[str]) -> int:
+    from rlbal.compare import compare_main
+
+    return compare_main(argv)
+
+
 def _plot_main(argv: Sequence[str]) -> int:
     from rlbal.plot import plot_main
 
@@ -117,6 +124,7 @@ COMMANDS = {
     "assets": _assets_main,
     "eval": _eval_main,
     "plot": _plot_main,
+    "compare": _compare_main,
 }
 
 

@@ -78,8 +78,9 @@ class DataConfig(_Section):
     """Procedural tasks (reasoning-gym names) when source = 'procedural'."""
     levels: tuple[int, ...] = Field((1, 2, 3), min_length=1)
     """Difficulty levels generated per procedural task (1 = easiest)."""
-    size: int = Field(512, ge=1)
-    """Prompts per (task, level) for procedural data."""
+    size: int | tuple[int, ...] = 512
+    """Prompts per (task, level) for procedural data; a list gives one size per entry of `levels` (a curriculum
+    skewed toward some levels, e.g. levels [1, 2, 3] with size [600, 150, 50])."""
     paths: tuple[str, ...] = ()
     """Files or saved-dataset folders when source = 'files'."""
     prompt_field: str = "prompt"
@@ -385,6 +386,11 @@ def _check_combinations(cfg: Config) -> None:
         raise ValueError(f"controllers.filter.min_group_size={c.filter.min_group_size} exceeds rollout.n={cfg.rollout.n}")
     if a.loss_signal == "surrogate_kl" and a.kl_coef == 0:
         raise ValueError("algo.loss_signal=surrogate_kl needs algo.kl_coef > 0 (a reference model)")
+    size = cfg.data.size
+    sizes = size if isinstance(size, tuple) else (size,)
+    if min(sizes) < 1 or (isinstance(size, tuple) and len(size) != len(cfg.data.levels)):
+        raise ValueError(f"data.size must be >= 1, or one size >= 1 per entry of data.levels "
+                         f"({len(cfg.data.levels)}), got {list(sizes) if isinstance(size, tuple) else size}")
     if cfg.data.source == "files" and not cfg.data.paths:
         raise ValueError("data.source=files needs data.paths (one or more local files or dataset folders)")
     if cfg.eval.source == "files" and not cfg.eval.paths:

@@ -166,6 +166,7 @@ def rollout_metrics(cfg, batch: RolloutBatch, step: StepRounds, correct_B: np.nd
         "rollout/rounds": float(len(step)),
         "rollout/per_prompt_min": float(n_G[present].min()), "rollout/per_prompt_max": float(n_G[present].max()),
         "rollout/generated": float(reward_R.size), "rollout/generated_prompts": float(np.unique(gen_group_R).size),
+        "rollout/generated_tokens": float(sum(len(c.token_ids) for r in step.generated for c in r.gen.completions)),
         "rollout/informative_frac": float(1.0 - gen_flat_R.mean()),
         "rollout/reward_per_rollout": float(reward_R.mean()),
     }

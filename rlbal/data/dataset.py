@@ -31,11 +31,11 @@ from rlbal.data.templating import PromptFormat, build_messages, render
 
 @dataclass(frozen=True)
 class ProceduralSpec:
-    """reasoning-gym prompts: `size` per (task, level); deterministic in `seed`."""
+    """reasoning-gym prompts: `size` per (task, level) (or one size per level); deterministic in `seed`."""
 
     tasks: tuple[str, ...] = ("chain_sum",)
     levels: tuple[int, ...] = (1, 2, 3)
-    size: int = 512
+    size: int | tuple[int, ...] = 512
     seed: int = 0
     kind: str = "procedural"
 

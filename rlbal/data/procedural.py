@@ -90,18 +90,22 @@ def generate_entries(task: str, level: int, size: int, seed: int) -> list[dict[s
     return list(reasoning_gym.create_dataset(task, size=size, seed=level_seed(seed, task, level), **overrides))
 
 
-def procedural_table(tasks: Sequence[str], levels: Sequence[int], size: int, seed: int) -> PromptTable:
-    """`size` prompts per (task, level) for every level a task has among `levels`, tasks in order.
+def procedural_table(tasks: Sequence[str], levels: Sequence[int], size: int | Sequence[int], seed: int) -> PromptTable:
+    """`size` prompts per (task, level) for every level a task has among `levels`, tasks in order (a sequence:
+    one size per entry of `levels`).
 
     Levels a task does not define are skipped (gsm_symbolic has only level 1); a task with none of
     `levels` raises. Keys are "<task>/L<level>/s<seed>/<j>", j the position within its (task, level).
     """
     rows: list[tuple[str, int, str, dict[str, Any]]] = []  # (task, level, key, reasoning-gym entry)
     check_tasks(tasks, levels)
+    sizes = dict(zip(levels, size)) if isinstance(size, (tuple, list)) else dict.fromkeys(levels, size)
+    if len(sizes) != len(levels):
+        raise DataError(f"procedural data: {len(levels)} levels need as many sizes, got {list(size)}")
     for task in tasks:
         mine = [lv for lv in levels if lv in LEVELS[task]]
         rows += [(task, lv, f"{task}/L{lv}/s{seed}/{j}", e)
-                 for lv in mine for j, e in enumerate(generate_entries(task, lv, size, seed))]
+                 for lv in mine for j, e in enumerate(generate_entries(task, lv, sizes[lv], seed))]
     return PromptTable(
         name="procedural",
         sources=(f"procedural({','.join(tasks)}; seed={seed})",),
