@@ -98,23 +98,27 @@ class StepRounds:
         return [r.select(k) for r, k in zip(self.generated, self.kept)]
 
 
-def build_batch(cfg, rounds: list[Round], pad_id: int,
-                weights: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> tuple[RolloutBatch, np.ndarray]:
+def build_batch(cfg, rounds: list[Round], pad_id: int, weights: Callable[..., np.ndarray]) -> tuple[RolloutBatch, np.ndarray]:
     """One RolloutBatch over the trained rounds, with (unweighted) advantages and the Prompt-GDRO multipliers that
-    `weights(bins, counts)` computes over exactly these prompts; and (B,) correctness per row."""
+    `weights(bins, counts, adv_mass)` computes over exactly these prompts (per group: class, responses, summed
+    |advantage|); and (B,) correctness per row."""
     rounds = [r for r in rounds if r.gen.completions]
-    bins_P = np.concatenate([r.alloc.bins for r in rounds])
-    counts_P = np.concatenate([np.asarray(r.gen.counts(), dtype=np.int64) for r in rounds])
-    w_P = np.split(np.asarray(weights(bins_P, counts_P), dtype=np.float64), np.cumsum([len(r.prompts) for r in rounds])[:-1])
     parts = [RolloutBatch.from_generation(r.gen.prompt_token_ids, r.gen.completions, r.prompts.indices.tolist(),
-                                          r.alloc.bins.tolist(), w.tolist(), shaped_rewards(cfg, r).tolist(), pad_id)
-             for r, w in zip(rounds, w_P)]
+                                          r.alloc.bins.tolist(), [1.0] * len(r.prompts), shaped_rewards(cfg, r).tolist(),
+                                          pad_id) for r in rounds]
     batch = RolloutBatch.concat(parts)
     a = cfg.algo
     adv_B = compute_advantages(a.advantage, batch.rewards_B, batch.group_B,
                                AdvantageOptions(std=a.std, eps=a.adv_eps, clip=a.adv_clip))
+    group_B = batch.group_B
+    G = int(group_B.max()) + 1
+    first_G = torch.full((G,), group_B.numel(), dtype=torch.int64).scatter_reduce_(
+        0, group_B, torch.arange(group_B.numel()), "amin")  # first row of each group
+    counts_G = torch.bincount(group_B, minlength=G).numpy()
+    mass_G = torch.zeros(G, dtype=torch.float64).index_add_(0, group_B, adv_B.double().abs()).numpy()
+    w_G = torch.as_tensor(np.asarray(weights(batch.bin_B[first_G].numpy(), counts_G, mass_G), dtype=np.float32))
     correct_B = np.concatenate([r.scores.correct for r in rounds])
-    return dataclasses.replace(batch, advantages_B=adv_B), correct_B
+    return dataclasses.replace(batch, advantages_B=adv_B, weight_B=w_G[group_B]), correct_B
 
 
 def prompt_results(cfg, step: StepRounds, signal_B: np.ndarray) -> PromptResult:

@@ -79,9 +79,10 @@ class Controllers:
         counts_N = self.rollout.allocate(bins_N) if self.rollout else np.full(ids_N.size, self.n_rollouts)
         return Allocation(ids_N, bins_N, self.batch_weights(bins_N, counts_N), counts_N)
 
-    def batch_weights(self, bins, counts) -> np.ndarray:
-        """(N,) Prompt-GDRO multiplier of each prompt of a training batch ((N,) classes and rollout counts): the
-        code form's mean-1 normalisation runs over exactly these prompts; importance weights when sampling."""
+    def batch_weights(self, bins, counts, adv_mass=None) -> np.ndarray:
+        """(N,) Prompt-GDRO multiplier of each prompt of a training batch ((N,) classes and rollout counts; adv_mass
+        (N,) summed |advantage| per prompt for normalise='advantage'): the code form's mean-1 normalisation runs
+        over exactly these prompts; importance weights when sampling."""
         bins_N = np.asarray(bins, np.int64)
         if self.prompt_gdro is None:
             return np.ones(bins_N.size)
@@ -91,7 +92,7 @@ class Controllers:
             sizes_C = self.sampler.sizes()
             q_C = self.prompt_gdro.distribution(sizes_C > 0)
             return (sizes_C[bins_N] / self.sampler.num_prompts) / q_C[bins_N]
-        return self.prompt_gdro.weights(bins_N, counts)
+        return self.prompt_gdro.weights(bins_N, counts, adv_mass)
 
     def sample(self, k: int) -> np.ndarray:
         """Prompt-GDRO's sampling form: (k,) prompt ids, class b with probability q_b, uniform within the class."""

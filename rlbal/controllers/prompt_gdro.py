@@ -39,6 +39,7 @@ from rlbal.controllers.records import PromptResult, check_state, class_names, co
 WeightForm = Literal["code", "paper"]
 AverageOver = Literal["prompts", "responses"]
 Realise = Literal["advantage", "sampling"]
+Normalise = Literal["responses", "advantage"]
 WEIGHT_FORMS: tuple[str, ...] = get_args(WeightForm)
 AVERAGE_OVER: tuple[str, ...] = get_args(AverageOver)
 REALISE: tuple[str, ...] = get_args(Realise)
@@ -66,6 +67,11 @@ class PromptGDROConfig:
     """Cap on the advantage multiplier ('max class weight')."""
     weight_form: WeightForm = "code"
     """'code': softmax over present classes, mean 1 over responses, capped. 'paper': min(exp(eta S), omega_max)."""
+    normalise: Normalise = "responses"
+    """Code form: what the mean-1 normalisation averages over. 'responses' (released code): every response of
+    the batch, so weight put on groups without an advantage (all right / all wrong) shrinks the step;
+    'advantage': responses weighted by |advantage|, so the update has GRPO's scale and the weights only move
+    it between the classes that carry signal."""
     average_over: AverageOver = "prompts"
     """Class mean and share over 'prompts' (paper Eq. 13) or 'responses' (code; differs when counts vary)."""
     realise: Realise = "advantage"
@@ -78,7 +84,8 @@ class PromptGDROConfig:
     """Seed of the sampler's own RNG (realise='sampling')."""
 
     def __post_init__(self) -> None:
-        for name, allowed in (("weight_form", WEIGHT_FORMS), ("average_over", AVERAGE_OVER), ("realise", REALISE)):
+        for name, allowed in (("weight_form", WEIGHT_FORMS), ("average_over", AVERAGE_OVER), ("realise", REALISE),
+                              ("normalise", get_args(Normalise))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"PromptGDROConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         checks = (("eta", self.eta > 0, "> 0"), ("gamma", 0 <= self.gamma <= 1, "in [0, 1]"),
@@ -171,11 +178,15 @@ class PromptGDRO:
         c = self.config
         return class_distribution(self.scores, present_C, c.eta, c.gamma, c.score_clip)
 
-    def weights(self, bins, counts=None) -> np.ndarray:
-        """(N,) advantage multiplier per prompt from its class; counts (N,) rollouts (None = equal)."""
+    def weights(self, bins, counts=None, adv_mass=None) -> np.ndarray:
+        """(N,) advantage multiplier per prompt from its class; counts (N,) rollouts (None = equal); adv_mass (N,)
+        the sum of |advantage| over each prompt's responses (used by normalise='advantage'; None = counts)."""
         bins_N = self._bins(bins)
         counts_N = np.ones(bins_N.size) if counts is None else np.asarray(counts, np.float64)
         c = self.config
+        if c.normalise == "advantage" and adv_mass is not None:
+            mass_N = np.asarray(adv_mass, np.float64)
+            counts_N = mass_N if mass_N.sum() > 0 else counts_N  # an all-flat batch has no step to scale
         if c.realise == "sampling" or bins_N.size == 0:
             w_N = np.ones(bins_N.size)
         elif c.weight_form == "code":

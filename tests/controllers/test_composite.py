@@ -126,3 +126,18 @@ def test_configs_embed_in_pydantic_and_forbid_unknown_keys():
             adapter.validate_python({**good, "no_such_knob": 1})
     with pytest.raises((pydantic.ValidationError, ValueError), match="eta must be > 0"):
         pydantic.TypeAdapter(PromptGDROConfig).validate_python({"eta": -1.0})
+
+
+def test_advantage_normalisation_keeps_grpos_step_and_moves_it_between_informative_classes():
+    ctl = Controllers.from_configs(ClassifierConfig(num_bins=5), PromptGDROConfig(eta=1.0, gamma=0.0,
+                                                                                  normalise="advantage"))
+    ctl.prompt_gdro.scores[:] = [np.log(3.0), 0, 0, 0, 0]  # q over {0, 4} = [3/4, 1/4]
+    # prompt 0 (bin 0) is all wrong (no advantage), prompts 1, 2 (bin 4) carry |A| 4 and 2
+    w = ctl.batch_weights([0, 4, 4], [4, 4, 4], adv_mass=[0.0, 4.0, 2.0])
+    # mean 1 weighted by |A|: q / (sum q |A| / sum |A|) = q / (1/4): bin 4 gets exactly 1, bin 0 gets 3
+    np.testing.assert_allclose(w, [3.0, 1.0, 1.0])
+    assert w @ [0.0, 4.0, 2.0] == pytest.approx(6.0)  # the weighted |A| equals GRPO's: same step size
+    by_responses = full_controllers(eta=1.0, gamma=0.0)
+    by_responses.prompt_gdro.scores[:] = [np.log(3.0), 0, 0, 0, 0]
+    np.testing.assert_allclose(by_responses.batch_weights([0, 4, 4], [4, 4, 4], adv_mass=[0.0, 4.0, 2.0]),
+                               [1.8, 0.6, 0.6])  # q / mean q: bin 4's informative groups shrink to 0.6
