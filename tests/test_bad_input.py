@@ -283,8 +283,10 @@ def test_compare_bad_input_is_one_line(on_path, capsys):
 
     if "compare" not in COMMANDS:
         pytest.skip("no `rlbal compare` command in this tree")
-    code, out, err = _run(["compare", str(on_path["root"] / "nope"), str(on_path["root"] / "nope2")], capsys)
-    assert code != 0 and len(err.strip().splitlines()) == 1 and "Traceback" not in err + out, err
+    code, out, err = _run(["compare", str(on_path["root"] / "nope.yaml")], capsys)
+    assert (code, out, err) == (2, "", f"rlbal: config error: recipe not found: {on_path['root'] / 'nope.yaml'}\n")
+    code, out, err = _run(["compare", "--bogus"], capsys)
+    assert (code, out) == (2, "") and err.startswith("rlbal: usage error: ") and err.count("\n") == 1, err
 
 
 def test_unknown_command_is_one_line(capsys):
