@@ -143,6 +143,8 @@ def guarded(command: Callable[[list[str]], int], argv: list[str], prog: str = "r
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--debug"]:  # `rlbal --debug train ...`: the command's own handler takes it from anywhere
+        argv = [*argv[1:], "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         print(f"\ncommands: {', '.join(COMMANDS)}   (rlbal COMMAND --help for each)")

@@ -297,6 +297,16 @@ def test_unknown_command_is_one_line(capsys):
     assert err == f"rlbal: unknown command 'trian'; commands: {', '.join(COMMANDS)} (rlbal --help)\n"
 
 
+@pytest.mark.parametrize("argv", [["--debug", "train", "reward.fn=mathh", "OUT", "--dry-run"],
+                                  ["train", "reward.fn=mathh", "OUT", "--debug", "--dry-run"]])
+def test_debug_anywhere_lets_the_error_through(argv, tmp_path):
+    from rlbal.cli import main
+    from rlbal.errors import RewardError
+
+    with pytest.raises(RewardError, match=r"^reward\.fn: unknown reward 'mathh'"):
+        main([f"run.output_dir={tmp_path}" if a == "OUT" else a for a in argv])
+
+
 def test_unusual_settings_warn_in_one_line(tmp_path, capsys, monkeypatch):
     from rlbal import errors
 
