@@ -102,6 +102,9 @@ def _assets_main(argv: Sequence[str]) -> int:
 
 
 def _eval_main(argv: Sequence[str]) -> int:
+    from rlbal.console import quiet_third_party
+
+    quiet_third_party("--verbose" in argv)  # before the engine's libraries are imported
     from rlbal.evaluate import eval_main
 
     return eval_main(argv)

@@ -357,6 +357,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=None, help="samples per prompt (default: the config's eval.k)")
     p.add_argument("--engine", choices=("hf", "vllm"), default=None,
                    help="generation backend (default: the config's rollout.engine)")
+    p.add_argument("--verbose", action="store_true", help="show third-party logs in full (vLLM INFO, warnings)")
     return p
 
 
