@@ -93,7 +93,8 @@ class VLLMEngine:
                  gpu_memory_utilization: float = 0.85, multiprocess: bool = False, transport: str = "auto",
                  bucket_mb: float | None = None, enforce_eager: bool | None = None,
                  enable_prefix_caching: bool = True, sleep_level: int = 1, cpu_threads: int | None = None,
-                 kv_cache_gib: float | None = None, kv_tokens: int | None = None, **llm_kwargs: Any) -> None:
+                 kv_cache_gib: float | None = None, kv_tokens: int | None = None, use_tqdm_on_load: bool = True,
+                 **llm_kwargs: Any) -> None:
         if bucket_mb is not None and bucket_mb <= 0:
             raise ValueError(f"VLLMEngine.bucket_mb must be > 0, got {bucket_mb}")
         if sleep_level not in (1, 2):
@@ -118,7 +119,8 @@ class VLLMEngine:
             max_model_len=max_model_len,
             # eager on CPU: compiled graphs were no faster there and recompile at every start
             enforce_eager=self.device == "cpu" if enforce_eager is None else enforce_eager,
-            enable_prefix_caching=enable_prefix_caching, logprobs_mode="processed_logprobs")
+            enable_prefix_caching=enable_prefix_caching, logprobs_mode="processed_logprobs",
+            use_tqdm_on_load=use_tqdm_on_load)  # vLLM's weight-loading progress bar
         if self.device == "cuda":
             kwargs.update(gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=True)
         else:
