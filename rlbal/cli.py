@@ -1,10 +1,11 @@
 """`rlbal` command line: train, eval, plot, assets.
 
     rlbal train recipes/quickstart.yaml run.max_steps=5
-    rlbal train recipes/gdro.yaml --explain            # every knob with its default and documentation
+    rlbal train recipes/gdro.yaml --explain            # every key: the recipe's value, allowed values, documentation
     rlbal assets tiny --sft-steps 200                  # build the offline tiny model
     rlbal eval runs/quickstart                          # pass@k / mean@k of a run's newest checkpoint
     rlbal plot runs/a runs/b                            # diagnostic plots, several runs overlaid
+    rlbal --version
     rlbal compare recipes/quickstart.yaml --methods grpo,gdro --seeds 1,2,3   # GDRO vs GRPO, seeds, CIs
 
 Heavy libraries are imported inside each command, so errors in a recipe are reported in about a second.
@@ -14,6 +15,7 @@ and exit status 2 (rlbal.errors); add --debug anywhere (or set RLBAL_DEBUG=1) to
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -57,8 +59,12 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "rlbal train") -> 
     if args.explain:
         cfg = load_config(recipe, overrides) if recipe is not None or overrides else None
         given = "the recipe and overrides" if cfg is not None else "the defaults"
-        print(f"# every config key = its value ({given}); [allowed values]; (default d) where changed; # documentation")
-        print("\n".join(explain(cfg)))
+        try:
+            print(f"# every config key = its value ({given}); [allowed values]; (default d) where changed; "
+                  "# documentation")
+            print("\n".join(explain(cfg)), flush=True)
+        except BrokenPipeError:  # `--explain | head`: the reader stopped early
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     if not args.dry_run:
         from rlbal.console import quiet_third_party, verbose_requested
