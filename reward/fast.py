@@ -7,6 +7,8 @@ decides those with ``fractions.Fraction`` in microseconds and returns the verdic
 the small grammar below or too close to call; the caller then runs math-verify. The grammar, and why each
 verdict matches math-verify 0.9 (checked on every form in tests/reward/test_fast.py and on the GSM8K answers):
 
+    braces   any number of balanced {...} around the whole answer are dropped (LaTeX grouping: "{12}" is 12),
+             unless a comma is inside ("{1,000}" is a set to math-verify)
     number   [sign] [\$] [sign] digits | 1,234,567 (groups of three) [.digits] ; or [sign] a/b ; or [sign] \frac{a}{b}
              (also \dfrac, \tfrac), optionally followed by one trailing period
     unit     after a number (not after a/b): one word math-verify drops as a unit (``UNITS``, plural s/es
@@ -20,6 +22,9 @@ verdict matches math-verify 0.9 (checked on every form in tests/reward/test_fast
     words                         the same string is "correct"; two different single capital letters (A-Z)
                                   are "wrong"; anything else (case variants, anagrams) is left to math-verify
     percent, e-notation, a number against a word, anything else   left to math-verify
+
+``empty_box(pred)`` recognises an answer that is only an empty box (``\boxed{}``: a model that learned the
+format but not the answer), which math-verify reads as nothing: "unparsable" whenever the gold is plain.
 
 >>> fast_equal("1,080", "1080"), fast_equal(r"\frac{3}{4}", "0.75"), fast_equal("12 apples.", "13")
 (True, True, False)
@@ -54,6 +59,7 @@ _UNIT = r"(?:\s+(?:%s)(?:s|es)?|\s*\\(?:text|mathrm)\{\s*[A-Za-z]+(?:\s[A-Za-z]+
 _NUMBER_RE = re.compile(rf"(?P<sign>[-+]?){_DOLLAR}(?:{_DECIMAL}|{_LATEX_FRAC})(?:{_UNIT})?"
                         rf"|(?P<sign2>[-+]?){_SLASH_FRAC}")
 _WORD_RE = re.compile(r"[A-Za-z]{1,24}")
+_EMPTY_BOX_RE = re.compile(r"(?:\\(?:boxed|fbox)\{\s*)+(?:\}\s*)+\.?")
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,10 @@ def parse_plain(text: str) -> Plain | None:
         text = text[:-1].rstrip()
     if not text or len(text) > MAX_CHARS:
         return None
+    unbraced = _unbrace(text)
+    if unbraced != text and "," in unbraced:  # math-verify reads "{1,000}" as a set, not as 1000
+        return None
+    text = unbraced
     if text.startswith("\\$") and text[2:3] in ("-", "+"):  # "\$-5" reads as "-\$5"
         text = text[2] + text[:2] + text[3:]
     if _WORD_RE.fullmatch(text):
@@ -98,6 +108,31 @@ def parse_plain(text: str) -> Plain | None:
             return None
         value, decimal = Fraction(int(num), int(den)), False
     return Plain(value=-value if negative else value, decimal=decimal)
+
+
+def _unbrace(text: str) -> str:
+    """Drop balanced braces enclosing the whole text, any number of levels.
+
+    >>> _unbrace("{{ 12 }}"), _unbrace("{1}+{2}"), _unbrace("{4")
+    ('12', '{1}+{2}', '{4')
+    """
+    while text.startswith("{") and text.endswith("}"):
+        depth = 0
+        for pos, char in enumerate(text):
+            depth += (char == "{") - (char == "}")
+            if depth == 0 and pos < len(text) - 1:
+                return text  # the first brace closes before the end: not one group around everything
+        text = text[1:-1].strip()
+    return text
+
+
+def empty_box(pred: str) -> bool:
+    r"""An extracted answer that is only an empty \boxed{} or \fbox{} (nested too): math-verify reads nothing.
+
+    >>> empty_box(r"\boxed{}"), empty_box(r"\boxed{ \boxed{} }."), empty_box(r"\boxed{0}")
+    (True, True, False)
+    """
+    return _EMPTY_BOX_RE.fullmatch(pred.strip()) is not None and pred.count("{") == pred.count("}")
 
 
 def fast_equal(pred: str, gold: str) -> bool | None:

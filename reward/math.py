@@ -27,7 +27,7 @@ import logging
 from functools import lru_cache
 
 from reward.extract import clean, extract
-from reward.fast import fast_equal
+from reward.fast import empty_box, fast_equal, parse_plain
 from reward.result import RewardResult
 
 PRELOAD = ("math_verify",)  # modules a worker imports before its first timed call
@@ -71,16 +71,16 @@ def math_reward(completion: str, answer: str, *, extraction: str = "boxed", fast
     if isinstance(prepared, RewardResult):
         return prepared
     pred, gold_text = prepared
-    equal = fast_equal(pred, gold_text) if fast_path else None
-    if equal is None:
-        gold = _parse_gold(gold_text)
-        if not gold:
-            return RewardResult(0.0, "error", f"math-verify cannot read gold answer {gold_text!r}")
-        parsed = parse_answer(pred)
-        if not parsed:
-            return RewardResult(0.0, "unparsable", f"math-verify cannot read answer {pred!r}")
-        equal = is_equivalent(gold, parsed)
-    return _verdict(equal, pred, gold_text)
+    decided = _fast_verdict(pred, gold_text) if fast_path else None
+    if decided is not None:
+        return decided
+    gold = _parse_gold(gold_text)
+    if not gold:
+        return RewardResult(0.0, "error", f"math-verify cannot read gold answer {gold_text!r}")
+    parsed = parse_answer(pred)
+    if not parsed:
+        return RewardResult(0.0, "unparsable", f"math-verify cannot read answer {pred!r}")
+    return _verdict(is_equivalent(gold, parsed), pred, gold_text)
 
 
 def math_fast(completion: str, answer: str, *, extraction: str = "boxed", fast_path: bool = True,
@@ -90,8 +90,14 @@ def math_fast(completion: str, answer: str, *, extraction: str = "boxed", fast_p
     prepared = _prepare(completion, answer, extraction)
     if isinstance(prepared, RewardResult):
         return prepared
-    equal = fast_equal(*prepared) if fast_path else None
-    return None if equal is None else _verdict(equal, *prepared)
+    return _fast_verdict(*prepared) if fast_path else None
+
+
+def _fast_verdict(pred: str, gold_text: str) -> RewardResult | None:
+    if empty_box(pred) and parse_plain(gold_text) is not None:  # math-verify reads nothing in it, the gold it reads
+        return RewardResult(0.0, "unparsable", f"math-verify cannot read answer {pred!r}")
+    equal = fast_equal(pred, gold_text)
+    return None if equal is None else _verdict(equal, pred, gold_text)
 
 
 def _prepare(completion: str, answer: str, extraction: str) -> RewardResult | tuple[str, str]:

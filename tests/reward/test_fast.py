@@ -34,6 +34,8 @@ PARSE_ROWS = [
     ("7 hours.", Fraction(7), False, "unit and period"),
     (r"12\text{ eggs}", Fraction(12), False, r"trailing \text{} of letters"),
     (r"0.5 \mathrm{cm}", Fraction(1, 2), True, r"\mathrm{} unit"),
+    ("{12}", Fraction(12), False, "a LaTeX group around the answer"),
+    ("{{ -3 }}", Fraction(-3), False, "nested groups"),
 ]
 
 
@@ -44,7 +46,8 @@ def test_parse_plain_numbers(text, value, decimal, why):
 
 @pytest.mark.parametrize("text", [
     "1,5", "1,0000", "0012", "1e3", "50%", "3/4 cups", "12 eggs", "12 dollars", "2x", r"\sqrt{2}", "1/0",
-    "x = 3", "(1, 2)", "$5", "1234567/2", "1234567890.5", "0.1234567890123456", "- 3", "A.B", "",
+    "x = 3", "(1, 2)", "$5", "1234567/2", "1234567890.5", "0.1234567890123456", "- 3", "A.B", "", "{4", "{1}+{2}",
+    "{1,000}",
 ])
 def test_outside_the_grammar(text):
     # Each is either not plain or read differently by math-verify ("1,5" is a set, "12 eggs" is 12*E*g*g*s,
@@ -72,6 +75,11 @@ EQUAL_ROWS = [
     ("Paris", "paris", None, "words differing in case: left to math-verify"),
     ("north", "north", True, "same word"),
     ("7", "seven", None, "a number against a word"),
+    ("{12}", "12", True, "braces are grouping"),
+    ("{{-3}}", "-3", True, "nested grouping"),
+    ("{10}", "12", False, "grouped, different"),
+    ("{1,000}", "1000", None, "math-verify reads a comma inside braces as a set: left to it"),
+    (r"\boxed{4", "4", None, "an unbalanced box: left to math-verify (it reads the string '{4')"),
 ]
 
 
@@ -98,6 +106,19 @@ def test_capital_letters_against_math_verify():
         for b in letters:
             assert fast_equal(a, b) is (a == b)
             assert math_reward(a, b, extraction="raw", fast_path=False).outcome == ("correct" if a == b else "wrong")
+
+
+@pytest.mark.parametrize("completion, gold, decided", [
+    (r"The answer is \boxed{}.", "12", True),           # extracted "\boxed{}" (the box itself is empty)
+    (r"The answer is \boxed{\boxed{ }}.", "-3", True),
+    (r"The answer is \boxed{}.", r"\sqrt{2}", False),  # a gold math-verify might not read: its call
+])
+def test_an_empty_box_is_unparsable_like_math_verify_says(completion, gold, decided):
+    fast = math_fast(completion, gold, extraction="boxed_or_last_number")
+    slow = math_reward(completion, gold, extraction="boxed_or_last_number", fast_path=False)
+    assert (fast is not None) is decided
+    if decided:
+        assert fast.outcome == slow.outcome == "unparsable" and fast.reason == slow.reason
 
 
 def _table_rows() -> list[tuple[str, str, str]]:
