@@ -26,10 +26,12 @@ from rlbal.ray.records import RayStats
 from rlbal.ray.rollout_group import RolloutGroup
 
 # Environment the actors need even when the cluster was started from another shell (`ray start`): offline
-# hub, caches of compiled kernels, vLLM's CPU KV-cache size. Copied from the driver when set there.
+# hub, caches of compiled kernels, vLLM's CPU KV-cache size, the quiet console's log levels (rlbal.console;
+# its vLLM logging-config file is a local path, so it is not forwarded). Copied from the driver when set there.
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "RLBAL_CACHE", "VLLM_CACHE_ROOT",
                  "VLLM_CPU_KVCACHE_SPACE", "TORCHINDUCTOR_CACHE_DIR", "TORCH_EXTENSIONS_DIR", "TRITON_CACHE_DIR",
-                 "TOKENIZERS_PARALLELISM", "HF_HOME")
+                 "TOKENIZERS_PARALLELISM", "HF_HOME", "VLLM_LOGGING_LEVEL", "HF_HUB_DISABLE_PROGRESS_BARS",
+                 "TORCH_CPP_LOG_LEVEL")
 
 
 def connect(address: str | None) -> None:
