@@ -7,6 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rlbal.runtime_env import apply_env
+
+# The environment a run sets for itself (offline hub, compile caches, sleeping OpenMP threads): plain
+# `pytest tests/...` then behaves like launch/test.sh. The vLLM engine sizes its own KV cache (1 GiB here).
+apply_env()
 RAY_NUM_CPUS = 4
 
 

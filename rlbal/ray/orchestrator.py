@@ -31,7 +31,7 @@ from rlbal.ray.rollout_group import RolloutGroup
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "RLBAL_CACHE", "VLLM_CACHE_ROOT",
                  "VLLM_CPU_KVCACHE_SPACE", "TORCHINDUCTOR_CACHE_DIR", "TORCH_EXTENSIONS_DIR", "TRITON_CACHE_DIR",
                  "TOKENIZERS_PARALLELISM", "HF_HOME", "VLLM_LOGGING_LEVEL", "HF_HUB_DISABLE_PROGRESS_BARS",
-                 "TORCH_CPP_LOG_LEVEL")
+                 "TORCH_CPP_LOG_LEVEL", "OMP_WAIT_POLICY")
 
 
 def connect(address: str | None) -> None:
