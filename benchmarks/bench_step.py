@@ -1,7 +1,9 @@
 """Where a training step's time goes, for any recipe: generate / score / update / the rest, and the floor.
 
-    .venv/bin/python benchmarks/bench_step.py recipes/quickstart.yaml                 # ~6 min on 2 cores
+    .venv/bin/python benchmarks/bench_step.py recipes/quickstart.yaml                 # ~10 min on 2 cores
     .venv/bin/python benchmarks/bench_step.py recipes/quickstart.yaml --steps 10 --rounds 1 --variants current
+
+Run it without OMP_NUM_THREADS in the environment: a run would take that as the user's thread count.
 
 Every (variant, round) runs in a fresh child process: the recipe's own components (controllers included)
 through rlbal's driver loop for `--warmup` + `--steps` steps, without evaluation or checkpoints, with the
@@ -12,6 +14,8 @@ is reported, with the spread of the per-round medians (min-max). Variants:
   current        the code as it is
   old-scoring    every completion through a reward worker and math-verify, as before the fast path
                  (RewardExecutor(prefilter=False), math's fast_path off; same verdicts)
+  before         old-scoring, and torch's default threads with spinning OpenMP threads (no rlbal.runtime_env
+                 thread or OMP_WAIT_POLICY setting): the step as it was before issue 16, KV-cache size aside
 
 The floor is measured in every child after its steps, with the same engine, policy and batch size: one bare
 `generate` of prompts_per_step x n completions of the recipe's prompts, plus one forward/backward of the policy
@@ -32,7 +36,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("generate", "score", "update", "weight_sync", "other", "step")
-VARIANTS = ("current", "old-scoring")
+VARIANTS = ("current", "old-scoring", "before")
 
 
 def floor(parts: Any, cfg: Any, reps: int = 3) -> dict[str, float]:
@@ -70,9 +74,13 @@ def floor(parts: Any, cfg: Any, reps: int = 3) -> dict[str, float]:
 
 
 def child(spec: dict[str, Any]) -> None:
+    import os
+
     from rlbal.runtime_env import apply_env
 
-    apply_env()
+    set_here = apply_env()
+    if spec["variant"] == "before" and "OMP_WAIT_POLICY" in set_here:
+        del os.environ["OMP_WAIT_POLICY"]  # before torch loads: libgomp's default (spin, then sleep), as before
     from rlbal.config import load_config
     from rlbal.driver import LoopState, train_loop
     from rlbal.driver_parts import build_parts
@@ -83,10 +91,11 @@ def child(spec: dict[str, Any]) -> None:
                      "logging.progress=false", "logging.plots=false", "logging.tensorboard=false",
                      "run.resume=never", f"run.output_dir={out}", "run.name=bench"]
         cfg = load_config(spec["recipe"], overrides)
-        configure_threads(cfg)
+        if spec["variant"] != "before":
+            configure_threads(cfg)
         parts = build_parts(cfg, Path(out) / "bench")
         parts.evaluator = None  # timed steps only
-        if spec["variant"] == "old-scoring":
+        if spec["variant"] in ("old-scoring", "before"):
             from reward.executor import RewardExecutor
 
             parts.rewards.close()
@@ -121,7 +130,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def report(results: dict[str, list[dict[str, Any]]]) -> None:
-    head = f"{'':<12}" + "".join(f"{k:>20}" for k in STAGES) + f"{'score %':>9}{'floor':>16}{'step/floor':>11}"
+    head = f"{'':<12}" + "".join(f"{k:>20}" for k in STAGES) + f"{'score %':>9}{'floor':>20}{'step/floor':>11}"
     print(head + "\n" + "-" * len(head))
     for variant, rounds in results.items():
         cells = []
@@ -134,7 +143,7 @@ def report(results: dict[str, list[dict[str, Any]]]) -> None:
         fl = statistics.median(r["floor"]["total"] for r in rounds)
         gen_fl = statistics.median(r["floor"]["generate"] for r in rounds)
         print(f"{variant:<12}" + "".join(f"{c:>20}" for c in cells) + f"{100 * score / step:>8.1f}%"
-              f"{f'{gen_fl:.2f}+{fl - gen_fl:.2f}={fl:.2f}':>16}{step / fl:>10.2f}x"
+              f"{f'{gen_fl:.2f}+{fl - gen_fl:.2f}={fl:.2f}':>20}{step / fl:>10.2f}x"
               f"   fast path decided {statistics.mean(r['fast_frac'] for r in rounds):.0%}")
     print("cells: median over the timed steps of all rounds (min-max of the per-round medians), seconds; "
           "floor: bare generate + one fwd/bwd")
