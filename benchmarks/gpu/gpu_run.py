@@ -285,7 +285,7 @@ def main() -> None:
     p.add_argument("--wheels", action="store_true", help="also download the wheels the GPU image lacks")
     r = sub.add_parser("run", help="build, test, train, compare; results into --out")
     r.add_argument("--cpu", action="store_true", help="the small CPU setting (for a machine without a GPU)")
-    r.add_argument("--out", default=os.environ.get("OUT", "gpu_out"), help="result folder (default $OUT)")
+    r.add_argument("--out", default=os.environ.get("OUT", "runs/gpu"), help="result folder (default $OUT)")
     args = ap.parse_args()
     if args.command == "prepare":
         prepare(CARRY, args.wheels)

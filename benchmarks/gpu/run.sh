@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The GPU check of rlbal in one command (benchmarks/gpu/gpu_run.py says what it runs), results into $OUT:
-# gpu_summary.json, gpu_summary.md, gpu_logs.txt. Made for one H100 with CUDA torch, transformers and accelerate
-# but no vLLM, Ray, DeepSpeed, TRL or network; about 5 minutes there.
+# The GPU check of rlbal in one command (benchmarks/gpu/gpu_run.py says what it runs), results into $OUT
+# (default runs/gpu/): gpu_summary.json, gpu_summary.md, gpu_logs.txt. Made for one H100 with CUDA torch,
+# transformers and accelerate but no vLLM, Ray, DeepSpeed, TRL or network; about 5 minutes there.
 #
 #   bash benchmarks/gpu/run.sh --prepare     here, once: prompt files + the wheels the GPU image lacks (pydantic,
 #                                            math-verify, TRL, ...) into .cache/gpu-carry/ (git-ignored, ~6 MiB)
@@ -13,7 +13,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 if [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"; else PY="$(command -v python3)"; fi
-export OUT="${OUT:-$ROOT/gpu_out}"
+export OUT="${OUT:-$ROOT/runs/gpu}"  # runs/ is git-ignored
 export PYTHONUNBUFFERED=1 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 case "${1:-}" in
