@@ -38,7 +38,8 @@ def gsm8k_completions(limit: int, seed: int) -> list[tuple[str, str]]:
     for gold in rng.sample(golds, limit):
         n = int(gold)
         forms = [rf"so the total is \boxed{{{n:,}}}.", f"The answer is {gold}.", rf"\boxed{{{gold}.00}}",
-                 f"The answer is: {gold} apples.", rf"\boxed{{{n + 1}}}", f"so {n * 2}", rf"\boxed{{\frac{{{2 * n + 1}}}{{2}}}}"]
+                 f"The answer is: {gold} apples.", rf"\boxed{{{n + 1}}}", f"so {n * 2}",
+                 rf"\boxed{{\frac{{{2 * n + 1}}}{{2}}}}"]
         out.append((rng.choice(forms), gold))
     return out
 

@@ -257,7 +257,8 @@ def _context(start_method: str, preload: tuple[str, ...]):
     return ctx
 
 
-def _check_args(num_workers: int, timeout_s: float, chunk_size: int | None, start_method: str, startup_s: float) -> None:
+def _check_args(num_workers: int, timeout_s: float, chunk_size: int | None, start_method: str,
+                startup_s: float) -> None:
     if num_workers < 0:
         raise ValueError(f"RewardExecutor.num_workers must be >= 0, got {num_workers}")
     if not timeout_s > 0:
