@@ -36,17 +36,18 @@ def run_example(script: str, *args: str) -> dict:
     return json.loads(lines[-1].removeprefix("RESULT "))
 
 
-def reference_bins(steps: list[dict], hysteresis: float) -> list[list[int]]:
-    """Bins each step should have used: cumulative any-correct rate of earlier steps (window 50 > steps),
-    edges k/5, unseen -> bin 0, and the hysteresis rule of docs/controllers.md (farthest bin cleared by delta)."""
+def reference_bins(steps: list[dict], counts: list[list[int]], hysteresis: float) -> list[list[int]]:
+    """Bins each step should have used: cumulative per-response pass rate of earlier steps (window 50 > all
+    responses here), edges k/5, unseen -> bin 0, and the hysteresis rule of docs/controllers.md (farthest bin
+    cleared by delta; a first observation takes its raw bin)."""
     edges = [Fraction(k, NUM_BINS) for k in range(1, NUM_BINS)]
     hits: dict[int, list[int]] = {}
     stored: dict[int, int] = {}
     out = []
-    for s in steps:
+    for s, n_step in zip(steps, counts):
         out.append([stored.get(i, 0) for i in s["ids"]])
-        for i, k in zip(s["ids"], s["n_correct"]):
-            hits.setdefault(i, []).append(int(k > 0))
+        for i, k, n in zip(s["ids"], s["n_correct"], n_step):
+            hits.setdefault(i, []).extend([1] * k + [0] * (n - k))
             acc = Fraction(sum(hits[i]), len(hits[i]))
             raw = sum(e <= acc for e in edges)
             old = stored.get(i)
@@ -81,7 +82,7 @@ def reference_prompt_gdro(steps: list[dict], counts: list[list[int]]) -> tuple[l
 
 def check_controllers(res: dict, steps: list[dict], counts: list[list[int]], hysteresis: float) -> None:
     """Bins, weights, final scores and tracked prompts equal the references."""
-    assert [s["bins"] for s in steps] == reference_bins(steps, hysteresis)
+    assert [s["bins"] for s in steps] == reference_bins(steps, counts, hysteresis)
     weights, score = reference_prompt_gdro(steps, counts)
     for s, w in zip(steps, weights):
         assert s["weights"] == pytest.approx(w, rel=1e-9)
