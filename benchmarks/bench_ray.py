@@ -74,7 +74,7 @@ def child_run(mode: str, steps: int, out_dir: str, name: str, size: str) -> None
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
         parts = build_ray_parts(cfg, Path(out_dir) / name)
     else:
-        from rlbal.driver_parts import build_parts
+        from rlbal.assemble import build_parts
 
         parts = build_parts(cfg, Path(out_dir) / name)
     parts.evaluator = None  # timing the training step only
@@ -132,7 +132,7 @@ def paired_batch(cfg, engine, rng):
 
     from rlbal.algo.advantages import compute_advantages
     from rlbal.batch import RolloutBatch
-    from rlbal.driver import sampling_for
+    from rlbal.step import sampling_for
 
     P, n = cfg.train.prompts_per_step, cfg.rollout.n
     prompts = [rng.integers(5, 500, size=24).tolist() for _ in range(P)]
@@ -148,8 +148,8 @@ def bench_paired(size: str, repeats: int) -> list[dict]:
     import ray
 
     from rlbal.config import load_config
-    from rlbal.driver import sampling_for
-    from rlbal.driver_parts import _model_folder, engine_options
+    from rlbal.step import sampling_for
+    from rlbal.assemble import engine_options, model_folder
     from rlbal.learner import make_learner
     from rlbal.ray import RayOrchestrator
     from rlbal.rollout import make_engine
@@ -157,8 +157,8 @@ def bench_paired(size: str, repeats: int) -> list[dict]:
     cfg = load_config(ROOT / "recipes" / "gdro.yaml", [*STEP_OVERRIDES, *SIZES[size], *MODES["ray_1x1"]])
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     orch = RayOrchestrator(cfg)
-    group_engine, group_learner = orch.start(_model_folder(cfg), engine_options(cfg))
-    engine = make_engine(cfg.rollout.engine, _model_folder(cfg), **engine_options(cfg))
+    group_engine, group_learner = orch.start(model_folder(cfg), engine_options(cfg))
+    engine = make_engine(cfg.rollout.engine, model_folder(cfg), **engine_options(cfg))
     learner, _ = make_learner(cfg)
     prompts, batch = paired_batch(cfg, engine, np.random.default_rng(0))
     counts, spec = [cfg.rollout.n] * len(prompts), sampling_for(cfg, 1, 0)

@@ -44,7 +44,7 @@ def floor(parts: Any, cfg: Any, reps: int = 3) -> dict[str, float]:
     import torch
 
     from rlbal.batch import RolloutBatch
-    from rlbal.driver import sampling_for
+    from rlbal.step import sampling_for
     from rlbal.learner.model import token_logprobs
 
     model, device = parts.learner.model, parts.learner.device
@@ -83,7 +83,7 @@ def child(spec: dict[str, Any]) -> None:
         del os.environ["OMP_WAIT_POLICY"]  # before torch loads: libgomp's default (spin, then sleep), as before
     from rlbal.config import load_config
     from rlbal.driver import LoopState, train_loop
-    from rlbal.driver_parts import build_parts
+    from rlbal.assemble import build_parts
     from rlbal.runtime_env import configure_threads
 
     with tempfile.TemporaryDirectory(prefix="bench_step_") as out:

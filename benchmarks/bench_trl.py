@@ -115,7 +115,7 @@ def run_rlbal(spec: dict[str, Any], out_dir: str) -> dict[str, Any]:
     """Steps through rlbal's own driver loop (no eval, no checkpoint writes); timings from metrics.jsonl."""
     from rlbal.config import load_config
     from rlbal.driver import LoopState, train_loop
-    from rlbal.driver_parts import build_parts
+    from rlbal.assemble import build_parts
     from rlbal.rollout import SamplingSpec
 
     cfg = load_config(overrides=rlbal_overrides(spec, out_dir))

@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Sequence
+
+from rlbal.errors import guarded
 
 
 def _train_parser(prog: str = "rlbal train") -> argparse.ArgumentParser:
@@ -111,7 +113,7 @@ def _eval_main(argv: Sequence[str]) -> int:
     from rlbal.console import quiet_third_party
 
     quiet_third_party("--verbose" in argv)  # before the engine's libraries are imported
-    from rlbal.evaluate import eval_main
+    from rlbal.eval_cli import eval_main
 
     return eval_main(argv)
 
@@ -135,19 +137,6 @@ COMMANDS = {
     "plot": _plot_main,
     "compare": _compare_main,
 }
-
-
-def guarded(command: Callable[[list[str]], int], argv: list[str], prog: str = "rlbal") -> int:
-    """Run one command; a UserError becomes one line on stderr and exit status 2 (the traceback with --debug)."""
-    from rlbal.errors import UserError, debug_requested, report
-
-    debug = debug_requested(argv)
-    try:
-        return command(argv)
-    except UserError as err:
-        if debug:
-            raise
-        return report(err, prog)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

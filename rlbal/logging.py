@@ -74,7 +74,7 @@ class MetricsLogger:
         self.console.step(step, clean)
 
     def log_completions(self, step: int, rounds: Sequence[Any]) -> None:
-        """One completions.jsonl line for a step's rounds (rlbal.driver_parts.Round), samples to TB and W&B."""
+        """One completions.jsonl line for a step's rounds (rlbal.step.Round), samples to TB and W&B."""
         if not self.enabled:
             return
         record = {"step": step, **step_completions(rounds, self.completions_per_step)}

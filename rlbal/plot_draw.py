@@ -8,7 +8,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from rlbal.plot import BinMatrix, RunLog, bin_families, ema, heatmap_matrix, unit_of
+from rlbal.plot_data import BinMatrix, RunLog, bin_families, ema, heatmap_matrix, unit_of
 
 
 def grid_figure(title: str, n_panels: int, ncols: int, panel_w: float, panel_h: float, right_in: float = 0.25,

@@ -2,7 +2,7 @@
 
 summary.png, first row: train reward, held-out mean@k overall and per level, seconds per step (and its main
 stages for a single run). Then one row per run (at most MAX_RUNS): the prompt share per difficulty bin, the
-rollouts per prompt per bin (Rollout-GDRO), and the migration matrix. Empty bins are blank (rlbal.plot).
+rollouts per prompt per bin (Rollout-GDRO), and the migration matrix. Empty bins are blank (rlbal.plot_data).
 
 Migration. RUN/completions.jsonl holds every step's trained prompt ids and their bins at decide time
 (rlbal.logging). For every prompt, each pair of consecutive appearances, in bin a and then in bin b, adds
@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from rlbal.logging import read_metrics
-from rlbal.plot import BIN_COUNT, RunLog, bin_families, bin_matrix, heatmap_matrix
+from rlbal.plot_data import BIN_COUNT, RunLog, bin_families, bin_matrix, heatmap_matrix
 from rlbal.plot_draw import grid_figure, integer_ticks, heatmap_on
 
 MAX_RUNS = 4  # rows of per-run panels in summary.png

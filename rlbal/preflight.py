@@ -40,7 +40,7 @@ def check_run(cfg: Any, *, build_assets: bool = True) -> Path | None:
 def check_reward(cfg: Any, specs: tuple | None = None) -> None:
     """Resolve and bind every reward of the run in this process (user modules are imported here)."""
     from reward.registry import RewardSpecError, bind_reward
-    from rlbal.driver_parts import train_reward_specs
+    from rlbal.assemble import train_reward_specs
 
     for spec in specs if specs is not None else train_reward_specs(cfg):
         try:
@@ -71,7 +71,7 @@ def check_data(cfg: Any) -> None:
     from rlbal.data.dataset import spec_from_config
     from rlbal.data.procedural import check_tasks
 
-    from rlbal.evaluate import eval_spec
+    from rlbal.assemble import eval_spec
 
     data = cfg.data
     if data.source == "procedural" or cfg.eval.source == "procedural":
@@ -85,8 +85,7 @@ def check_data(cfg: Any) -> None:
 def check_eval(cfg: Any) -> None:
     """What `rlbal eval` reads besides the model: its correctness reward and the held-out prompts."""
     from rlbal.data.procedural import check_tasks
-    from rlbal.driver_parts import correctness_spec
-    from rlbal.evaluate import eval_spec
+    from rlbal.assemble import correctness_spec, eval_spec
 
     check_reward(cfg, (correctness_spec(cfg),))
     if cfg.eval.source == "procedural":

@@ -1,4 +1,4 @@
-"""Assemble a run from its config: checks, run directory, components, resume, checkpoints, final plots.
+"""Run training from a config: checks, run directory, components, resume, checkpoints, final plots, end summary.
 
 `run_training(cfg)` is what `rlbal train` and `python -m rlbal.train` call. It works the same in one process,
 under `accelerate launch` (every rank runs it; rank 0 writes files) and inside a Ray job. It starts with
@@ -15,13 +15,15 @@ import numpy as np
 import torch
 
 from rlbal.config import Config, save_resolved
-from rlbal.console import end_summary, is_launcher_main, ready_line, say, start_line
+from rlbal.console import PREFIX, duration, is_launcher_main, ready_line, say, start_line
 from rlbal.driver import LoopState, train_loop
-from rlbal.driver_parts import Parts, build_parts
+from rlbal.assemble import build_parts
 from rlbal.errors import CheckpointError
-from rlbal.learner.checkpoint import read_json, write_checkpoint, write_json
+from rlbal.evaluate import eval_curve
+from rlbal.learner.checkpoint import complete_checkpoints, read_json, write_checkpoint, write_json
 from rlbal.learner.state_io import load_tree, save_tree
-from rlbal.logging import truncate_metrics
+from rlbal.parts import Parts
+from rlbal.logging import read_metrics, truncate_metrics
 from rlbal.preflight import check_run, warn_about_data
 from rlbal.runtime_env import configure_threads
 
@@ -81,6 +83,46 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def end_summary(cfg: Any, run_dir: Path, *, wall_s: float, plots: list[Path], recipe: str | None) -> str:
+    """The lines printed when a run ends: time, train reward, held-out curve, where everything is, what next."""
+    rows = read_metrics(run_dir)
+    train = [r for r in rows if "reward/mean" in r]
+    steps = train[-1]["step"] if train else 0
+    sec = [r["timing/step"] for r in train if "timing/step" in r]
+    lines = [f"{PREFIX} done: {steps} steps in {duration(wall_s)}"
+             + (f" ({sorted(sec)[len(sec) // 2]:.2f} s/step median)" if sec else "")]
+    if len(train) == 1:
+        lines.append(f"  train reward      {train[0]['reward/mean']:.3f}")
+    elif train:
+        w = min(10, len(train) // 2)  # mean of the first and of the last w steps
+        first, last = (sum(r["reward/mean"] for r in part) / w for part in (train[:w], train[-w:]))
+        start, end = ("the first {w} steps", "the last {w}") if w > 1 else (f"step {train[0]['step']}",
+                                                                            f"step {train[-1]['step']}")
+        lines.append(f"  train reward      {first:.3f} ({start.format(w=w)}) -> {last:.3f} ({end.format(w=w)})")
+    evals = [r for r in rows if f"eval/mean@{cfg.eval.k}" in r]
+    if evals:
+        n = evals[-1].get("eval/n_prompts")
+        size = f"{n:.0f} prompts x {cfg.eval.k} samples, " if n else ""
+        lines.append(f"  held-out mean@{cfg.eval.k} ({size}T={cfg.eval.temperature}):")
+        lines += ["    " + line for line in eval_curve(run_dir / "metrics.jsonl", cfg.eval.k).splitlines()]
+    ckpts = complete_checkpoints(run_dir)
+    if ckpts:
+        lines.append(f"  checkpoints       {ckpts[-1][1].parent}/ ({', '.join(p.name for _, p in ckpts)})")
+    logs = [name for name in ("metrics.jsonl", "completions.jsonl", "config.yaml") if (run_dir / name).exists()]
+    lines.append(f"  logs              {run_dir}/ ({', '.join(logs)})")
+    if plots:
+        summary = next((p for p in plots if p.name == "summary.png"), plots[0])
+        lines.append(f"  plots             {summary}" + (f" (+ {len(plots) - 1} more)" if len(plots) > 1 else ""))
+    if (run_dir / "tb").is_dir():
+        lines.append(f"  tensorboard       tensorboard --logdir {run_dir / 'tb'}")
+    lines.append(f"  next              rlbal eval {run_dir} --k {2 * cfg.eval.k}   "
+                 f"# pass@1..{2 * cfg.eval.k} of the newest checkpoint")
+    lines.append(f"                    rlbal plot {run_dir} runs/OTHER   # overlay another run")
+    lines.append(f"                    rlbal compare {recipe or 'RECIPE.yaml'} --methods grpo,gdro --seeds 1,2,3"
+                 "   # GDRO vs GRPO over seeds, with intervals")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from rlbal.cli import guarded, train_main
+from rlbal.cli import train_main
+from rlbal.errors import guarded
 
 if __name__ == "__main__":
     sys.exit(guarded(lambda argv: train_main(argv, prog="python -m rlbal.train"), sys.argv[1:]))

@@ -7,7 +7,7 @@ import pytest
 
 from rlbal.config import load_config
 from rlbal.driver import LoopState, SyncCheckError, train_loop
-from rlbal.driver_parts import build_parts
+from rlbal.assemble import build_parts
 
 pytestmark = pytest.mark.slow
 

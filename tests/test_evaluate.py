@@ -261,7 +261,7 @@ def read_eval_lines(run: Path) -> list[dict]:
 
 
 def test_eval_main_evaluates_the_newest_checkpoint_and_appends_a_line(run_dir, capsys):
-    from rlbal.evaluate import eval_main
+    from rlbal.eval_cli import eval_main
 
     assert eval_main([str(run_dir), "--k", "4", "eval.size=2", "--engine", "hf"]) == 0
     (line,) = read_eval_lines(run_dir)
@@ -278,7 +278,7 @@ def test_eval_main_evaluates_the_newest_checkpoint_and_appends_a_line(run_dir, c
 
 def test_pick_model_base_checkpoint_and_newest(run_dir, tiny_sft):
     from rlbal.config import load_config
-    from rlbal.evaluate import pick_model
+    from rlbal.eval_cli import pick_model
 
     cfg = load_config(run_dir / "config.yaml")
     step_5 = run_dir / "checkpoints" / "step_5"
@@ -315,7 +315,7 @@ def test_engine_options_are_accepted_by_each_engine(run_dir, kind):
     import inspect
 
     from rlbal.config import load_config
-    from rlbal.driver_parts import engine_options
+    from rlbal.assemble import engine_options
     from rlbal.rollout.hf_engine import HFEngine
     from rlbal.rollout.vllm_engine import VLLMEngine
 

@@ -10,13 +10,13 @@ import pytest
 
 from reward.executor import ScoreBatch
 from rlbal.config import load_config
-from rlbal.console import end_summary
 from rlbal.controllers.records import Allocation
 from rlbal.data.records import PromptBatch
-from rlbal.driver_parts import Round
 from rlbal.logging import (MetricsLogger, read_metrics, samples_markdown, step_completions, truncate_metrics,
                            wandb_settings)
 from rlbal.rollout.engine import Completion, GenerationResult
+from rlbal.run import end_summary
+from rlbal.step import Round
 
 
 def make_round(ids: list[int], bins: list[int], counts: list[int], correct: list[bool]) -> Round:

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rlbal.plot import bin_matrix, curve_groups, ema, heatmap_matrix, load_run, plot_main, plot_run, run_labels
+from rlbal.plot import plot_main, plot_run
+from rlbal.plot_data import bin_matrix, curve_groups, ema, heatmap_matrix, load_run, run_labels
 from rlbal.plot_summary import load_bin_history, migration_counts
 
 BINS = 4

@@ -23,7 +23,8 @@ import numpy as np
 def disjoint_heldout(cfg: Any, tokenizer: Any) -> tuple[Any, dict[str, int]]:
     """(PromptBatch of held-out prompts whose text is not in the training data, dropped count per level)."""
     from rlbal.data import format_from_config, load_prompts, spec_from_config
-    from rlbal.evaluate import eval_prompts, level_name
+    from rlbal.assemble import eval_prompts
+    from rlbal.evaluate import level_name
 
     train = load_prompts(spec_from_config(cfg.data, cfg.run.seed), tokenizer, format_from_config(cfg.data))
     seen = set(train.texts)
@@ -57,8 +58,9 @@ def score_run(run_dir: Path, out: Path, *, size: int, k: int, base: bool = False
 
     from reward.executor import RewardExecutor
     from rlbal.config import load_config
-    from rlbal.driver_parts import correctness_spec, engine_options
-    from rlbal.evaluate import pick_model, run_eval
+    from rlbal.assemble import correctness_spec, engine_options
+    from rlbal.eval_cli import pick_model
+    from rlbal.evaluate import run_eval
     from rlbal.rollout import make_engine
 
     cfg = load_config(run_dir / "config.yaml", [f"eval.size={size}", f"eval.k={k}"])
@@ -103,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    from rlbal.cli import guarded
+    from rlbal.errors import guarded
     from rlbal.runtime_env import apply_env
 
     apply_env()

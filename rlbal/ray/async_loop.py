@@ -25,8 +25,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from rlbal.driver import LoopState, StageTimer, check_sync, log_eval_checkpoint, sampling_for, score
-from rlbal.driver_parts import Parts, Round, StepRounds, build_batch, prompt_results, rollout_metrics
+from rlbal.driver import LoopState, StageTimer, check_sync, log_eval_checkpoint
+from rlbal.parts import Parts
+from rlbal.step import Round, StepRounds, build_batch, prompt_results, rollout_metrics, sampling_for, score
 
 
 @dataclass
@@ -61,7 +62,7 @@ def fill_batch(cfg: Any, parts: Parts, step: int, ahead: Ahead | None,
         with timer("generate"):
             gen = parts.engine.collect(ahead.pending)
         with timer("score"):
-            round_ = Round(ahead.prompts, ahead.alloc, gen, score(parts, ahead.prompts, gen))
+            round_ = Round(ahead.prompts, ahead.alloc, gen, score(parts.rewards, ahead.prompts, gen))
         kept = fill.add(ahead.prompts.indices, *round_.group_scores(parts.filter.cfg.rule))
         rounds.add(round_, kept)
         kept_set = set(kept.tolist())

@@ -1,7 +1,7 @@
 """`build_ray_parts(cfg, run_dir)`: the `Parts` of a run whose engine and learner are Ray actor groups.
 
 `run.orchestrator: ray` changes nothing else in a recipe: data, controllers, rewards, evaluation, logging
-and checkpoints are the local ones, built in the driver process by the same `rlbal.driver_parts.assemble_parts`
+and checkpoints are the local ones, built in the driver process by the same `rlbal.assemble.assemble_parts`
 as a local run; only `parts.engine` (a `RolloutGroup` of `ray.rollout_actors` engines) and `parts.learner` (a
 `LearnerGroup` of `ray.learner_ranks` ranks) are Ray implementations of the same interfaces, so the driver
 loop is unchanged.
@@ -111,12 +111,12 @@ class RayOrchestrator:
 
 def build_ray_parts(cfg: Any, run_dir: Path) -> Any:
     """Every component of a Ray run (`run.orchestrator: ray`): local data/controllers/rewards/eval, Ray groups."""
-    from rlbal.driver_parts import assemble_parts, engine_options
+    from rlbal.assemble import assemble_parts, engine_options, model_folder
 
     connect(cfg.ray.address)
     orch = RayOrchestrator(cfg)
     t0 = time.perf_counter()
-    rollouts, learners = orch.start(_model_folder(cfg), engine_options(cfg))
+    rollouts, learners = orch.start(model_folder(cfg), engine_options(cfg))  # built once; actors on other nodes need the same path
     r = cfg.ray
     print(f"[rlbal.ray] {r.rollout_actors} rollout actor(s) ({cfg.rollout.engine}) + {r.learner_ranks} learner rank(s) "
           f"({cfg.learner.backend}), {r.placement}, async_steps={r.async_steps}: up in {time.perf_counter() - t0:.1f}s",
@@ -133,9 +133,3 @@ def loop_for(cfg: Any) -> Callable[..., Any]:
 
         return async_train_loop
     return train_loop
-
-
-def _model_folder(cfg: Any) -> Path:
-    from rlbal.assets import resolve_model
-
-    return resolve_model(cfg.model.path)  # built here once (cached); actors on other nodes need the same path

@@ -135,7 +135,7 @@ def test_a_prompt_rejected_once_is_not_rescued_by_a_second_draw():
 def test_copies_are_kept_as_groups_of_their_own_when_duplicates_are_not_dropped():
     # The driver's keep-everything filter (no filter configured): a prompt drawn twice (a batch across an
     # epoch boundary) trains as two groups instead of failing the fill.
-    from rlbal.driver_parts import KEEP_ALL
+    from rlbal.assemble import KEEP_ALL
 
     fill = GroupFilter(KEEP_ALL).start(target_groups=3)
     s, c = binary_groups([0, 2, 4], 4)
