@@ -6,7 +6,8 @@ plugged in by import path "package.module:function" (``reward.registry``). ``Rew
 step's completions in worker processes with a per-call timeout (``reward.executor``);
 ``overlong_penalty`` is DAPO's length shaping (``reward.shaping``). See docs/rewards.md.
 
-Imports only the standard library and numpy; math-verify and reasoning-gym load on first use.
+Imports only the standard library, numpy and `rlbal.registry` (the one registry style of rlbal, standard library
+only); math-verify and reasoning-gym load on first use.
 
 >>> from reward import RewardSpec, build_reward
 >>> build_reward(RewardSpec("gsm8k"))("... so she has 5 left.\\n#### 5", "#### 5").outcome

@@ -36,15 +36,12 @@ from reward.format import check_style, format_reward
 from reward.gsm8k import gsm8k_reward
 from reward.numeric import exact_reward, numeric_reward
 from reward.result import RewardFn
+from rlbal.registry import Registry
 
-REWARDS: dict[str, RewardFn] = {
-    "math": math_module.math_reward,
-    "numeric": numeric_reward,
-    "exact": exact_reward,
-    "gsm8k": gsm8k_reward,
-    "rgym": rgym_module.rgym_reward,
-    "format": format_reward,
-}
+REWARDS: Registry[RewardFn] = Registry("reward")
+for _name, _fn in (("math", math_module.math_reward), ("numeric", numeric_reward), ("exact", exact_reward),
+                   ("gsm8k", gsm8k_reward), ("rgym", rgym_module.rgym_reward), ("format", format_reward)):
+    REWARDS.add(_name, _fn)
 # Heavy modules a worker imports at start, so the first timed call does not pay for them.
 PRELOADS: dict[str, tuple[str, ...]] = {"math": math_module.PRELOAD, "rgym": rgym_module.PRELOAD}
 
@@ -73,7 +70,7 @@ class RewardSpec:
 def resolve_reward(fn: str) -> Callable:
     """The callable named by ``fn``: a key of REWARDS or an import path "package.module:function"."""
     if fn in REWARDS:
-        return REWARDS[fn]
+        return REWARDS.get(fn)
     module_name, sep, attr_path = fn.partition(":")
     if not sep or not module_name or not attr_path:
         raise RewardSpecError(

@@ -80,15 +80,18 @@ def model_folder(cfg) -> Path:
 
 
 def engine_options(cfg) -> dict[str, Any]:
-    """Keyword arguments of `make_engine` from the recipe."""
-    opts: dict[str, Any] = dict(dtype=cfg.model.dtype, seed=cfg.run.seed,
-                                max_model_len=cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens)
-    if cfg.rollout.engine == "vllm":
-        opts.update(gpu_memory_utilization=cfg.rollout.gpu_memory_utilization, enforce_eager=cfg.rollout.enforce_eager,
-                    use_tqdm_on_load=cfg.logging.verbose,  # vLLM's weight-loading bar: only when verbose
-                    kv_cache_gib=cfg.rollout.kv_cache_gib,  # KV cache sized from the batch (rlbal.rollout.memory)
-                    kv_tokens=cfg.train.prompts_per_step * cfg.rollout.n * opts["max_model_len"])
-    return opts
+    """Keyword arguments of `make_engine` from the recipe: what every engine takes, and those recipe options the
+    recipe's engine declares (`rlbal.rollout.factory.RECIPE_OPTIONS`)."""
+    from rlbal.rollout.factory import engine_kwargs
+
+    r = cfg.rollout
+    max_model_len = cfg.data.max_prompt_tokens + r.max_new_tokens
+    return engine_kwargs(r.engine, dict(
+        dtype=cfg.model.dtype, seed=cfg.run.seed, max_model_len=max_model_len,
+        gpu_memory_utilization=r.gpu_memory_utilization, enforce_eager=r.enforce_eager,
+        use_tqdm_on_load=cfg.logging.verbose,  # vLLM's weight-loading bar: only when verbose
+        kv_cache_gib=r.kv_cache_gib,  # KV cache sized from the batch (rlbal.rollout.memory)
+        kv_tokens=cfg.train.prompts_per_step * r.n * max_model_len))
 
 
 def correctness_spec(cfg):
@@ -98,7 +101,7 @@ def correctness_spec(cfg):
     from reward.registry import REWARDS, RewardSpec
 
     fn = cfg.reward.fn
-    takes = fn in REWARDS and "extraction" in inspect.signature(REWARDS[fn]).parameters
+    takes = fn in REWARDS and "extraction" in inspect.signature(REWARDS.get(fn)).parameters
     return RewardSpec(fn, {"extraction": cfg.reward.extraction} if takes else {})
 
 

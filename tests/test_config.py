@@ -14,7 +14,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from rlbal.config import Config, ConfigError, explain, load_config, save_resolved
+from rlbal.config import Config, ConfigError, Registered, explain, load_config, save_resolved
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -74,18 +74,22 @@ def _explain_cli(*args: str) -> dict[str, re.Match]:
 
 
 def _literal_fields() -> dict[str, tuple]:
-    """Dotted key -> allowed values of every Literal field, from the annotations (pydantic and dataclass)."""
+    """Dotted key -> allowed values of every Literal field, from the annotations (pydantic and dataclass), and of
+    every registry-backed string (`Registered`)."""
     out = {}
 
     def walk(model, prefix):
         if issubclass(model, BaseModel):
             fields = {k: f.annotation for k, f in model.model_fields.items()}
+            registered = {k: m for k, f in model.model_fields.items() for m in f.metadata if isinstance(m, Registered)}
         else:
-            fields = typing.get_type_hints(model)
+            fields, registered = typing.get_type_hints(model), {}
         for name, ann in fields.items():
             args = [a for a in typing.get_args(ann) if a is not type(None)] or [ann]
             sub = next((a for a in args if isinstance(a, type) and (issubclass(a, BaseModel) or dataclasses.is_dataclass(a))), None)
-            if sub is not None:
+            if name in registered:
+                out[f"{prefix}{name}"] = tuple(registered[name].names())
+            elif sub is not None:
                 walk(sub, f"{prefix}{name}.")
             elif typing.get_origin(ann) is typing.Literal:
                 out[f"{prefix}{name}"] = typing.get_args(ann)
@@ -112,6 +116,43 @@ def test_explain_documents_every_key_and_lists_choices():
     assert lines["controllers.classifier.unseen"]["choices"] == "hardest | separate"
     assert lines["controllers.rollout.n_bar"]["doc"].startswith("Budget: mean rollouts per prompt")
     assert lines["run.max_steps"]["value"] == "20" and lines["run.max_steps"]["default"] is None
+
+
+REGISTRIES = [("algo.loss", "POLICY_LOSSES"), ("algo.advantage", "ADVANTAGES"), ("algo.aggregation", "AGGREGATIONS"),
+              ("algo.kl_estimator", "KL_ESTIMATORS"), ("algo.is_correction", "IS_MODES")]
+
+
+@pytest.mark.parametrize("key,registry", REGISTRIES, ids=[k for k, _ in REGISTRIES])
+def test_config_choices_are_the_algorithm_registries_names(key, registry):
+    """The config lists rlbal.algo's names as Literals (the config imports no torch): they must be the registry's."""
+    import rlbal.algo
+
+    assert sorted(_literal_fields()[key]) == list(getattr(rlbal.algo, registry).names())
+
+
+def test_an_engine_registered_before_loading_is_a_valid_rollout_engine(monkeypatch):
+    from rlbal.assemble import engine_options
+    from rlbal.registry import Registry
+    from rlbal.rollout import factory
+
+    engines = Registry("engine kind")
+    for name in factory.ENGINES:
+        engines.add(name, factory.ENGINES.get(name))
+    monkeypatch.setattr(factory, "ENGINES", engines)  # this test's registration stays in this test
+    factory.register_engine("fake", lambda path, **kw: None, options=("enforce_eager",))
+    cfg = load_config(None, ["rollout.engine=fake"])
+    assert cfg.rollout.engine == "fake" and _literal_fields()["rollout.engine"] == ("vllm", "hf", "fake")
+    assert set(engine_options(cfg)) == {"dtype", "seed", "max_model_len", "enforce_eager"}
+    with pytest.raises(ConfigError, match=r"^rollout.engine: Input should be 'vllm', 'hf' or 'fake' \(got 'x'\)$"):
+        load_config(None, ["rollout.engine=x"])
+
+
+def test_reward_fn_documentation_names_every_builtin_reward():
+    from reward.registry import REWARDS
+    from rlbal.config import RewardConfig
+
+    doc = RewardConfig.model_fields["fn"].description
+    assert [name for name in REWARDS if f"'{name}'" not in doc] == []
 
 
 def test_explain_shows_the_recipes_values():

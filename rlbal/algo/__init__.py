@@ -33,12 +33,11 @@ from rlbal.algo.losses import (
     clipped_surrogate,
     policy_loss,
 )
-from rlbal.algo.registry import Registry
 from rlbal.algo.tokens import masked_mean, seq_token_mean, token_entropy, token_logprobs
 
 __all__ = [
     "ADVANTAGES", "AGGREGATIONS", "IS_MODES", "KL_ESTIMATORS", "POLICY_LOSSES", "AdvantageOptions",
-    "AggregationContext", "LossInputs", "LossOptions", "LossOutput", "Registry", "advantage_metrics", "aggregate",
+    "AggregationContext", "LossInputs", "LossOptions", "LossOutput", "advantage_metrics", "aggregate",
     "bapo_positive_share", "bin_contributions", "bin_share_metrics", "check_compatible", "clipped_surrogate",
     "compute_advantages", "engine_is_weights", "group_stats", "kl_penalty", "masked_mean", "policy_loss",
     "seq_token_mean", "sequence_coefficients", "token_entropy", "token_logprobs",

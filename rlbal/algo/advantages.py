@@ -25,7 +25,7 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor
 
-from rlbal.algo.registry import Registry
+from rlbal.registry import Registry
 
 Estimator = Callable[[Tensor, Tensor, "AdvantageOptions"], Tensor]
 ADVANTAGES: Registry[Estimator] = Registry("advantage estimator")

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 from torch import Tensor
 
-from rlbal.algo.registry import Registry
+from rlbal.registry import Registry
 
 if TYPE_CHECKING:
     from rlbal.batch import RolloutBatch

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from rlbal.algo.registry import Registry
+from rlbal.registry import Registry
 from rlbal.algo.tokens import masked_extrema
 
 # (log_rho_BL, mask_BL, floor, cap) -> (factor_BL, dropped_BL)

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from rlbal.algo.registry import Registry
+from rlbal.registry import Registry
 
 KLFn = Callable[[Tensor], Tensor]  # d_BL = ref_logp - logp  ->  kl_BL
 KL_ESTIMATORS: Registry[KLFn] = Registry("KL estimator")

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from rlbal.algo.importance import IS_MODES, engine_is_weights
 from rlbal.algo.kl import KL_ESTIMATORS, kl_penalty
-from rlbal.algo.registry import Registry
+from rlbal.registry import Registry
 from rlbal.algo.tokens import masked_extrema, masked_mean, seq_token_mean, token_entropy
 
 if TYPE_CHECKING:
@@ -127,11 +127,14 @@ CoreFn = Callable[[Tensor, Tensor, Tensor, Tensor, LossOptions, "Bounds | None"]
 
 @dataclass(frozen=True)
 class PolicyLoss:
-    """Registry entry: the surrogate plus what `check_compatible` needs to know about it."""
+    """Registry entry: the surrogate plus what it needs from the rest of the run. The config checks, the
+    learner and `check_compatible` read these flags; nothing branches on a loss's name."""
 
     fn: CoreFn  # (logp_BL, old_logp_BL, adv_B, mask_BL, opts, bounds) -> (pg_loss_BL, ratio_BL, metrics)
-    sequence_level: bool  # one ratio per sequence: only sequence-level aggregations keep its meaning
-    needs_bounds: bool  # takes (c_low, c_high) per update step
+    sequence_level: bool = False  # one ratio per sequence: only sequence-level aggregations keep its meaning
+    needs_bounds: bool = False  # takes (c_low, c_high) per update step, from the BAPO clip search
+    needs_old_logprobs: bool = False  # pi_old even for a single update (the bounds search reads pi_theta / pi_old)
+    dual_clip: bool = False  # applies LossOptions.dual_clip_c (the learner passes it only to such losses)
 
 
 POLICY_LOSSES: Registry[PolicyLoss] = Registry("policy loss")
@@ -226,10 +229,10 @@ def _bapo(logp_BL, old_logp_BL, adv_B, mask_BL, opts: LossOptions, bounds) -> tu
     return pg_BL, ratio_BL, {**m, **ratio_metrics(lr_BL, mask_BL)}
 
 
-POLICY_LOSSES.add("ppo_clip", PolicyLoss(_ppo_clip, sequence_level=False, needs_bounds=False))
-POLICY_LOSSES.add("dual_clip", PolicyLoss(_dual_clip, sequence_level=False, needs_bounds=False))
-POLICY_LOSSES.add("gspo", PolicyLoss(_gspo, sequence_level=True, needs_bounds=False))
-POLICY_LOSSES.add("bapo", PolicyLoss(_bapo, sequence_level=False, needs_bounds=True))
+POLICY_LOSSES.add("ppo_clip", PolicyLoss(_ppo_clip))
+POLICY_LOSSES.add("dual_clip", PolicyLoss(_dual_clip, dual_clip=True))
+POLICY_LOSSES.add("gspo", PolicyLoss(_gspo, sequence_level=True))
+POLICY_LOSSES.add("bapo", PolicyLoss(_bapo, needs_bounds=True, needs_old_logprobs=True, dual_clip=True))
 
 
 def _check_bounds(name: str, spec: PolicyLoss, bounds: Bounds | None) -> None:

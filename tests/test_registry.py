@@ -1,7 +1,7 @@
-"""Registry: closed names, loud duplicates and unknowns."""
+"""Registry: loud duplicates and unknowns, registration order when iterated, sorted names."""
 import pytest
 
-from rlbal.algo.registry import Registry
+from rlbal.registry import Registry
 
 
 def test_register_get_and_names():
@@ -25,3 +25,10 @@ def test_unknown_name_lists_valid_names():
     reg.add("a", 1)
     with pytest.raises(ValueError, match="unknown widget 'c'; valid names: 'a', 'b'"):
         reg.get("c")
+
+
+def test_iteration_keeps_registration_order_and_names_sort():
+    reg = Registry("widget")
+    for name in ("vllm", "hf", "custom"):
+        reg.add(name, name.upper())
+    assert list(reg) == ["vllm", "hf", "custom"] and reg.names() == ("custom", "hf", "vllm")

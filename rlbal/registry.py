@@ -1,7 +1,9 @@
-"""A tiny named registry over a closed set of names: every algorithm choice in `rlbal.algo` is one.
+"""A tiny named registry: every pluggable choice of rlbal is one (policy losses, advantages, aggregations, KL
+estimators and importance corrections in rlbal.algo, rollout engines in rlbal.rollout, rewards in reward).
 
-Registering a name twice raises; looking up an unknown name raises a ValueError that lists the valid
-names, so a typo in a config fails at load time with the fix in the message.
+Registering a name twice raises; looking up an unknown name raises a ValueError that lists the valid names,
+so a typo in a config fails at load time with the fix in the message. Iterating gives the names in the order
+they were registered; `names()` sorts them. Standard library only: the torch-free layers use it too.
 
 >>> REG = Registry("colour")
 >>> @REG.register("red")
@@ -14,15 +16,16 @@ Traceback (most recent call last):
 ...
 ValueError: unknown colour 'blue'; valid names: 'red'
 """
+
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from typing import Callable, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """name -> entry, closed once the defining module is imported."""
+    """name -> entry; entries are added by the module that defines them (or by a user before the run starts)."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -53,3 +56,6 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
