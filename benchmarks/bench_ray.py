@@ -159,7 +159,7 @@ def bench_paired(size: str, repeats: int) -> list[dict]:
     orch = RayOrchestrator(cfg)
     group_engine, group_learner = orch.start(model_folder(cfg), engine_options(cfg))
     engine = make_engine(cfg.rollout.engine, model_folder(cfg), **engine_options(cfg))
-    learner, _ = make_learner(cfg)
+    learner = make_learner(cfg)
     prompts, batch = paired_batch(cfg, engine, np.random.default_rng(0))
     counts, spec = [cfg.rollout.n] * len(prompts), sampling_for(cfg, 1, 0)
     stages = {"generate": (lambda: engine.generate(prompts, counts, spec),

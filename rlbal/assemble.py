@@ -32,9 +32,10 @@ def build_parts(cfg, run_dir: Path) -> Parts:
     from rlbal.learner import make_learner
     from rlbal.rollout import make_engine
 
-    learner, dist = make_learner(cfg)
+    learner = make_learner(cfg)
     engine = make_engine(cfg.rollout.engine, model_folder(cfg), **engine_options(cfg))
-    return assemble_parts(cfg, run_dir, engine, learner, is_main=dist.is_main, barrier=dist.barrier)
+    world = learner.backend.world
+    return assemble_parts(cfg, run_dir, engine, learner, is_main=world.is_main, barrier=world.barrier)
 
 
 def assemble_parts(cfg, run_dir: Path, engine: Any, learner: Any, *, is_main: bool = True,

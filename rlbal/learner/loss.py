@@ -4,7 +4,7 @@ BAPO bounds chosen once per update, and the per-response signal the controllers 
 Metrics are accumulated as token-weighted sums over micro-batches (and summed over ranks), then divided by
 the global token count, so they do not depend on how the batch was split. Extrema (names ending in `_min` /
 `_max`) are carried as `_max:<name>` entries (a minimum as the maximum of its negation) and merged with max
-over micro-batches and ranks (`merge_sums`, `rlbal.learner.distributed.all_reduce_sums`).
+over micro-batches and ranks (`merge_sums`, `rlbal.learner.world.all_reduce_sums`).
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rlbal.algo import AggregationContext, LossInputs, LossOptions, aggregate, bin_contributions, policy_loss
+from rlbal.algo import (POLICY_LOSSES, AggregationContext, LossInputs, LossOptions, aggregate, bin_contributions,
+                        policy_loss)
 from rlbal.algo.tokens import masked_mean, seq_token_mean
 from rlbal.batch import RolloutBatch
 
@@ -58,16 +59,40 @@ class StepContext:
 
 
 class StepLoss:
-    def __init__(self, cfg: Any, world_size: int = 1) -> None:
-        a = self.algo = cfg.algo
-        self.opts = LossOptions(clip_low=a.clip_low, clip_high=a.clip_high,
-                                dual_clip_c=a.dual_clip_c if a.loss in ("dual_clip", "bapo") else None,
-                                kl_coef=a.kl_coef, kl_estimator=a.kl_estimator, is_mode=a.is_correction, is_cap=a.is_cap,
-                                temperature=cfg.rollout.temperature or 1.0)
-        self.bapo = cfg.controllers.bapo
-        self.max_len = cfg.rollout.max_new_tokens
-        self.num_bins = cfg.controllers.classifier.num_bins + 2  # room for the 'unseen' / 'excluded' classes
+    """The recipe's policy loss for one optimizer update at a time.
+
+    algo: the `algo` config section; bapo: `controllers.bapo` (the clip search of a loss whose entry
+    `needs_bounds`); max_new_tokens and temperature: the rollout's; num_bins: the classifier's bins (per-bin loss
+    shares); world_size: data-parallel ranks (each rank's loss carries the factor, see rlbal.learner.backends).
+    """
+
+    def __init__(self, algo: Any, *, bapo: Any = None, max_new_tokens: int, temperature: float, num_bins: int,
+                 world_size: int = 1) -> None:
+        self.algo = algo
+        self.entry = POLICY_LOSSES.get(algo.loss)
+        self.opts = LossOptions(clip_low=algo.clip_low, clip_high=algo.clip_high,
+                                dual_clip_c=algo.dual_clip_c if self.entry.dual_clip else None,
+                                kl_coef=algo.kl_coef, kl_estimator=algo.kl_estimator, is_mode=algo.is_correction,
+                                is_cap=algo.is_cap, temperature=temperature or 1.0)
+        self.bapo = bapo
+        self.max_len = max_new_tokens
+        self.num_bins = num_bins + 2  # room for the 'unseen' / 'excluded' classes
         self.world_size = world_size
+
+    @property
+    def needs_old_logprobs(self) -> bool:
+        """pi_old is needed even for a single update (the loss's registry entry says so)."""
+        return self.entry.needs_old_logprobs
+
+    @property
+    def needs_bounds(self) -> bool:
+        """The loss takes per-update clip bounds, searched from the current ratio (`context`)."""
+        return self.entry.needs_bounds
+
+    @property
+    def needs_reference(self) -> bool:
+        """A frozen reference model is needed (KL penalty)."""
+        return self.opts.kl_coef > 0
 
     def context(self, mini: RolloutBatch, ratio_BL: Tensor | None = None) -> StepContext:
         """Global normalisers of the mini-batch; BAPO bounds from the current ratios (None = ratio 1)."""

@@ -8,8 +8,8 @@ prompts split by completions, gathered in prompt order, restarts recovered) and 
 `LearnerGroup` (W ranks, one torch.distributed world, weights broadcast through one `ray.put`).
 Everything else (data, controllers, rewards, eval, checkpoints, the loop) is the local code.
 
-Modules: placement (bundles, prompt splits, loud waits), rollout_group, learner_group, collective (the
-data-parallel learner backend inside actors), orchestrator (start-up, tear-down, parts), async_loop
+Modules: placement (bundles, prompt splits, loud waits), rollout_group, learner_group (the learner actors run
+rlbal.learner's own backends on a world they form), orchestrator (start-up, tear-down, parts), async_loop
 (one-step-off generation), records (WeightsRef, RayStats). See docs/ray.md.
 """
 from rlbal.ray.orchestrator import RayOrchestrator, build_ray_parts, loop_for

@@ -1,11 +1,12 @@
 """W learner actors forming one torch.distributed world, behind the `Learner` interface the driver uses.
 
-Each `LearnerActor` runs rlbal's own `Learner` (`rlbal.learner.learner`) with a data-parallel backend:
-`CollectiveBackend` (explicit DDP over gloo / NCCL, the default, `learner.backend=torch`) or, with
-`learner.backend=accelerate`, rlbal's `AccelerateBackend` driving DeepSpeed ZeRO from the environment
-`accelerate launch` would have set (`collective.accelerate_env`). The world forms by hand: rank 0 picks
-its address and a free port, then all ranks call `init_process_group` at once; the first forming has a
-timeout (`ray.init_timeout_s`) and fails loudly instead of hanging.
+Each `LearnerActor` runs rlbal's own `Learner`, built by the same `rlbal.learner.make_learner` as a local run,
+on a backend for its rank (`rlbal.learner.backends.make_backend`): plain torch with gradients averaged over the
+ranks (explicit DDP over gloo / NCCL, the default, `learner.backend=torch`) or, with
+`learner.backend=accelerate`, DeepSpeed ZeRO-2 from the package's `rlbal/learner/ds_zero2.json`. The world
+forms by hand (`rlbal.learner.world.init_world`): rank 0 picks its address and a free port, then all ranks call
+`init_process_group` at once; the first forming has a timeout (`ray.init_timeout_s`) and fails loudly instead of
+hanging.
 
 `LearnerGroup` (driver side) sends each call to every rank with one object-store copy of its argument
 and returns rank 0's answer (all ranks hold the same reduced metrics). `export_weights` makes rank 0
@@ -17,10 +18,7 @@ from the last complete checkpoint.
 """
 from __future__ import annotations
 
-import json
-import os
 import socket
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -29,13 +27,6 @@ from typing import Any, Callable, Sequence
 import ray
 
 from rlbal.ray.records import RayStats, WeightsRef
-
-# DeepSpeed ZeRO-2 as in launch/accelerate/ds_zero2.json: rlbal drives micro-batches and accumulation
-# itself, so DeepSpeed keeps micro batch 1 / accumulation 1 (the backend sets gradient_clipping).
-ZERO2 = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "gradient_clipping": 1.0,
-         "zero_optimization": {"stage": 2, "overlap_comm": False, "contiguous_gradients": True},
-         "bf16": {"enabled": False}, "fp16": {"enabled": False}, "steps_per_print": 1_000_000,
-         "wall_clock_breakdown": False}
 
 
 class LearnerGroupError(RuntimeError):
@@ -59,20 +50,13 @@ class LearnerActor:
 
     def setup(self, master_addr: str, master_port: int, timeout_s: float) -> str:
         """Join the world, then build the Learner (model, optimizer) on it. Returns the incarnation."""
-        from rlbal.learner.learner import Learner
-        from rlbal.ray.collective import CollectiveBackend, accelerate_env, init_world
+        from rlbal.learner import make_learner
+        from rlbal.learner.backends import make_backend
+        from rlbal.learner.world import init_world
 
         init_world(self.rank, self.world_size, master_addr, master_port, timeout_s)
-        if self.cfg.learner.backend == "accelerate":
-            from rlbal.learner.distributed import AccelerateBackend
-
-            ds_file = Path(tempfile.mkdtemp(prefix="rlbal-ds-")) / "zero2.json"
-            ds_file.write_text(json.dumps(ZERO2))
-            os.environ.update(accelerate_env(ds_file))
-            dist = AccelerateBackend()
-        else:
-            dist = CollectiveBackend(self.rank, self.world_size)
-        self.learner = Learner(self.cfg, dist=dist)
+        backend = make_backend(self.cfg.learner.backend, (self.rank, self.world_size))
+        self.learner = make_learner(self.cfg, backend)
         return self.incarnation
 
     def ping(self) -> str:

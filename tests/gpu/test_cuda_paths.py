@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from rlbal.config import load_config
-from rlbal.learner.learner import Learner, SingleProcess
+from rlbal.learner import make_learner
+from rlbal.learner.backends import TorchBackend
 from rlbal.learner.model import load_causal_lm, token_logprobs
 from rlbal.rollout import SamplingSpec
 from rlbal.rollout.hf_engine import HFEngine
@@ -27,8 +28,8 @@ def batch(gpu_model_path, ragged_batch):
 
 
 def test_learner_update_on_the_device_gives_the_cpu_numbers(gpu_model_path, batch):
-    cpu = Learner(config(gpu_model_path), dist=SingleProcess("cpu"))
-    dev = Learner(config(gpu_model_path), dist=SingleProcess(DEVICE))
+    cpu = make_learner(config(gpu_model_path), TorchBackend("cpu"))
+    dev = make_learner(config(gpu_model_path), TorchBackend(DEVICE))
     assert {p.device.type for p in dev.model.parameters()} == {torch.device(DEVICE).type}
     a, b = cpu.update(batch), dev.update(batch)  # the batch is moved to the learner's device inside
     assert set(a.metrics) == set(b.metrics)
@@ -40,9 +41,9 @@ def test_learner_update_on_the_device_gives_the_cpu_numbers(gpu_model_path, batc
 
 
 def test_bf16_with_gradient_checkpointing_updates_like_without(gpu_model_path, batch):
-    plain = Learner(config(gpu_model_path, "model.dtype=bfloat16"), dist=SingleProcess(DEVICE))
-    ckpt = Learner(config(gpu_model_path, "model.dtype=bfloat16", "model.gradient_checkpointing=true"),
-                   dist=SingleProcess(DEVICE))
+    plain = make_learner(config(gpu_model_path, "model.dtype=bfloat16"), TorchBackend(DEVICE))
+    ckpt = make_learner(config(gpu_model_path, "model.dtype=bfloat16", "model.gradient_checkpointing=true"),
+                        TorchBackend(DEVICE))
     assert ckpt.model.is_gradient_checkpointing and not plain.model.is_gradient_checkpointing
     assert {p.dtype for p in ckpt.model.parameters()} == {torch.bfloat16}
     before = {k: v.clone() for k, v in ckpt.export_weights().items()}
@@ -50,7 +51,7 @@ def test_bf16_with_gradient_checkpointing_updates_like_without(gpu_model_path, b
     # recomputing activations in the backward pass changes no number: same kernels, same order
     for key, value in a.metrics.items():
         assert b.metrics[key] == pytest.approx(value, rel=1e-2, abs=1e-4), key
-    fp32 = Learner(config(gpu_model_path), dist=SingleProcess(DEVICE)).update(batch)
+    fp32 = make_learner(config(gpu_model_path), TorchBackend(DEVICE)).update(batch)
     assert b.metrics["learner/grad_norm"] == pytest.approx(fp32.metrics["learner/grad_norm"], rel=0.05)
     after = ckpt.export_weights()
     # every matrix moved; the RMSNorm weights (all 1.0) cannot: bf16's spacing at 1.0 is 2^-7, an AdamW step of
@@ -74,7 +75,7 @@ def test_generation_on_the_device_reports_the_policy_logprobs(gpu_model_path):
 
 @pytest.mark.parametrize("dtype, atol", [("float32", 1e-4), ("bfloat16", 0.1)])
 def test_weights_synced_on_the_device_score_like_the_learner(gpu_model_path, batch, dtype, atol):
-    learner = Learner(config(gpu_model_path, f"model.dtype={dtype}"), dist=SingleProcess(DEVICE))
+    learner = make_learner(config(gpu_model_path, f"model.dtype={dtype}"), TorchBackend(DEVICE))
     engine = HFEngine(gpu_model_path, dtype=dtype, device=DEVICE, seed=0)
     learner.update(batch)
     engine.update_weights(learner.export_weights())

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from rlbal.config import load_config
-from rlbal.learner.learner import Learner, SingleProcess
+from rlbal.learner import make_learner
+from rlbal.learner.backends import TorchBackend
 
 
 def config(micro_batch_tokens: int, mini_batches: int = 2):
@@ -22,7 +23,7 @@ def batches(sft_path, ragged_batch):
 
 
 def test_update_is_the_same_for_any_micro_batch_split(batches):
-    whole, pieces = Learner(config(4096)), Learner(config(32))  # one micro-batch vs ~one row each
+    whole, pieces = make_learner(config(4096)), make_learner(config(32))  # one micro-batch vs ~one row each
     for batch in batches:
         a, b = whole.update(batch), pieces.update(batch)
         assert set(a.metrics) == set(b.metrics)
@@ -50,7 +51,7 @@ def test_extrema_are_the_batch_extrema(batches, sft_path):
         logp_BL = token_logprobs(model, batch.input_ids_BL, batch.attention_mask_BL)
     mask = batch.completion_mask_BL.bool()
     w = (logp_BL - batch.engine_logp_BL)[mask].double().exp()
-    got = Learner(config(32, mini_batches=1)).update(batch).metrics  # one update: all rows at the initial weights
+    got = make_learner(config(32, mini_batches=1)).update(batch).metrics  # one update: all rows at the initial weights
     assert got["loss/ratio_min"] == got["loss/ratio_max"] == 1.0
     assert got["is/weight_min"] == pytest.approx(float(w.min()), rel=1e-5)
     assert got["is/weight_max"] == pytest.approx(float(w.max()), rel=1e-5)
@@ -58,8 +59,9 @@ def test_extrema_are_the_batch_extrema(batches, sft_path):
 
 
 def test_single_process_backend_device():
-    assert SingleProcess("cpu").device == torch.device("cpu")
-    assert SingleProcess().device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert TorchBackend("cpu").device == torch.device("cpu")
+    assert TorchBackend().device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert TorchBackend().world.world_size == 1
     model = torch.nn.Linear(2, 2)
-    moved, _ = SingleProcess("cpu").prepare(model, None, grad_clip=1.0)
+    moved, _ = TorchBackend("cpu").prepare(model, None, grad_clip=1.0)
     assert moved is model and next(model.parameters()).device.type == "cpu"

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlbal.learner.distributed import token_balanced_shard
-from rlbal.ray.collective import grad_buckets
+from rlbal.learner.world import grad_buckets, token_balanced_shard
 
 
 
@@ -68,10 +67,10 @@ def torch_group(ray_session):
 @pytest.mark.parametrize("backend", ["torch", pytest.param("accelerate", marks=[pytest.mark.deepspeed,
                                                                                  pytest.mark.slow])])
 def test_two_ranks_update_like_one_local_learner(ray_session, batches, backend, request):
-    from rlbal.learner.learner import Learner
+    from rlbal.learner import make_learner
     from rlbal.rollout.weight_sync import from_numpy
 
-    local = Learner(learner_config("torch"))
+    local = make_learner(learner_config("torch"))
     group = (request.getfixturevalue("torch_group") if backend == "torch"
              else start_group(learner_config(backend), world=2))
     try:
