@@ -30,6 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -67,6 +68,25 @@ class ScoreBatch:
         n = len(self.scores)
         if not len(self.outcomes) == len(self.correct) == len(self.reasons) == n:
             raise ValueError(f"ScoreBatch fields must all have length {n} (scores)")
+
+
+class RewardScorer(Protocol):
+    """What the training loop needs from its reward executor (`RewardExecutor` is the one it builds)."""
+
+    def score(self, completions: Sequence[str], answers: Sequence[str],
+              metas: Sequence[dict] | None = None) -> ScoreBatch:
+        """Score completion i against answers[i] with metas[i] as keyword arguments; results in input order."""
+        ...
+
+    def metrics(self) -> dict[str, float]:
+        """`reward/*` over the ``score`` calls since the previous ``metrics()`` (one training step)."""
+        ...
+
+    def state_dict(self) -> dict[str, int]: ...
+
+    def load_state_dict(self, state: dict[str, int]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass

@@ -133,9 +133,7 @@ def log_eval_checkpoint(parts: Parts, state: LoopState, metrics: dict[str, float
     step = state.step
     metrics.update({**parts.controllers.metrics(), **parts.filter.metrics(), **parts.rewards.metrics(),
                     **parts.source.metrics()})
-    sync = getattr(parts.engine, "last_sync", None)  # local engines: bytes, buckets, MB/s of the last weight sync
-    if sync is not None:
-        metrics.update({k: v for k, v in sync.metrics().items() if not k.startswith("timing/")})
+    metrics.update(parts.engine.metrics())  # local engines: bytes, buckets, MB/s of the last weight sync
     if parts.should_eval(step):
         with timer("eval"):
             metrics.update(evaluate(step))

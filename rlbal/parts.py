@@ -9,23 +9,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from reward.executor import RewardScorer
+from rlbal.config import Config
 from rlbal.controllers import Controllers, GroupFilter
-from rlbal.data import PromptSource, SampledSource
+from rlbal.data import PromptStream
 from rlbal.errors import RewardError
+from rlbal.learner.contracts import PolicyLearner
 from rlbal.logging import MetricsLogger
+from rlbal.rollout.engine import RolloutEngine
 
 
 @dataclass
 class Parts:
-    """Everything the loop touches. Built by `build_parts`; the Ray orchestrator swaps engine and learner."""
+    """Everything the loop touches, each behind its contract (a Protocol or a concrete torch-free controller).
+    Built by `rlbal.assemble.build_parts`; the Ray orchestrator builds the same around its engine and learner."""
 
-    cfg: Any
-    source: PromptSource | SampledSource
+    cfg: Config
+    source: PromptStream
     controllers: Controllers
-    engine: Any  # RolloutEngine
-    rewards: Any  # reward.executor.RewardExecutor
+    engine: RolloutEngine  # a local engine, or the Ray rollout group
+    rewards: RewardScorer
     filter: GroupFilter
-    learner: Any  # rlbal.learner.Learner (or a Ray learner group)
+    learner: PolicyLearner  # rlbal.learner.Learner, or the Ray learner group
     tokenizer: Any
     run_dir: Path
     is_main: bool = True
@@ -66,6 +71,4 @@ class Parts:
         if self.logger is not None:
             self.logger.close()
         self.rewards.close()
-        shutdown = getattr(self.engine, "shutdown", None)
-        if shutdown is not None:
-            shutdown()
+        self.engine.shutdown()

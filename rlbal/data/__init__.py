@@ -15,13 +15,13 @@ from rlbal.data.dataset import (FilesSpec, GSM8KSpec, ProceduralSpec, SourceSpec
 from rlbal.data.files import FieldMap, read_rows, read_table
 from rlbal.data.gsm8k import gsm8k, parse_answer
 from rlbal.data.procedural import LEVELS, procedural_table
-from rlbal.data.prompt_source import PromptSource, SampledSource
+from rlbal.data.prompt_source import PromptSource, PromptStream, SampledSource
 from rlbal.data.records import DataError, PromptBatch, PromptDataset, PromptTable, concat_tables
 from rlbal.data.templating import BOXED_INSTRUCTION, PromptFormat, build_messages, render
 
 __all__ = [
     "BOXED_INSTRUCTION", "DataError", "FieldMap", "FilesSpec", "GSM8KSpec", "LEVELS", "ProceduralSpec",
-    "PromptBatch", "PromptDataset", "PromptFormat", "PromptSource", "SampledSource", "PromptTable", "SourceSpec", "build_dataset",
-    "build_messages", "concat_tables", "format_from_config", "gsm8k", "load_prompts", "load_table",
+    "PromptBatch", "PromptDataset", "PromptFormat", "PromptSource", "PromptStream", "SampledSource", "PromptTable",
+    "SourceSpec", "build_dataset", "build_messages", "concat_tables", "format_from_config", "gsm8k", "load_prompts", "load_table",
     "parse_answer", "procedural_table", "read_rows", "read_table", "render", "spec_from_config",
 ]

@@ -1,4 +1,5 @@
-"""`PromptSource`: the seeded, epoch-wise shuffled stream of prompts the trainer draws batches from.
+"""`PromptSource`: the seeded, epoch-wise shuffled stream of prompts the trainer draws batches from (and
+`SampledSource`, prompts drawn by class; both are `PromptStream`s).
 
 Epoch e visits every prompt once in the order `permutation(N)` of `np.random.default_rng([seed, e])`,
 so the whole future order is a function of (seed, epoch, position): the JSON `state_dict` holds just
@@ -13,11 +14,28 @@ Refills for online filtering are just more `next(k)` calls: they continue the sa
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from rlbal.data.records import DataError, PromptBatch, PromptDataset
+
+
+class PromptStream(Protocol):
+    """Where a run's prompts come from, as the training loop and checkpoints use it: `PromptSource` (the shuffled
+    stream) and `SampledSource` (drawn by class, Prompt-GDRO's sampling form)."""
+
+    dataset: PromptDataset
+
+    def next(self, k: int) -> PromptBatch:
+        """The next k prompts (a step's batch, or a refill for online filtering)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def metrics(self) -> dict[str, float]: ...
 
 
 class PromptSource:

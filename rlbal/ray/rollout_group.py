@@ -1,4 +1,4 @@
-"""K rollout actors behind the one-engine contract (`RolloutEngine`: generate / update_weights / sleep / wake).
+"""K rollout actors behind the one-engine contract (`rlbal.rollout.engine.RolloutEngine`).
 
 `generate` cuts the prompts into K contiguous chunks balanced by completions (`split_prompts`), gives
 each chunk the seed offset that reproduces one engine's per-prompt vLLM seeds (`chunk_seeds`), sends one
@@ -158,6 +158,10 @@ class RolloutGroup:
 
     def wake(self) -> None:
         self._finish(self._start({k: Call("wake", ()) for k in range(len(self.actors))}))
+
+    def metrics(self) -> dict[str, float]:
+        """Nothing of its own: the group's `ray/*` counters (`RayStats`) ride with the learner group's updates."""
+        return {}
 
     def shutdown(self) -> None:
         """Tear the run's actors down (the orchestrator's hook: rollout and learner actors, placement group)."""

@@ -10,7 +10,7 @@ different prompts different counts), with one shared set of sampling settings. O
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Mapping, Protocol, Sequence, Union, runtime_checkable
 
 FINISH_REASONS = ("stop", "length")
 
@@ -86,9 +86,22 @@ class GenerationResult:
         return out
 
 
+class WeightsHandle(Protocol):
+    """Weights held elsewhere, e.g. in Ray's object store (`rlbal.ray.records.WeightsRef`)."""
+
+    nbytes: int
+    version: int  # learner updates behind these weights
+
+
+# What a learner's `export_weights` hands the engine's `update_weights`: a name -> tensor mapping (HF naming) from
+# a local learner, or a handle from the Ray learner group (which only the Ray rollout group takes).
+Weights = Union[Mapping[str, Any], WeightsHandle]
+
+
 @runtime_checkable
 class RolloutEngine(Protocol):
-    """What the driver needs from a generator. Implementations: vLLM (default), transformers, Ray actors."""
+    """What the driver needs from a generator. Implementations: vLLM (default), transformers, and the Ray
+    rollout group (`rlbal.ray.rollout_group.RolloutGroup`, K engines in actors)."""
 
     def generate(
         self, prompt_token_ids: Sequence[Sequence[int]], counts: Sequence[int], sampling: SamplingSpec
@@ -96,8 +109,14 @@ class RolloutEngine(Protocol):
         """Sample counts[i] completions for prompt i (counts may differ; 0 is allowed and yields none)."""
         ...
 
-    def update_weights(self, state_dict: Mapping[str, "object"]) -> float:
-        """Load the learner's current parameters (name -> tensor, HF naming); returns seconds spent."""
+    def score(self, prompt_token_ids: Sequence[Sequence[int]],
+              completion_token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
+        """log p(completion token | prefix) of given completions (T = 1, full vocabulary), one list per pair:
+        the engine's side of the post-sync check (`rlbal.driver.check_sync`)."""
+        ...
+
+    def update_weights(self, weights: Weights) -> float:
+        """Load the learner's current parameters (`Weights`); returns seconds spent."""
         ...
 
     def sleep(self) -> None:
@@ -105,6 +124,14 @@ class RolloutEngine(Protocol):
         ...
 
     def wake(self) -> None:
+        ...
+
+    def metrics(self) -> dict[str, float]:
+        """The engine's own numbers for the step's log row (e.g. `weight_sync/*` of the last sync), no timings."""
+        ...
+
+    def shutdown(self) -> None:
+        """Release what outlives the object (engine processes, actors); called once when the run ends."""
         ...
 
 

@@ -32,7 +32,8 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig,
                           TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
 
 from rlbal.rollout.engine import Completion, GenerationResult, SamplingSpec, validate_request
-from rlbal.rollout.weight_sync import Stopwatch, SyncStats, state_nbytes, tied_aliases, with_tied_aliases
+from rlbal.rollout.weight_sync import (Stopwatch, SyncStats, state_nbytes, sync_metrics, tied_aliases,
+                                      with_tied_aliases)
 
 
 class _StepTracker:
@@ -239,6 +240,12 @@ class HFEngine:
     def wake(self) -> None:
         if self.device.type == "cuda" and not self.shared:
             self.model.to(self.device)
+
+    def metrics(self) -> dict[str, float]:
+        return sync_metrics(self.last_sync)
+
+    def shutdown(self) -> None:
+        """Nothing outlives this object: the model is freed with it."""
 
 
 def _warpers(sampling: SamplingSpec) -> list[object]:

@@ -44,7 +44,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from rlbal.rollout.engine import FINISH_REASONS, Completion, GenerationResult, SamplingSpec, validate_request
 from rlbal.rollout.memory import GIB, KVCachePlan, apply_plan, device_memory_bytes, kv_bytes_per_token, kv_cache_plan
 from rlbal.rollout.vllm_sync import default_bucket_bytes, make_sender, resolve_transport, set_multiprocessing
-from rlbal.rollout.weight_sync import Stopwatch, SyncStats, state_nbytes, tied_aliases, with_tied_aliases
+from rlbal.rollout.weight_sync import (Stopwatch, SyncStats, state_nbytes, sync_metrics, tied_aliases,
+                                      with_tied_aliases)
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,9 @@ class VLLMEngine:
     def wake(self) -> None:
         if self.device == "cuda":
             self.llm.wake_up()
+
+    def metrics(self) -> dict[str, float]:
+        return sync_metrics(self.last_sync)
 
     def shutdown(self) -> None:
         """Stop a separate engine process now rather than at interpreter exit."""

@@ -188,6 +188,12 @@ class SyncStats:
                 "weight_sync/mbytes_per_s": self.nbytes / 2**20 / max(self.seconds, 1e-9)}
 
 
+def sync_metrics(last: SyncStats | None) -> dict[str, float]:
+    """An engine's `metrics()`: the last sync's size and speed (`weight_sync/*`; its seconds are the loop's
+    `timing/weight_sync`), or nothing before the first sync."""
+    return {} if last is None else {k: v for k, v in last.metrics().items() if not k.startswith("timing/")}
+
+
 def state_nbytes(state: Mapping[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in state.values())
 
