@@ -29,7 +29,7 @@ def test_config_validation_names_the_field(kw, match):
 
 
 def test_scripted_ema_with_share_normalisation_and_floor():
-    g = PromptGDRO(PromptGDROConfig(ema_beta=0.5, share_floor=0.2), num_classes=3)
+    g = PromptGDRO(PromptGDROConfig(ema_beta=0.5, share_norm=True, share_floor=0.2), num_classes=3)
     # step 1: class 0 mean (1+2+3)/3 = 2 at share 3/4 -> 8/3; class 1 mean 8 at share 1/4 -> 32 (first: init)
     g.observe(result([0, 0, 0, 1], [1.0, 2.0, 3.0, 8.0]))
     np.testing.assert_allclose(g.scores, [8 / 3, 32.0, 0.0])

@@ -111,7 +111,7 @@ def test_prompt_gdro_concentrates_on_the_highest_loss_bin(signal, top):
     prompts = SyntheticPrompts.at_bin_centres(per_bin=50, edges=np.array([0.4, 0.75]), n_ref=4)
     ctl = Controllers.from_configs(ClassifierConfig(num_bins=3, edges=(0.4, 0.75), window=0, indicator="any"),
                                    PromptGDROConfig())
-    trace = Simulator(prompts, ctl, SimConfig(batch_size=60, seed=0, signal=signal, signal_scale=10.0)).run(200)
+    trace = Simulator(prompts, ctl, SimConfig(batch_size=60, seed=0, signal=signal, signal_scale=30.0)).run(200)
     q_C = trace.q_SC[-50:].mean(0)
     assert q_C.argmax() == top and q_C[top] > 0.7
     order = np.argsort(q_C)[::-1]
