@@ -221,6 +221,12 @@ def joint_allocation(counts_K, logp_KA, n_min: int, total: int) -> tuple[np.ndar
     R = int(total) - n_min * int(counts_K.sum())
     if R < 0 or counts_K.min() < 1 or A > 64:
         raise ValueError(f"joint_allocation: total {total} is below n_min * prompts, a class is empty or A > 64")
+    # A candidate is one int64, most significant part first, so one `min` compares the value, then the tie-break
+    # (closest to uniform), then the arm:
+    #     [ quantised -log p, as cost * mult | sum c n^2 (< mult) | arm index, 6 bits ]
+    # The first two parts, summed over the classes so far, stay below 2^56 (dp_keys); `& ~63` strips the arm.
+    # buf holds the best key so far per total t of extra rollouts, with `pad` sentinels in front:
+    #     buf = [ _UNREACHABLE x pad | best(t = 0) best(t = 1) ... best(t = R) ]
     # Row j of the view below is best shifted right by (A-1-j) c, i.e. arm n_min + A-1-j: keys reversed to match.
     step_KA1 = ((dp_keys(counts_K, logp_KA, n_min) << 6) + np.arange(A))[:, ::-1, None]
     pad = (A - 1) * int(counts_K.max())

@@ -31,13 +31,13 @@ uint32 count of ones in the window and an int8 stored bin. At H = 50 that is 17 
 """
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
-from typing import Any, Hashable, Iterable, Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 
-from rlbal.controllers.records import (PromptResult, check_state, class_names, config_dict, decode_array,
-                                       encode_array)
+from rlbal.controllers.records import PromptResult, check_state, class_names, config_dict, decode_array, encode_array
 
 Unseen = Literal["hardest", "separate"]
 UNSEEN_POLICIES: tuple[str, ...] = get_args(Unseen)
@@ -315,6 +315,10 @@ class DifficultyClassifier:
         """Shift each row's packed window left by its bit count s (1..64; the oldest bits fall out past H), put the
         step's s bits at the bottom with its ones spread evenly (Bresenham), and return (N,) uint32 the ones now in
         the window (a popcount, so nothing has to track which bits left)."""
+        # A row of W words for H = 100 (W = 2), newest bit at the bottom:
+        #     word 1: [ zeros above bit H | bits 99 .. 64 ]   word 0: [ bits 63 .. 0 ]   bit 0 = the newest result
+        # Shifting in s bits moves every bit s places up: word k takes its own low 64 - s bits and the top s bits
+        # of word k-1; word 0 takes the step's bits; what passes bit H - 1 is masked off (it left the window).
         h = self.config.window
         w_NW = self._window[ids_N]
         s_N = bits_N.astype(np.uint64)
