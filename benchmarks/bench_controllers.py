@@ -8,9 +8,10 @@ One step = `Controllers.decide(ids)` (classify -> Rollout-GDRO allocation -> Pro
 for a batch of N prompts drawn from T tracked prompts, 2..12 rollouts each (budget 4 per prompt), window
 H = 50, 10 bins. Simulating the rollouts and building the PromptResult are the trainer's work and are not
 timed; `metrics()` is timed separately. Wall times on a shared machine include preemption by other
-processes; "cpu ms" is this thread's CPU time for the same step (median). Bytes per prompt = the classifier's array bytes / capacity (slots,
-grown by doubling) and / tracked prompts. Reference point (algorithms.md 1.5, the released code on a 2-core
-CPU): Prompt-GDRO ~7 ms, Rollout-GDRO 38 ms median (p90 250-370 ms), ~950 bytes per tracked prompt.
+processes; "cpu ms" is this thread's CPU time for the same step (median). Bytes per prompt = the classifier's
+array bytes / capacity (slots, grown by doubling) and / tracked prompts. Reference point (algorithms.md 1.5, the
+released code on a 2-core CPU): Prompt-GDRO ~7 ms, Rollout-GDRO 38 ms median (p90 250-370 ms), ~950 bytes per
+tracked prompt.
 """
 from __future__ import annotations
 

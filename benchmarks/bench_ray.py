@@ -147,12 +147,12 @@ def bench_paired(size: str, repeats: int) -> list[dict]:
     import numpy as np
     import ray
 
-    from rlbal.config import load_config
-    from rlbal.step import sampling_for
     from rlbal.assemble import engine_options, model_folder
+    from rlbal.config import load_config
     from rlbal.learner import make_learner
     from rlbal.ray import RayOrchestrator
     from rlbal.rollout import make_engine
+    from rlbal.step import sampling_for
 
     cfg = load_config(ROOT / "recipes" / "gdro.yaml", [*STEP_OVERRIDES, *SIZES[size], *MODES["ray_1x1"]])
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)

@@ -32,7 +32,8 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 QUESTIONS = ["What is 3 + 4?", "Compute 12 + 5 - 7.", "What is 6 times 7?", "Add 15 and 27.",
              "What is 100 - 58?", "Compute 2 + 2 + 2.", "What is 9 squared?", "Subtract 13 from 40."]
@@ -91,10 +92,10 @@ def memcpy_floor(state: dict[str, Any], repeats: int) -> list[float]:
 def run_child(name: str, repeats: int, multiprocess: bool) -> dict[str, Any]:
     """Everything for one model, in this process."""
     import torch
+    from transformers import AutoModelForCausalLM
 
     from rlbal.rollout import make_engine
     from rlbal.rollout.weight_sync import logprob_gap, state_nbytes
-    from transformers import AutoModelForCausalLM
 
     path, size = model_path(name), SIZES[name]
     prompts = chat_prompts(path, size["prompts"])
@@ -107,7 +108,7 @@ def run_child(name: str, repeats: int, multiprocess: bool) -> dict[str, Any]:
     out["hf_tok_s"] = tokens_per_s(hf, prompts, size["samples"], size["new_tokens"], repeats)
     out["hf_sync_s"] = seconds(lambda: hf.update_weights(state), repeats)
     out["hf_logprob_gap"] = logprob_gap(hf, trainer, *check)
-    del hf
+    hf = None  # free it before vLLM starts
     vllm = make_engine("vllm", path, dtype="float32", seed=0)
     out["vllm_tok_s"] = tokens_per_s(vllm, prompts, size["samples"], size["new_tokens"], repeats)
     for mb in (16, 128, 1024):
@@ -116,7 +117,7 @@ def run_child(name: str, repeats: int, multiprocess: bool) -> dict[str, Any]:
         out[f"vllm_calls_bucket{mb}"] = vllm.last_sync.buckets
     out["vllm_logprob_gap"] = logprob_gap(vllm, trainer, *check)
     out["memcpy_s"] = memcpy_floor(state, repeats)
-    del vllm
+    vllm = None
     if multiprocess:
         mp = make_engine("vllm", path, dtype="float32", seed=0, multiprocess=True)
         out["vllm_mp_tok_s"] = tokens_per_s(mp, prompts, size["samples"], size["new_tokens"], repeats)

@@ -44,8 +44,8 @@ def floor(parts: Any, cfg: Any, reps: int = 3) -> dict[str, float]:
     import torch
 
     from rlbal.batch import RolloutBatch
-    from rlbal.step import sampling_for
     from rlbal.learner.model import token_logprobs
+    from rlbal.step import sampling_for
 
     model, device = parts.learner.model, parts.learner.device
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -81,9 +81,9 @@ def child(spec: dict[str, Any]) -> None:
     set_here = apply_env()
     if spec["variant"] == "before" and "OMP_WAIT_POLICY" in set_here:
         del os.environ["OMP_WAIT_POLICY"]  # before torch loads: libgomp's default (spin, then sleep), as before
+    from rlbal.assemble import build_parts
     from rlbal.config import load_config
     from rlbal.driver import LoopState, train_loop
-    from rlbal.assemble import build_parts
     from rlbal.runtime_env import configure_threads
 
     with tempfile.TemporaryDirectory(prefix="bench_step_") as out:

@@ -113,9 +113,9 @@ def rlbal_overrides(spec: dict[str, Any], out_dir: str) -> list[str]:
 
 def run_rlbal(spec: dict[str, Any], out_dir: str) -> dict[str, Any]:
     """Steps through rlbal's own driver loop (no eval, no checkpoint writes); timings from metrics.jsonl."""
+    from rlbal.assemble import build_parts
     from rlbal.config import load_config
     from rlbal.driver import LoopState, train_loop
-    from rlbal.assemble import build_parts
     from rlbal.rollout import SamplingSpec
 
     cfg = load_config(overrides=rlbal_overrides(spec, out_dir))
@@ -415,7 +415,8 @@ def ratios(rows: list[dict[str, Any]]) -> list[str]:
     out = [f"TRL {t['engine']}: engine/policy logprob gap {t['logprob_gap']:.2g} > {STALE_GAP}: it samples from stale "
            "weights, so its speed is not comparable" for t in trl if t["logprob_gap"] > STALE_GAP]
     return out + [
-        f"TRL {t['engine']:<5} / rlbal {r['engine']:<5} step time, median: {t['median_step_s'] / r['median_step_s']:.2f}x"
+        f"TRL {t['engine']:<5} / rlbal {r['engine']:<5} step time, "
+        f"median: {t['median_step_s'] / r['median_step_s']:.2f}x"
         f"  best: {t['best_step_s'] / r['best_step_s']:.2f}x"
         f"   steps/s rlbal / TRL: {r['steps_per_s'] / t['steps_per_s']:.2f}x"
         for t in trl if t["logprob_gap"] <= STALE_GAP for r in ok if r["framework"] == "rlbal"]
@@ -446,7 +447,8 @@ def report(rows: list[dict[str, Any]]) -> None:
         load = [x for r in mine for x in r.get("load_range", [r["load_before"]])]
         print(f"\n== {model}: {r0['prompts']} prompts x {r0['n']} rollouts, <= {r0['max_new_tokens']} new tokens; "
               f"{r0['rounds']} round(s) of {r0['warmup']} warm-up + {r0['steps']} timed steps; device {r0['device']}, "
-              f"{r0['threads'] or 'default'} thread(s); load average {min(load):.1f}-{max(load):.1f} (before/after each run) ==")
+              f"{r0['threads'] or 'default'} thread(s); "
+              f"load average {min(load):.1f}-{max(load):.1f} (before/after each run) ==")
         print(table(mine))
         print("\n".join(ratios(mine) + floor_lines(mine)))
 

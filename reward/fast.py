@@ -55,7 +55,7 @@ _DOLLAR = r"(?:\\\$)?"
 _DECIMAL = r"(?P<int>0|[1-9]\d*|[1-9]\d{0,2}(?:,\d{3})+)(?:\.(?P<frac>\d+))?"
 _LATEX_FRAC = r"\\[dt]?frac\{(?P<lnum>\d{1,6})\}\{(?P<lden>\d{1,6})\}"
 _SLASH_FRAC = r"(?P<snum>\d{1,6})/(?P<sden>\d{1,6})"
-_UNIT = r"(?:\s+(?:%s)(?:s|es)?|\s*\\(?:text|mathrm)\{\s*[A-Za-z]+(?:\s[A-Za-z]+)*\s*\})" % "|".join(UNITS)
+_UNIT = r"(?:\s+(?:" + "|".join(UNITS) + r")(?:s|es)?|\s*\\(?:text|mathrm)\{\s*[A-Za-z]+(?:\s[A-Za-z]+)*\s*\})"
 _NUMBER_RE = re.compile(rf"(?P<sign>[-+]?){_DOLLAR}(?:{_DECIMAL}|{_LATEX_FRAC})(?:{_UNIT})?"
                         rf"|(?P<sign2>[-+]?){_SLASH_FRAC}")
 _WORD_RE = re.compile(r"[A-Za-z]{1,24}")

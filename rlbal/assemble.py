@@ -9,8 +9,9 @@ around a given engine and learner: local runs and Ray runs (`rlbal.ray`) differ 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -96,7 +97,8 @@ def engine_options(cfg) -> dict[str, Any]:
 
 
 def correctness_spec(cfg):
-    """The run's correctness reward, with the recipe's extraction mode when the reward takes one (eval uses it alone)."""
+    """The run's correctness reward, with the recipe's extraction mode when the reward takes one (eval uses it
+    alone)."""
     import inspect
 
     from reward.registry import REWARDS, RewardSpec

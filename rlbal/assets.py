@@ -31,8 +31,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from rlbal.errors import ModelError, SetupError
 from rlbal.model_files import check_model_folder
@@ -264,6 +265,7 @@ def _build_tiny_sft(out: Path, base: Path, steps: int, seed: int) -> None:
 def sft_examples(tokenizer: Any, n: int, seed: int) -> tuple[Any, Any, Any]:
     """(input_ids_NT, attention_mask_NT, labels_NT) of chain_sum level-1 chats; labels are -100 on the prompt."""
     import torch
+
     from rlbal.data.procedural import generate_entries
     from rlbal.data.templating import PromptFormat, build_messages, render
 

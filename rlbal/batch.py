@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -124,24 +124,24 @@ class RolloutBatch:
         return int(self.completion_mask_BL.sum().item())
 
     # ------------------------------------------------------------------ operations
-    def select(self, idx_N: Tensor | Sequence[int]) -> "RolloutBatch":
+    def select(self, idx_N: Tensor | Sequence[int]) -> RolloutBatch:
         """Rows `idx_N`, trimmed to their longest row; group ids are kept (they index the parent's groups)."""
         idx = torch.as_tensor(idx_N, dtype=torch.int64, device=self.input_ids_BL.device)
         rows_BL = self.attention_mask_BL.index_select(0, idx)
         return self._select(idx, int(rows_BL.sum(-1, dtype=torch.int32).max().item()) if idx.numel() else 0)
 
-    def _select(self, idx: Tensor, width: int) -> "RolloutBatch":
+    def _select(self, idx: Tensor, width: int) -> RolloutBatch:
         changes = {n: _rows(getattr(self, n), idx, width) for n in _TOKEN_FIELDS + _SEQ_FIELDS}
         return dataclasses.replace(self, **changes)
 
-    def split(self, num_chunks: int) -> list["RolloutBatch"]:
+    def split(self, num_chunks: int) -> list[RolloutBatch]:
         """`num_chunks` contiguous pieces of near-equal row count (e.g. data-parallel shards)."""
         if num_chunks < 1:
             raise ValueError(f"split: num_chunks must be >= 1, got {num_chunks}")
         rows = torch.arange(self.num_seqs, device=self.input_ids_BL.device)
         return [self.select(part) for part in torch.tensor_split(rows, num_chunks) if part.numel()]
 
-    def split_by_tokens(self, max_tokens: int) -> list["RolloutBatch"]:
+    def split_by_tokens(self, max_tokens: int) -> list[RolloutBatch]:
         """Micro-batches whose padded size rows * longest-row <= max_tokens (a longer row goes alone).
 
         Rows are taken longest first so similar lengths share a micro-batch (little padding); the loss does
@@ -165,12 +165,12 @@ class RolloutBatch:
             start += take
         return out
 
-    def to(self, device: torch.device | str) -> "RolloutBatch":
+    def to(self, device: torch.device | str) -> RolloutBatch:
         changes = {n: getattr(self, n).to(device) for n in _TOKEN_FIELDS + _SEQ_FIELDS if getattr(self, n) is not None}
         return dataclasses.replace(self, **changes)
 
     @staticmethod
-    def concat(batches: Sequence["RolloutBatch"]) -> "RolloutBatch":
+    def concat(batches: Sequence[RolloutBatch]) -> RolloutBatch:
         """Stack independent batches (e.g. generation rounds under online filtering); groups never merge.
 
         Group ids of each input are shifted past those of the inputs before it. An optional field must be
@@ -206,7 +206,7 @@ class RolloutBatch:
         weights: Sequence[float],
         rewards: Sequence[float],
         pad_id: int,
-    ) -> "RolloutBatch":
+    ) -> RolloutBatch:
         """Build from the engine's records, one row per completion in the given order.
 
         prompt_token_ids, prompt_ids, bins, weights: one entry per prompt of the `generate` call.

@@ -15,8 +15,9 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Sequence
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -76,7 +77,8 @@ class RunConfig(_Section):
     max_steps: int = Field(20, ge=1)
     """Number of training steps (one rollout batch, one or more optimizer updates each)."""
     resume: str = "auto"
-    """'auto' = continue from the newest complete checkpoint in the run directory if there is one; 'never'; or a checkpoint path."""
+    """'auto' = continue from the newest complete checkpoint in the run directory if there is one; 'never'; or a
+    checkpoint path."""
     orchestrator: Literal["local", "ray"] = "local"
     """'local' runs engine and learner in this process (or under accelerate launch); 'ray' places them as Ray actors."""
 
@@ -100,7 +102,8 @@ class ModelConfig(_Section):
 
 class DataConfig(_Section):
     source: Literal["procedural", "files", "gsm8k"] = "procedural"
-    """Where prompts come from: reasoning-gym generators, local files (JSONL/Parquet/Arrow/saved dataset), or vendored GSM8K."""
+    """Where prompts come from: reasoning-gym generators, local files (JSONL/Parquet/Arrow/saved dataset), or
+    vendored GSM8K."""
     tasks: tuple[str, ...] = Field(("chain_sum",), min_length=1)
     """Procedural tasks (reasoning-gym names) when source = 'procedural'."""
     levels: tuple[int, ...] = Field((1, 2, 3), min_length=1)
@@ -117,9 +120,11 @@ class DataConfig(_Section):
     id_field: str | None = None
     """Column holding a stable id; None = '<file>:<row>'."""
     difficulty_field: str | None = None
-    """Optional column with a known difficulty (used for per-level eval and plots): a number, or a string level such as 'L2' or 'hard'."""
+    """Optional column with a known difficulty (used for per-level eval and plots): a number, or a string level such
+    as 'L2' or 'hard'."""
     difficulty_levels: tuple[str, ...] = ()
-    """String levels of difficulty_field, easiest first (e.g. ['easy', 'medium', 'hard']; a value not listed is an error); () = in order of first appearance."""
+    """String levels of difficulty_field, easiest first (e.g. ['easy', 'medium', 'hard']; a value not listed is an
+    error); () = in order of first appearance."""
 
     @field_validator("difficulty_levels")
     @classmethod
@@ -134,7 +139,8 @@ class DataConfig(_Section):
     system_prompt: str | None = None
     """Optional system message."""
     use_chat_template: bool = True
-    """Apply the tokenizer's chat template; False = plain text (system prompt, prompt and instruction joined by newlines), for base models."""
+    """Apply the tokenizer's chat template; False = plain text (system prompt, prompt and instruction joined by
+    newlines), for base models."""
     max_prompt_tokens: int = Field(256, ge=8)
     """Longest allowed prompt after templating."""
     too_long: Literal["error", "drop"] = "drop"
@@ -169,15 +175,20 @@ class RolloutConfig(_Section):
     temperature: float = Field(1.0, ge=0.0)
     """Sampling temperature during training."""
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    """Top-p during training. Engine logprobs are those of the truncated distribution that was sampled from, while the learner's are full-vocabulary: keep 1.0 (and top_k 0) unless you accept that mismatch in the ratio."""
+    """Top-p during training. Engine logprobs are those of the truncated distribution that was sampled from, while
+    the learner's are full-vocabulary: keep 1.0 (and top_k 0) unless you accept that mismatch in the ratio."""
     top_k: int = Field(0, ge=0)
     """Top-k during training (0 = off)."""
     stop: tuple[str, ...] = ()
     """Extra stop strings (EOS always stops)."""
     gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0)
-    """vLLM: the largest share of the device's memory (GPU memory; RAM on CPU) its weights + KV cache may take: caps the KV cache derived from the batch."""
+    """vLLM: the largest share of the device's memory (GPU memory; RAM on CPU) its weights + KV cache may take: caps
+    the KV cache derived from the batch."""
     kv_cache_gib: float | None = Field(None, gt=0.0)
-    """vLLM KV cache in GiB (whole GiB on CPU). None = one step's sequences: prompts_per_step x n x (max_prompt_tokens + max_new_tokens) tokens at the model's KV bytes per token, at least 1 GiB, at most gpu_memory_utilization of the device minus the weights. Set by rlbal on CPU (VLLM_CPU_KVCACHE_SPACE) and GPU; printed at start."""
+    """vLLM KV cache in GiB (whole GiB on CPU). None = one step's sequences: prompts_per_step x n x
+    (max_prompt_tokens + max_new_tokens) tokens at the model's KV bytes per token, at least 1 GiB, at most
+    gpu_memory_utilization of the device minus the weights. Set by rlbal on CPU (VLLM_CPU_KVCACHE_SPACE) and GPU;
+    printed at start."""
     enforce_eager: bool = True
     """vLLM: skip torch.compile / CUDA graphs (faster start; on CPU as fast)."""
     sync_check_every: int = Field(10, ge=0)
@@ -208,7 +219,8 @@ class RewardConfig(_Section):
     overlong_penalty: float = Field(1.0, ge=0.0)
     """DAPO overlong shaping: penalty at the length limit."""
     max_failed_steps: int = Field(3, ge=0)
-    """Stop the run with an error after this many consecutive steps in which every completion's reward raised or timed out (0 = never stop)."""
+    """Stop the run with an error after this many consecutive steps in which every completion's reward raised or
+    timed out (0 = never stop)."""
 
 
 class AlgoConfig(_Section):
@@ -221,7 +233,8 @@ class AlgoConfig(_Section):
     adv_clip: float | None = Field(None, gt=0.0)
     """Clip advantages to [-x, x] (None = off; the GDRO paper's scripts set 5)."""
     loss: Literal["ppo_clip", "dual_clip", "gspo", "bapo"] = "ppo_clip"
-    """Policy loss: PPO-clip as in GRPO (clip-higher via clip_high), dual-clip, GSPO (sequence ratio) or BAPO (adaptive bounds)."""
+    """Policy loss: PPO-clip as in GRPO (clip-higher via clip_high), dual-clip, GSPO (sequence ratio) or BAPO
+    (adaptive bounds)."""
     clip_low: float = Field(0.2, ge=0.0, lt=1.0)
     """Lower clip: ratio >= 1 - clip_low."""
     clip_high: float = Field(0.28, ge=0.0)
@@ -244,7 +257,8 @@ class AlgoConfig(_Section):
     is_cap: float = Field(2.0, gt=1.0)
     """Truncation / mask threshold of the importance weight."""
     loss_signal: Literal["surrogate", "surrogate_kl", "failure_rate", "neg_reward", "reward_variance", "neg_sq_stderr"] = "failure_rate"
-    """Per-prompt signal the GDRO controllers see. The paper's surrogate is ~0 per prompt (centred advantages); see docs."""
+    """Per-prompt signal the GDRO controllers see. The paper's surrogate is ~0 per prompt (centred advantages); see
+    docs."""
 
 
 class LearnerConfig(_Section):
@@ -318,11 +332,14 @@ class LoggingConfig(_Section):
     progress: bool = True
     """On a terminal: a progress bar with ETA and live reward (off: progress lines as without a terminal)."""
     console_every: int = Field(0, ge=0)
-    """Without a terminal: a progress line (step/total, reward, rollouts per bin, s/step, ETA) every this many steps; 0 = about 15 lines per run."""
+    """Without a terminal: a progress line (step/total, reward, rollouts per bin, s/step, ETA) every this many steps;
+    0 = about 15 lines per run."""
     verbose: bool = False
-    """Show third-party logs in full (vLLM INFO, weight reloads, library warnings, save progress bars); `rlbal train --verbose` sets it."""
+    """Show third-party logs in full (vLLM INFO, weight reloads, library warnings, save progress bars); `rlbal train
+    --verbose` sets it."""
     completions_per_step: int = Field(4, ge=0)
-    """Completions (prompt, completion, reward, outcome, bin, rollouts) logged per step to completions.jsonl, TensorBoard and W&B (0 = none; every prompt's id and bin are logged regardless)."""
+    """Completions (prompt, completion, reward, outcome, bin, rollouts) logged per step to completions.jsonl,
+    TensorBoard and W&B (0 = none; every prompt's id and bin are logged regardless)."""
     plots: bool = True
     """Render the diagnostic plots into the run directory at the end."""
 
@@ -369,7 +386,7 @@ class Config(_Section):
         return _derive_defaults(data)
 
     @model_validator(mode="after")
-    def _combinations(self) -> "Config":
+    def _combinations(self) -> Config:
         _check_combinations(self)
         return self
 

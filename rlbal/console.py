@@ -4,12 +4,13 @@
     [rlbal] run quickstart: 150 steps x 64 prompts, vllm engine, torch learner -> runs/quickstart
     [rlbal] ready in 41.3 s: vllm engine up, 800 prompts, model tiny-sft-400
     [rlbal] eval step 0: mean@4 0.201 (level_1 0.375, level_2 0.028)  greedy pass@1 0.250  pass@4 0.390
-    [rlbal] step  10/150  reward 0.121  correct 0.13  rollouts 8.0/prompt  prompts/bin 64 0 0 0 0  n/bin 8 - - - -  1.9 s/step  ETA 4m26s
+    [rlbal] step  10/150  reward 0.121  correct 0.13  rollouts 8.0/prompt  prompts/bin 64 0 0 0 0  n/bin 8 - - - -
+            1.9 s/step  ETA 4m26s
     [rlbal] checkpoint step 50 written to runs/quickstart/checkpoints/step_50
 
-On a terminal the step lines are a progress bar (ETA, live reward) and milestones print above it; without
-one (a pipe, a file, CI) a step line is printed every `logging.console_every` steps (0: about 15 per run),
-always for the first and the last step. Only the main process prints.
+(A step line is one line, wrapped above.) On a terminal the step lines are a progress bar (ETA, live reward) and
+milestones print above it; without one (a pipe, a file, CI) a step line is printed every `logging.console_every`
+steps (0: about 15 per run), always for the first and the last step. Only the main process prints.
 
 Third-party output is quiet unless `logging.verbose` (`rlbal train --verbose`): `quiet_third_party` runs
 before torch, transformers or vLLM are imported and sets vLLM's logging to WARNING through a logging config
@@ -27,10 +28,10 @@ import os
 import re
 import sys
 import tempfile
-import time
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence, TextIO
+from typing import Any, TextIO
 
 PREFIX = "[rlbal]"
 # Warnings that are expected on every run and say nothing actionable; hidden unless verbose.
@@ -225,8 +226,14 @@ class _Bar:
     """A rich progress bar: steps, elapsed, ETA, live reward and s/step."""
 
     def __init__(self, total: int, start: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-            TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self._bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                              TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))

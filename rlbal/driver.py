@@ -18,9 +18,10 @@ a branch here; each stage is timed as `timing/<stage>`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,8 @@ class LoopState:
 
 def train_loop(cfg, parts: Parts, state: LoopState, save: Callable[[LoopState], None],
                evaluate: Callable[[int], dict[str, float]]) -> LoopState:
-    """Run steps state.step+1 .. cfg.run.max_steps. `save(state)` writes a checkpoint, `evaluate(step)` returns eval metrics."""
+    """Run steps state.step+1 .. cfg.run.max_steps. `save(state)` writes a checkpoint, `evaluate(step)` returns eval
+    metrics."""
     while state.step < cfg.run.max_steps:
         step = state.step + 1
         timer = StageTimer()

@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rlbal.evaluate import evaluate, report_ks
 
@@ -26,9 +27,9 @@ def pick_model(run_dir: Path, cfg: Any, checkpoint: Path | None, base: bool) -> 
     a checkpoint folder (its model/, verified against its manifest) or a model folder, default = the run's
     newest complete checkpoint that verifies (a damaged newer one is skipped with one warning line)."""
     from rlbal.assets import resolve_model
-    from rlbal.model_files import check_model_folder
     from rlbal.errors import CheckpointError
     from rlbal.learner.checkpoint import newest_verified, verify_checkpoint
+    from rlbal.model_files import check_model_folder
 
     if base:
         return resolve_model(cfg.model.path), 0
@@ -115,7 +116,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
 
     Console().print(results_table(metrics, cfg.eval.k))
     record = {"step": step, "checkpoint": str(model_dir), "engine": cfg.rollout.engine, "k": cfg.eval.k,
-              "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **metrics}
+              "time": datetime.now(UTC).isoformat(timespec="seconds"), **metrics}
     with open(args.run_dir / "eval.jsonl", "a") as fh:
         fh.write(json.dumps(record) + "\n")
     print(f"appended to {args.run_dir / 'eval.jsonl'}")

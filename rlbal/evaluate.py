@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -236,7 +237,8 @@ def eval_curve(metrics_path: Path, k: int) -> str:
     """The held-out mean@k over a run's eval steps, overall and per level/task, as a few aligned lines.
 
     >>> import tempfile; d = Path(tempfile.mkdtemp()) / "m.jsonl"
-    >>> _ = d.write_text('{"step": 0, "eval/mean@4": 0.2, "eval/level_1/mean@4": 0.3}\\n{"step": 1, "reward/mean": 0.5}\\n'
+    >>> _ = d.write_text('{"step": 0, "eval/mean@4": 0.2, "eval/level_1/mean@4": 0.3}\\n'
+    ...                  '{"step": 1, "reward/mean": 0.5}\\n'
     ...                  '{"step": 9, "eval/mean@4": 0.25, "eval/level_1/mean@4": 0.4}\\n')
     >>> print(eval_curve(d, 4))
     step  mean@4  level_1

@@ -18,7 +18,8 @@ import functools
 import inspect
 import textwrap
 import typing
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -36,7 +37,7 @@ class KeyDoc:
     doc: str  # documentation collapsed to one line
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def attribute_docs(cls: type) -> dict[str, str]:
     """Field name -> the string literal right after its annotated assignment in the class body.
 

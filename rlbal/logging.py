@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from rlbal.console import Console
 
@@ -52,7 +53,7 @@ class MetricsLogger:
             self._wandb = _start_wandb(self.run_dir, config, **wandb)
 
     @classmethod
-    def from_config(cls, cfg: Any, run_dir: Path, *, start_step: int = 0, enabled: bool = True) -> "MetricsLogger":
+    def from_config(cls, cfg: Any, run_dir: Path, *, start_step: int = 0, enabled: bool = True) -> MetricsLogger:
         """The sinks and console a run's `logging` section asks for."""
         lc = cfg.logging
         console = Console(cfg.run.max_steps, start_step=start_step, every=lc.console_every, bar=lc.progress,

@@ -2,7 +2,8 @@
 (milliseconds), so a bad `model.path` or a damaged checkpoint fails in one line before anything heavy loads.
 
     check_model_folder(Path("my_model"))      # the folder, or ModelError naming the first problem
-    safetensors_problem(Path("model.safetensors"))   # None, or e.g. 'truncated (5000 bytes, the header describes 1446456)'
+    safetensors_problem(Path("model.safetensors"))   # None, or e.g.
+                                                     # 'truncated (5000 bytes, the header describes 1446456)'
 """
 from __future__ import annotations
 

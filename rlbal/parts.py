@@ -5,9 +5,10 @@ checkpoint, stop on failing rewards). Built by `rlbal.assemble.build_parts` (loc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from reward.executor import RewardScorer
 from rlbal.config import Config

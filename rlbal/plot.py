@@ -17,8 +17,8 @@ change here:
 - `summary.png` (one page: reward, held-out accuracy per level, timings, and per run the prompt share and
   rollouts per bin and the bin-to-bin migration matrix) and `migration.png`: rlbal.plot_summary.
 The paper's diagnostics that no run logged are named in the log. A run killed mid-write plots fine (its
-truncated last line is ignored). This module decides what to draw from rlbal.plot_data's numbers; rlbal.plot_draw draws (matplotlib's
-object API on the Agg canvas: no display, no global pyplot state).
+truncated last line is ignored). This module decides what to draw from rlbal.plot_data's numbers; rlbal.plot_draw
+draws (matplotlib's object API on the Agg canvas: no display, no global pyplot state).
 """
 
 from __future__ import annotations
@@ -27,13 +27,24 @@ import argparse
 import logging
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
-from rlbal.plot_data import (RunLog, bin_families, curve_groups, ema, heatmap_name, is_flat, load_run, run_labels,
-                             share_family, slug)
+from rlbal.plot_data import (
+    RunLog,
+    bin_families,
+    curve_groups,
+    ema,
+    heatmap_name,
+    is_flat,
+    load_run,
+    run_labels,
+    share_family,
+    slug,
+)
 from rlbal.plot_draw import draw_curves, draw_heatmap
 from rlbal.plot_summary import draw_migration, draw_summary, load_bin_history, migration_counts
 

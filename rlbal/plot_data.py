@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -113,7 +114,8 @@ def empty_bins(run: RunLog, family: str, m: BinMatrix) -> np.ndarray:
     the family's own namespace's `count` family if logged, else the classifier's; unknown counts are False.
 
     >>> run = RunLog("r", np.array([1, 2]), np.full(2, np.nan), {
-    ...     "controller/classifier/count/bin_0": np.array([4.0, 0.0]), "controller/classifier/count/bin_1": np.array([0.0, 4.0]),
+    ...     "controller/classifier/count/bin_0": np.array([4.0, 0.0]),
+    ...     "controller/classifier/count/bin_1": np.array([0.0, 4.0]),
     ...     "controller/rollout_gdro/n/bin_0": np.array([6.0, 6.0])})
     >>> empty_bins(run, "controller/rollout_gdro/n", bin_matrix(run, "controller/rollout_gdro/n"))
     array([[False],

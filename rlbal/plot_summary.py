@@ -13,14 +13,14 @@ writes the counts in the cells.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from rlbal.logging import read_metrics
 from rlbal.plot_data import BIN_COUNT, RunLog, bin_families, bin_matrix, heatmap_matrix
-from rlbal.plot_draw import grid_figure, integer_ticks, heatmap_on
+from rlbal.plot_draw import grid_figure, heatmap_on, integer_ticks
 
 MAX_RUNS = 4  # rows of per-run panels in summary.png
 ROLLOUTS = "controller/rollout_gdro/n"  # rollouts per prompt, per bin

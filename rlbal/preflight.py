@@ -68,10 +68,9 @@ def check_model(path: str, *, build: bool) -> None:
 
 def check_data(cfg: Any) -> None:
     """Training and eval prompts: local files read and validated row by row, procedural tasks and levels."""
+    from rlbal.assemble import eval_spec
     from rlbal.data.dataset import spec_from_config
     from rlbal.data.procedural import check_tasks
-
-    from rlbal.assemble import eval_spec
 
     data = cfg.data
     if data.source == "procedural" or cfg.eval.source == "procedural":
@@ -84,8 +83,8 @@ def check_data(cfg: Any) -> None:
 
 def check_eval(cfg: Any) -> None:
     """What `rlbal eval` reads besides the model: its correctness reward and the held-out prompts."""
-    from rlbal.data.procedural import check_tasks
     from rlbal.assemble import correctness_spec, eval_spec
+    from rlbal.data.procedural import check_tasks
 
     check_reward(cfg, (correctness_spec(cfg),))
     if cfg.eval.source == "procedural":

@@ -19,7 +19,8 @@ ValueError: unknown colour 'blue'; valid names: 'red'
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 

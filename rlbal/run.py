@@ -10,20 +10,21 @@ from __future__ import annotations
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from rlbal.assemble import build_parts
 from rlbal.config import Config, save_resolved
 from rlbal.console import PREFIX, duration, is_launcher_main, ready_line, say, start_line
 from rlbal.driver import LoopState, train_loop
-from rlbal.assemble import build_parts
 from rlbal.errors import CheckpointError
 from rlbal.evaluate import eval_curve
 from rlbal.learner.checkpoint import complete_checkpoints, read_json, write_checkpoint, write_json
 from rlbal.learner.state_io import load_tree, save_tree
-from rlbal.parts import Parts
 from rlbal.logging import read_metrics, truncate_metrics
+from rlbal.parts import Parts
 from rlbal.preflight import check_run, warn_about_data
 from rlbal.runtime_env import configure_threads
 

@@ -13,8 +13,9 @@ hand-built rounds (tests/test_step.py).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,11 +38,12 @@ class Round:
     scores: Any  # reward.executor.ScoreBatch
 
     def group_scores(self, rule: str) -> tuple[np.ndarray, np.ndarray]:
-        """(R,) per-response value the filter judges (correctness for a pass-rate band, reward for std) and (G,) counts."""
+        """(R,) per-response value the filter judges (correctness for a pass-rate band, reward for std) and (G,)
+        counts."""
         values = self.scores.correct.astype(np.float64) if rule == "band" else self.scores.scores
         return values, np.asarray(self.gen.counts(), dtype=np.int64)
 
-    def select(self, kept: np.ndarray) -> "Round":
+    def select(self, kept: np.ndarray) -> Round:
         """Only the prompts at positions `kept` (and their completions and scores)."""
         kept = np.asarray(kept, dtype=np.int64)
         new_pos = np.full(len(self.prompts), -1, dtype=np.int64)

@@ -227,8 +227,9 @@ def _greedy_reference(model, ids, steps):
 
 
 @pytest.mark.parametrize("name,arch,params", [
-    # embed 512*128 = 65,536; per layer q 128*128 + k 128*64 + v 128*64 + o 128*128 = 49,152, MLP 3*128*256 = 98,304,
-    # 2 norms 256 -> 147,712; 2 layers + final norm 128 + tied head 0 = 361,088. Qwen2 adds q/k/v biases 128+64+64 per layer.
+    # embed 512*128 = 65,536; per layer q 128*128 + k 128*64 + v 128*64 + o 128*128 = 49,152,
+    # MLP 3*128*256 = 98,304, 2 norms 256 -> 147,712; 2 layers + final norm 128 + tied head 0 = 361,088.
+    # Qwen2 adds q/k/v biases 128+64+64 per layer.
     ("tiny", "LlamaForCausalLM", 361_088),
     ("tiny-qwen2", "Qwen2ForCausalLM", 361_088 + 2 * 256),
 ])

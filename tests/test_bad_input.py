@@ -95,7 +95,8 @@ def env(tmp_path_factory, tiny_path):
 TRAIN = [
     ("unknown-key", "algo.clip_hihg=0.3", "config error: unknown key 'algo.clip_hihg' (did you mean 'algo.clip_high'?)"),
     ("duplicate-yaml-key", "{root}/dup.yaml",
-     "config error: {root}/dup.yaml: key 'run' appears twice in one section (line 5); YAML would silently drop the first one"),
+     "config error: {root}/dup.yaml: key 'run' appears twice in one section (line 5); "
+     "YAML would silently drop the first one"),
     ("yaml-not-utf8", "{root}/latin1.yaml", "config error: {root}/latin1.yaml: not UTF-8 text (byte 0xe9 at offset 16)"),
     ("yaml-list", "{root}/list.yaml", "config error: {root}/list.yaml: a recipe must be a mapping of sections, got list"),
     ("no-recipe", "{root}/nope.yaml", "config error: recipe not found: {root}/nope.yaml"),
@@ -103,13 +104,14 @@ TRAIN = [
     ("no-levels", "data.levels=[]",
      "config error: data.levels: Tuple should have at least 1 item after validation, not 0 (got [])"),
     ("temperature-0", "rollout.temperature=0",
-     "config error: rollout.temperature=0 samples greedily: every rollout of a prompt is the same, so every group has "
-     "zero advantage and nothing is learned; use a temperature > 0 (e.g. 1.0)"),
+     "config error: rollout.temperature=0 samples greedily: every rollout of a prompt is the same, "
+     "so every group has zero advantage and nothing is learned; use a temperature > 0 (e.g. 1.0)"),
     ("async-local", "ray.async_steps=1",
      "config error: ray.async_steps=1 needs run.orchestrator=ray (the local loop is synchronous); set "
      "run.orchestrator=ray or remove ray.async_steps"),
     ("name-escapes", "run.name=../../..",
-     "config error: run.name: must name a folder inside run.output_dir (not empty, not absolute, no '..') (got '../../..')"),
+     "config error: run.name: must name a folder inside run.output_dir (not empty, not absolute, no '..') "
+     "(got '../../..')"),
     ("unknown-task", "data.tasks=[chain_summ]",
      "data error: unknown procedural task 'chain_summ'; valid tasks: ['basic_arithmetic', 'chain_sum', 'countdown', "
      "'gsm_symbolic']"),
@@ -143,8 +145,8 @@ TRAIN = [
      "data error: emptydir: folder is not a dataset saved with `datasets.save_to_disk`"),
     ("garbage-parquet", "data.source=files data.paths=[{data}/garbage.parquet]",
      "data error: garbage.parquet: not a readable Parquet file (Could not open Parquet input source "
-     "'{data}/garbage.parquet': Parquet magic bytes not found in footer. Either the file is corrupted or this is not a "
-     "parquet file.)"),
+     "'{data}/garbage.parquet': Parquet magic bytes not found in footer. "
+     "Either the file is corrupted or this is not a parquet file.)"),
     ("parquet-types", "data.source=files data.paths=[{data}/types.parquet]",
      "data error: types.parquet row 0: field 'prompt' must be a non-empty string or list of chat messages, got int"),
     ("not-gzip", "data.source=files data.paths=[{data}/garbage.jsonl.gz]",
@@ -185,8 +187,8 @@ TRAIN = [
     ("reward-not-callable", "reward.fn=my_rewards:NOT_CALLABLE",
      "reward error: reward.fn: reward 'my_rewards:NOT_CALLABLE' is not callable (it is a int)"),
     ("reward-signature", "reward.fn=my_rewards:one_arg",
-     "reward error: reward.fn: reward 'my_rewards:one_arg' with kwargs [] cannot be called as fn(completion, answer, "
-     "**kwargs): too many positional arguments; its signature is (completion)"),
+     "reward error: reward.fn: reward 'my_rewards:one_arg' with kwargs [] cannot be called as "
+     "fn(completion, answer, **kwargs): too many positional arguments; its signature is (completion)"),
     ("reward-broken-dependency", "reward.fn=needs_dep:f",
      "reward error: reward.fn: reward 'needs_dep:f': importing 'needs_dep' failed: No module named "
      "'nonexistent_dependency_xyz'"),
@@ -211,8 +213,8 @@ OTHER = [
      "checkpoint error: {root}/nockpt: no complete checkpoint in {root}/nockpt/checkpoints; pass --checkpoint PATH "
      "or --base"),
     ("eval-damaged-checkpoint", "eval {root}/damaged",
-     "checkpoint error: no checkpoint in {root}/damaged/checkpoints verifies (step_5: model/model.safetensors has 5000 "
-     "bytes, expected 1446456); pass --checkpoint PATH or --base"),
+     "checkpoint error: no checkpoint in {root}/damaged/checkpoints verifies "
+     "(step_5: model/model.safetensors has 5000 bytes, expected 1446456); pass --checkpoint PATH or --base"),
     ("eval-damaged-checkpoint-named", "eval {root}/damaged --checkpoint {root}/damaged/checkpoints/step_5",
      "checkpoint error: --checkpoint {root}/damaged/checkpoints/step_5: the checkpoint is damaged "
      "(model/model.safetensors has 5000 bytes, expected 1446456)"),

@@ -115,7 +115,8 @@ def test_quiet_third_party_sets_vllm_to_warning_and_verbose_leaves_everything():
     code = ("import json, os, sys\n"
             "from rlbal.console import quiet_third_party\n"
             "quiet_third_party(sys.argv[1] == 'verbose')\n"
-            "keys = ['VLLM_LOGGING_CONFIG_PATH', 'VLLM_LOGGING_LEVEL', 'HF_HUB_DISABLE_PROGRESS_BARS', 'TORCH_CPP_LOG_LEVEL']\n"
+            "keys = ['VLLM_LOGGING_CONFIG_PATH', 'VLLM_LOGGING_LEVEL', 'HF_HUB_DISABLE_PROGRESS_BARS',\n"
+            "        'TORCH_CPP_LOG_LEVEL']\n"
             "print(json.dumps({k: os.environ.get(k) for k in keys}))\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_LOGGING", "HF_HUB_DISABLE", "TORCH_CPP"))}
     quiet = json.loads(subprocess.run([sys.executable, "-c", code, "quiet"], capture_output=True, text=True, cwd=ROOT,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rlbal.assemble import build_parts
 from rlbal.config import load_config
 from rlbal.driver import LoopState, SyncCheckError, train_loop
-from rlbal.assemble import build_parts
 
 pytestmark = pytest.mark.slow
 

@@ -314,8 +314,8 @@ def test_engine_options_are_accepted_by_each_engine(run_dir, kind):
     (checked on the constructors' signatures, without starting vLLM)."""
     import inspect
 
-    from rlbal.config import load_config
     from rlbal.assemble import engine_options
+    from rlbal.config import load_config
     from rlbal.rollout.hf_engine import HFEngine
     from rlbal.rollout.vllm_engine import VLLMEngine
 

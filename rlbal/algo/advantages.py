@@ -19,8 +19,9 @@ Apply the Prompt-GDRO weight once: here (for trainers whose loss has no weight i
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor

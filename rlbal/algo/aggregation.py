@@ -27,8 +27,9 @@ Modes (N sequences and T masked tokens in the global batch, |y_b| = masked token
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -82,7 +83,7 @@ class AggregationContext:
         """True when each sequence's total weight does not grow with its length."""
         return AGGREGATIONS.get(self.mode).unit_of(self.unit) == "seq"
 
-    def key_of(self, batch: "RolloutBatch") -> Tensor | None:
+    def key_of(self, batch: RolloutBatch) -> Tensor | None:
         """(B,) group key of each row for group_balanced (bin or group index), else None."""
         return _group_key(batch, self.mode, self.group_by)
 
@@ -100,7 +101,7 @@ class AggregationContext:
         num_groups: int | None = None,
         dp_size: int = 1,
         engine_accum_steps: int = 1,
-    ) -> "AggregationContext":
+    ) -> AggregationContext:
         """Normalisers from the global batch's completion mask (and group keys for group_balanced)."""
         m_BL = completion_mask_BL.to(torch.float32)
         count_K = share_K = None
@@ -113,7 +114,7 @@ class AggregationContext:
                    engine_accum_steps=engine_accum_steps)
 
     @classmethod
-    def from_batch(cls, batch: "RolloutBatch", mode: str, **kwargs) -> "AggregationContext":
+    def from_batch(cls, batch: RolloutBatch, mode: str, **kwargs) -> AggregationContext:
         """`build` from a full RolloutBatch; group_by picks the key ("bin" -> bin_B, "prompt" -> group_B)."""
         group_by = kwargs.get("group_by")
         if mode == "group_balanced" and group_by not in GROUP_BY:
@@ -121,7 +122,7 @@ class AggregationContext:
         return cls.build(mode, batch.completion_mask_BL, _group_key(batch, mode, group_by), **kwargs)
 
 
-def _group_key(batch: "RolloutBatch", mode: str, group_by: str | None) -> Tensor | None:
+def _group_key(batch: RolloutBatch, mode: str, group_by: str | None) -> Tensor | None:
     if mode != "group_balanced":
         return None
     return batch.bin_B if group_by == "bin" else batch.group_B

@@ -5,7 +5,7 @@ Called from the config validators so a bad recipe fails at load time with one cl
 >>> check_compatible("gspo", "token_mean", "grpo")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-ValueError: loss 'gspo' uses one ratio per sequence and needs a sequence-level aggregation (...); got aggregation 'token_mean'
+ValueError: loss 'gspo' uses one ratio per sequence and needs a sequence-level ...; got aggregation 'token_mean'
 >>> check_compatible("gspo", "seq_mean_token_mean", "grpo") is None
 True
 """

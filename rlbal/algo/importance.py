@@ -16,13 +16,13 @@ floor = None means no lower bound. Computed in log space so long sequences never
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from rlbal.registry import Registry
 from rlbal.algo.tokens import masked_extrema
+from rlbal.registry import Registry
 
 # (log_rho_BL, mask_BL, floor, cap) -> (factor_BL, dropped_BL)
 ISFn = Callable[[Tensor, Tensor, "float | None", float], tuple[Tensor, Tensor]]

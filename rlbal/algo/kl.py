@@ -11,7 +11,7 @@ With d = log pi_ref(y_t) - log pi_theta(y_t) for y_t ~ pi_theta:
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -25,16 +25,17 @@ ratio, `kl_ratio_weighted`, as TRL's default `use_bias_correction_kl`). Log rati
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from rlbal.algo.importance import IS_MODES, engine_is_weights
 from rlbal.algo.kl import KL_ESTIMATORS, kl_penalty
-from rlbal.registry import Registry
 from rlbal.algo.tokens import masked_extrema, masked_mean, seq_token_mean, token_entropy
+from rlbal.registry import Registry
 
 if TYPE_CHECKING:
     from rlbal.batch import RolloutBatch
@@ -107,7 +108,7 @@ class LossInputs:
             raise ValueError(f"LossInputs.logits_BLV must start with {(B, L)}, got {tuple(self.logits_BLV.shape)}")
 
     @classmethod
-    def from_batch(cls, batch: "RolloutBatch", logp_BL: Tensor, logits_BLV: Tensor | None = None) -> "LossInputs":
+    def from_batch(cls, batch: RolloutBatch, logp_BL: Tensor, logits_BLV: Tensor | None = None) -> LossInputs:
         if batch.advantages_B is None:
             raise ValueError("LossInputs.from_batch: batch.advantages_B is None; compute advantages first")
         return cls(logp_BL=logp_BL, mask_BL=batch.completion_mask_BL, adv_B=batch.advantages_B,

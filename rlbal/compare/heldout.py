@@ -14,16 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 
 def disjoint_heldout(cfg: Any, tokenizer: Any) -> tuple[Any, dict[str, int]]:
     """(PromptBatch of held-out prompts whose text is not in the training data, dropped count per level)."""
-    from rlbal.data import format_from_config, load_prompts, spec_from_config
     from rlbal.assemble import eval_prompts
+    from rlbal.data import format_from_config, load_prompts, spec_from_config
     from rlbal.evaluate import level_name
 
     train = load_prompts(spec_from_config(cfg.data, cfg.run.seed), tokenizer, format_from_config(cfg.data))
@@ -57,8 +58,8 @@ def score_run(run_dir: Path, out: Path, *, size: int, k: int, base: bool = False
     from transformers import AutoTokenizer
 
     from reward.executor import RewardExecutor
-    from rlbal.config import load_config
     from rlbal.assemble import correctness_spec, engine_options
+    from rlbal.config import load_config
     from rlbal.eval_cli import pick_model
     from rlbal.evaluate import run_eval
     from rlbal.rollout import make_engine

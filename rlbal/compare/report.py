@@ -158,10 +158,11 @@ def efficiency_table(runs: list[RunData], methods: list[str]) -> list[str]:
         rs = [r for r in runs if r.method == m and r.rows]
         if not rs:
             continue
-        f = lambda fn: np.mean([fn(r) for r in rs])  # noqa: E731
-        out.append(f"| {m} | {f(lambda r: r.total('rollout/generated')):.0f} | "
-                   f"{f(lambda r: r.total('rollout/generated_tokens')):.0f} | {f(lambda r: r.total('timing/step')) / 60:.1f} | "
-                   f"{f(lambda r: r.mean('rollout/informative_frac')):.3f} | {f(lambda r: r.mean('rollout/reward_per_rollout')):.3f} |")
+        rollouts, tokens, wall = (np.mean([r.total(key) for r in rs]) for key in
+                                  ("rollout/generated", "rollout/generated_tokens", "timing/step"))
+        informative, reward = (np.mean([r.mean(key) for r in rs]) for key in
+                               ("rollout/informative_frac", "rollout/reward_per_rollout"))
+        out.append(f"| {m} | {rollouts:.0f} | {tokens:.0f} | {wall / 60:.1f} | {informative:.3f} | {reward:.3f} |")
     return out
 
 

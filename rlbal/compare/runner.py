@@ -23,9 +23,10 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 BUILTIN: dict[str, tuple[bool, bool]] = {  # name -> (Prompt-GDRO on, Rollout-GDRO on)
     "grpo": (False, False), "prompt_gdro": (True, False), "rollout_gdro": (False, True), "gdro": (True, True)}

@@ -16,8 +16,14 @@ from rlbal.controllers.classifier import ClassifierConfig, DifficultyClassifier,
 from rlbal.controllers.composite import Controllers
 from rlbal.controllers.filtering import FilterConfig, GroupFilter
 from rlbal.controllers.prompt_gdro import PromptGDRO, PromptGDROConfig
-from rlbal.controllers.records import (LOSS_SIGNALS, REWARD_SIGNALS, Allocation, PromptResult,
-                                       clipped_surrogate_signal, reward_signal)
+from rlbal.controllers.records import (
+                                       LOSS_SIGNALS,
+                                       REWARD_SIGNALS,
+                                       Allocation,
+                                       PromptResult,
+                                       clipped_surrogate_signal,
+                                       reward_signal,
+)
 from rlbal.controllers.rollout_gdro import RolloutGDRO, RolloutGDROConfig
 from rlbal.controllers.sampling import BinSampler
 

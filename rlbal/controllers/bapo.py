@@ -58,7 +58,8 @@ class BapoConfig:
     __pydantic_config__ = {"extra": "forbid"}  # unknown keys in a recipe are errors, not silently ignored
 
     rho0: float = 0.4
-    """Target: the minimum positive share in (0, 1) (target='share'), or the minimum pos/neg ratio > 0 (target='pos_neg_ratio')."""
+    """Target: the minimum positive share in (0, 1) (target='share'), or the minimum pos/neg ratio > 0
+    (target='pos_neg_ratio')."""
     low_start: float = 0.6
     """a-: first lower ratio bound."""
     low_max: float = 0.9
@@ -76,7 +77,8 @@ class BapoConfig:
     target: Target = "share"
     """'share': positive share >= rho0 (Eq. 8). 'pos_neg_ratio': pos/neg >= rho0 (released code's adv_ratio_target)."""
     measure: Measure = "gradient"
-    """'gradient': count gradient-carrying tokens only (monotone; rlbal default). 'value': literal loss values (Eq. 8 / code)."""
+    """'gradient': count gradient-carrying tokens only (monotone; rlbal default). 'value': literal loss values
+    (Eq. 8 / code)."""
 
     def __post_init__(self) -> None:
         for name, allowed in (("order", ORDERS), ("target", TARGETS), ("measure", MEASURES)):

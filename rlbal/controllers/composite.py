@@ -47,7 +47,7 @@ class Controllers:
     @classmethod
     def from_configs(cls, classifier: ClassifierConfig = ClassifierConfig(), prompt_gdro: PromptGDROConfig | None = None,
                      rollout: RolloutGDROConfig | None = None, n_rollouts: int = 4,
-                     num_prompts: int | None = None) -> "Controllers":
+                     num_prompts: int | None = None) -> Controllers:
         """Build every component; the GDRO controllers get the classifier's classes. Prompt-GDRO's sampling form
         draws from the pool of dense ids 0..num_prompts-1 and needs the classifier's separate `unseen` class."""
         clf = DifficultyClassifier(classifier)

@@ -18,7 +18,8 @@ N groups qualify, at most `max_rounds` rounds:
     >>> fill = filt.start(target_groups=2)
     >>> fill.request_size()
     2
-    >>> # groups of 4: 'a' 0/4 correct (too hard), 'b' 2/4 (kept); 'c' 4/4 (too easy), 'b' again (duplicate), 'd' 1/4 (kept)
+    >>> # groups of 4: 'a' 0/4 correct (too hard), 'b' 2/4 (kept); 'c' 4/4 (too easy), 'b' again (duplicate),
+    >>> # 'd' 1/4 (kept)
     >>> fill.add(["a", "b"], [0, 0, 0, 0, 1, 0, 1, 0], [4, 4]).tolist()
     [1]
     >>> fill.add(["c", "b", "d"], [1, 1, 1, 1, 1, 0, 1, 0, 0, 0, 1, 0], [4, 4, 4]).tolist()
@@ -36,8 +37,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence, get_args
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -69,7 +71,8 @@ class FilterConfig:
     __pydantic_config__ = {"extra": "forbid"}  # unknown keys in a recipe are errors, not silently ignored
 
     rule: Rule = "band"
-    """'band': keep iff the group's mean score (its pass rate for 0/1 scores) is in the band. 'std': keep iff its score std > tol."""
+    """'band': keep iff the group's mean score (its pass rate for 0/1 scores) is in the band. 'std': keep iff its score
+    std > tol."""
     low: float = 0.2
     """Lower end of the band (groups below it are 'too_hard')."""
     high: float = 0.8
@@ -93,7 +96,8 @@ class FilterConfig:
     on_exhausted: OnExhausted = "error"
     """'error': raise FillExhaustedError. 'partial': log a warning and return the groups kept so far."""
     drop_duplicates: bool = True
-    """A prompt drawn twice within one fill (a batch that straddles an epoch boundary, a refill) is judged once and later copies are dropped; False keeps every copy as a group of its own."""
+    """A prompt drawn twice within one fill (a batch that straddles an epoch boundary, a refill) is judged once and
+    later copies are dropped; False keeps every copy as a group of its own."""
 
     def __post_init__(self) -> None:
         for name, allowed in (("rule", RULES), ("on_exhausted", ON_EXHAUSTED)):

@@ -24,7 +24,8 @@ recovers the uniform objective (sampling then only moves compute toward the adve
     ...                        reward_mean=[0.0, 0.5, 1.0], loss_signal=[1.0, 0.5, 0.0]))
     >>> g.scores.tolist()                                # first observation initialises: class 1 = mean(0.5, 0)
     [1.0, 0.25, 0.0]
-    >>> g.weights([0, 1, 1]).round(4).tolist()   # q = 0.99 softmax(0.65 [1, .25]) + .01/2 = [.6183, .3817], / mean .4606
+    >>> # q = 0.99 softmax(0.65 [1, .25]) + .01/2 = [.6183, .3817], / mean .4606
+    >>> g.weights([0, 1, 1]).round(4).tolist()
     [1.3425, 0.8287, 0.8287]
 """
 from __future__ import annotations

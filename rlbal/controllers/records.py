@@ -101,7 +101,7 @@ class PromptResult:
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
-    def select(self, mask) -> "PromptResult":
+    def select(self, mask) -> PromptResult:
         """The rows where `mask` (N,) bool is set."""
         m = np.asarray(mask, bool)
         return PromptResult(self.ids[m], self.bins[m], self.n_rollouts[m], self.n_correct[m], self.reward_mean[m],
@@ -109,7 +109,7 @@ class PromptResult:
 
     @classmethod
     def from_responses(cls, ids, bins, prompt_index_R, correct_R, reward_R, *, signal: str = "failure_rate",
-                       loss_R=None, trained=None) -> "PromptResult":
+                       loss_R=None, trained=None) -> PromptResult:
         """Aggregate per-response arrays (R responses of N prompts) into one row per prompt.
 
         prompt_index_R: (R,) position 0..N-1 of each response's prompt in `ids`

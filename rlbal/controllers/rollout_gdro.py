@@ -35,8 +35,16 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from rlbal.controllers.allocation import (apportion, fill_to_total, joint_allocation, knapsack_values,
-                                          outcome_moments, solve_price, sqrt_allocation, variance_values)
+from rlbal.controllers.allocation import (
+    apportion,
+    fill_to_total,
+    joint_allocation,
+    knapsack_values,
+    outcome_moments,
+    solve_price,
+    sqrt_allocation,
+    variance_values,
+)
 from rlbal.controllers.records import PromptResult, check_state, class_names, config_dict
 
 Allocator = Literal["bandit", "sqrt", "knapsack"]

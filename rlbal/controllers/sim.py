@@ -48,7 +48,7 @@ class SyntheticPrompts:
         object.__setattr__(self, "p_P", p)
 
     @classmethod
-    def at_bin_centres(cls, per_bin: int, edges: np.ndarray, n_ref: int) -> "SyntheticPrompts":
+    def at_bin_centres(cls, per_bin: int, edges: np.ndarray, n_ref: int) -> SyntheticPrompts:
         """per_bin prompts per bin whose pass@n_ref sits at the bin's centre (so its true bin is unambiguous)."""
         bounds = np.concatenate([[0.0], edges, [1.0]])
         centre_B = (bounds[:-1] + bounds[1:]) / 2
@@ -56,7 +56,7 @@ class SyntheticPrompts:
         return cls(1.0 - (1.0 - pass_P) ** (1.0 / n_ref))  # invert pass@n = 1 - (1 - p)^n
 
     @classmethod
-    def mixture(cls, num: int, never: float, always: float, a: float, b: float, seed: int = 0) -> "SyntheticPrompts":
+    def mixture(cls, num: int, never: float, always: float, a: float, b: float, seed: int = 0) -> SyntheticPrompts:
         """A pool like a real RLVR set: a share `never` solved (p = 0), a share `always` solved (p = 1), the rest
         p ~ Beta(a, b)."""
         rng = np.random.default_rng(seed)

@@ -10,8 +10,17 @@ Modules: records (DataError, PromptTable, PromptDataset, PromptBatch), templatin
 files (readers + field mapping), procedural (reasoning-gym levels), gsm8k (vendored), dataset
 (specs -> PromptDataset), prompt_source (the shuffled, resumable stream). See docs/data.md.
 """
-from rlbal.data.dataset import (FilesSpec, GSM8KSpec, ProceduralSpec, SourceSpec, build_dataset, format_from_config,
-                                load_prompts, load_table, spec_from_config)
+from rlbal.data.dataset import (
+                                FilesSpec,
+                                GSM8KSpec,
+                                ProceduralSpec,
+                                SourceSpec,
+                                build_dataset,
+                                format_from_config,
+                                load_prompts,
+                                load_table,
+                                spec_from_config,
+)
 from rlbal.data.files import FieldMap, read_rows, read_table
 from rlbal.data.gsm8k import gsm8k, parse_answer
 from rlbal.data.procedural import LEVELS, procedural_table

@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class GSM8KSpec:
     kind: str = "gsm8k"
 
 
-SourceSpec = Union[ProceduralSpec, FilesSpec, GSM8KSpec]
+SourceSpec = ProceduralSpec | FilesSpec | GSM8KSpec
 
 
 def _files_table(spec: FilesSpec) -> PromptTable:

@@ -14,7 +14,8 @@ metadata in its meta, which is what reasoning-gym's scorer needs:
 from __future__ import annotations
 
 import zlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

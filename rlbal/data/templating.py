@@ -9,8 +9,9 @@ model (`rlbal.assets`) and the RL prompt datasets format prompts identically:
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 BOXED_INSTRUCTION = "Put the final answer in \\boxed{}."
 ROLES = ("system", "user", "assistant")

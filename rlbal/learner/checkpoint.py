@@ -2,7 +2,8 @@
 
 A checkpoint is a folder `RUN/checkpoints/step_<N>/` holding:
     model/                 HF folder (safetensors) of the policy: loadable with from_pretrained
-    optimizer.safetensors  optimizer + scheduler tensors (torch backend), or accelerate's state folder (accelerate backend)
+    optimizer.safetensors  optimizer + scheduler tensors (torch backend), or accelerate's state folder
+                           (accelerate backend)
     trainer_state.json     step, controller states, data cursor, RNG states, counters (plain JSON)
     COMPLETE               written last: the step and the manifest, {relative path: [bytes, sha256]} per file
 It is written into a temporary sibling and renamed into place, so a kill at any moment leaves either the
@@ -22,9 +23,10 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rlbal.errors import CheckpointError, warn
 

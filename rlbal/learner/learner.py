@@ -120,7 +120,8 @@ class Learner:
         return metrics, sig.cpu().numpy()
 
     def _search_ratio(self, mini: RolloutBatch) -> torch.Tensor | None:
-        """Current pi_theta / pi_old for the clip-bounds search (BAPO) (one extra no-grad forward; None before any update = 1)."""
+        """Current pi_theta / pi_old for the clip-bounds search (BAPO): one extra no-grad forward; None before any
+        update (ratio 1)."""
         if not self.loss.needs_bounds or mini.old_logp_BL is None or self._fresh:
             return None
         cur = self._logprobs(self.model, mini)

@@ -12,14 +12,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 
-from rlbal.algo import (POLICY_LOSSES, AggregationContext, LossInputs, LossOptions, aggregate, bin_contributions,
-                        policy_loss)
+from rlbal.algo import (
+    POLICY_LOSSES,
+    AggregationContext,
+    LossInputs,
+    LossOptions,
+    aggregate,
+    bin_contributions,
+    policy_loss,
+)
 from rlbal.algo.tokens import masked_mean, seq_token_mean
 from rlbal.batch import RolloutBatch
-
 
 MAX_PREFIX = "_max:"  # metric sums merged by max instead of +
 

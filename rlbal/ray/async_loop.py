@@ -20,8 +20,9 @@ next step is not prefetched, so a resumed run continues exactly like an uninterr
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

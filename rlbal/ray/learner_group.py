@@ -21,8 +21,9 @@ from __future__ import annotations
 import socket
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import ray
 

@@ -15,9 +15,10 @@ The class itself has no Ray dependency, so it also runs (and is tested) in-proce
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from rlbal.rollout.engine import GenerationResult, SamplingSpec
 from rlbal.rollout.factory import make_engine

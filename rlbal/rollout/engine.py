@@ -9,8 +9,9 @@ different prompts different counts), with one shared set of sampling settings. O
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, Sequence, Union, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 FINISH_REASONS = ("stop", "length")
 
@@ -95,7 +96,7 @@ class WeightsHandle(Protocol):
 
 # What a learner's `export_weights` hands the engine's `update_weights`: a name -> tensor mapping (HF naming) from
 # a local learner, or a handle from the Ray learner group (which only the Ray rollout group takes).
-Weights = Union[Mapping[str, Any], WeightsHandle]
+Weights = Mapping[str, Any] | WeightsHandle
 
 
 @runtime_checkable

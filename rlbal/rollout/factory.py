@@ -14,9 +14,10 @@ checks the name against this registry when it is validated).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from rlbal.registry import Registry
 from rlbal.rollout.engine import RolloutEngine

@@ -22,18 +22,27 @@ with top_k=0, top_p=1); greedy (T=0) gives log_softmax(logits).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
-from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor,
-                          LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, StopStringCriteria,
-                          TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    StopStringCriteria,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from rlbal.rollout.engine import Completion, GenerationResult, SamplingSpec, validate_request
-from rlbal.rollout.weight_sync import (Stopwatch, SyncStats, state_nbytes, sync_metrics, tied_aliases,
-                                      with_tied_aliases)
+from rlbal.rollout.weight_sync import Stopwatch, SyncStats, state_nbytes, sync_metrics, tied_aliases, with_tied_aliases
 
 
 class _StepTracker:

@@ -33,9 +33,10 @@ its j-th child seed + j, so every completion of a call has its own reproducible 
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,8 +45,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from rlbal.rollout.engine import FINISH_REASONS, Completion, GenerationResult, SamplingSpec, validate_request
 from rlbal.rollout.memory import GIB, KVCachePlan, apply_plan, device_memory_bytes, kv_bytes_per_token, kv_cache_plan
 from rlbal.rollout.vllm_sync import default_bucket_bytes, make_sender, resolve_transport, set_multiprocessing
-from rlbal.rollout.weight_sync import (Stopwatch, SyncStats, state_nbytes, sync_metrics, tied_aliases,
-                                      with_tied_aliases)
+from rlbal.rollout.weight_sync import Stopwatch, SyncStats, state_nbytes, sync_metrics, tied_aliases, with_tied_aliases
 
 
 @dataclass(frozen=True)

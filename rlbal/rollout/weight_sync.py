@@ -18,9 +18,9 @@ from __future__ import annotations
 import re
 import time
 import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -201,7 +201,7 @@ def state_nbytes(state: Mapping[str, torch.Tensor]) -> int:
 class Stopwatch:
     """`with Stopwatch() as sw: ...; sw.seconds` (perf_counter)."""
 
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Stopwatch:
         self.start = time.perf_counter()
         self.seconds = 0.0
         return self

@@ -31,8 +31,8 @@ def test_valid_combinations_pass(loss, agg, adv, kw):
      "loss 'gspo' uses one ratio per sequence and needs a sequence-level aggregation ('seq_mean_token_mean', or "
      "'group_balanced' with unit='seq'); got aggregation 'group_balanced' with unit='token'"),
     ("ppo_clip", "group_balanced", "grpo", dict(group_by="bin"),
-     "aggregation 'group_balanced' with group_by='bin' needs difficulty bins (an online difficulty classifier with "
-     "num_bins >= 1); got num_bins=None"),
+     "aggregation 'group_balanced' with group_by='bin' needs difficulty bins "
+     "(an online difficulty classifier with num_bins >= 1); got num_bins=None"),
     ("ppo_clip", "group_balanced", "grpo", dict(group_by=None),
      "aggregation 'group_balanced' needs group_by in ('bin', 'prompt'), got None"),
     ("ppo_clip", "group_balanced", "grpo", dict(group_by="prompt", unit="sentence"),

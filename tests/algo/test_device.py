@@ -4,8 +4,16 @@ import dataclasses
 import pytest
 import torch
 
-from rlbal.algo import (AdvantageOptions, AggregationContext, LossInputs, LossOptions, aggregate, bin_contributions,
-                        compute_advantages, policy_loss)
+from rlbal.algo import (
+    AdvantageOptions,
+    AggregationContext,
+    LossInputs,
+    LossOptions,
+    aggregate,
+    bin_contributions,
+    compute_advantages,
+    policy_loss,
+)
 from rlbal.batch import RolloutBatch
 from rlbal.rollout.engine import Completion
 

@@ -15,8 +15,16 @@ import dataclasses
 import pytest
 import torch
 
-from rlbal.algo import (AdvantageOptions, AggregationContext, LossInputs, LossOptions, aggregate, compute_advantages,
-                        policy_loss, token_logprobs)
+from rlbal.algo import (
+    AdvantageOptions,
+    AggregationContext,
+    LossInputs,
+    LossOptions,
+    aggregate,
+    compute_advantages,
+    policy_loss,
+    token_logprobs,
+)
 from rlbal.batch import RolloutBatch
 from rlbal.rollout.engine import Completion
 

@@ -5,9 +5,18 @@ import itertools
 import numpy as np
 import pytest
 
-from rlbal.controllers.allocation import (apportion, beta_moment, dp_keys, joint_allocation, knapsack_values,
-                                          outcome_moments, soft_targets, solve_price, sqrt_allocation,
-                                          variance_values)
+from rlbal.controllers.allocation import (
+    apportion,
+    beta_moment,
+    dp_keys,
+    joint_allocation,
+    knapsack_values,
+    outcome_moments,
+    soft_targets,
+    solve_price,
+    sqrt_allocation,
+    variance_values,
+)
 
 
 def brute_force(counts, logp, n_min, total):

@@ -99,8 +99,8 @@ def test_search_path_orders():
         search_path(3, 2, "random")
 
 
-# ---------------------------------------------------------------- hand-derived bounds (defaults: rho0 0.4, a+ 1.2..3.0 by
-# 0.05, a- 0.6..0.9 by 0.02)
+# ---------------------------------------------------------------- hand-derived bounds
+# (defaults: rho0 0.4, a+ 1.2..3.0 by 0.05, a- 0.6..0.9 by 0.02)
 
 
 def test_upper_bound_moves_until_the_positive_token_is_admitted():

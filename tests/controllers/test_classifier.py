@@ -5,8 +5,7 @@ from collections import deque
 import numpy as np
 import pytest
 
-from rlbal.controllers.classifier import (ClassifierConfig, DifficultyClassifier, KeyIndex, bin_of,
-                                          hysteresis_bin)
+from rlbal.controllers.classifier import ClassifierConfig, DifficultyClassifier, KeyIndex, bin_of, hysteresis_bin
 from rlbal.controllers.records import PromptResult
 
 UNIFORM10 = np.arange(1, 10) / 10

@@ -4,8 +4,15 @@ import json
 import numpy as np
 import pytest
 
-from rlbal.controllers import (ClassifierConfig, Controllers, DifficultyClassifier, PromptGDRO, PromptGDROConfig,
-                               PromptResult, RolloutGDROConfig)
+from rlbal.controllers import (
+    ClassifierConfig,
+    Controllers,
+    DifficultyClassifier,
+    PromptGDRO,
+    PromptGDROConfig,
+    PromptResult,
+    RolloutGDROConfig,
+)
 from rlbal.controllers.sim import SimConfig, Simulator, SyntheticPrompts
 
 

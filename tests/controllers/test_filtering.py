@@ -67,7 +67,8 @@ def test_band_end_is_matched_with_tolerance_not_float_equality():
     cfg_closed, cfg_open = FilterConfig(low=0.3, high=0.9), FilterConfig(low=0.3, high=0.9, low_closed=False)
     assert reasons(cfg_closed, np.array([0.7 - 0.4, 0.7 - 0.4]), [2]) == ["kept"]
     assert reasons(cfg_open, np.array([0.1 + 0.2, 0.1 + 0.2]), [2]) == ["too_hard"]
-    # the same at the upper end 0.9: 1.1-0.2 = 0.9000000000000001 kept (closed); 0.3*3 = 0.8999999999999999 dropped (open)
+    # the same at the upper end 0.9: 1.1-0.2 = 0.9000000000000001 kept (closed);
+    # 0.3*3 = 0.8999999999999999 dropped (open)
     assert reasons(FilterConfig(low=0.3, high=0.9), np.array([1.1 - 0.2, 1.1 - 0.2]), [2]) == ["kept"]
     assert reasons(FilterConfig(low=0.3, high=0.9, high_closed=False), np.array([0.3 * 3, 0.3 * 3]), [2]) == ["too_easy"]
 

@@ -4,9 +4,19 @@ import json
 import numpy as np
 import pytest
 
-from rlbal.controllers.records import (LOSS_SIGNALS, REWARD_SIGNALS, Allocation, PromptResult, check_state,
-                                       clipped_surrogate_signal, decode_array, encode_array, reward_signal,
-                                       rng_from_state, rng_state)
+from rlbal.controllers.records import (
+    LOSS_SIGNALS,
+    REWARD_SIGNALS,
+    Allocation,
+    PromptResult,
+    check_state,
+    clipped_surrogate_signal,
+    decode_array,
+    encode_array,
+    reward_signal,
+    rng_from_state,
+    rng_state,
+)
 
 
 def grpo_advantages(reward_R, prompt_R, eps=1e-6):

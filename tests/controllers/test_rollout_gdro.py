@@ -44,7 +44,7 @@ def test_no_information_gives_n_bar_to_everyone(allocator):
 @pytest.mark.parametrize("allocator", ["bandit", "sqrt", "knapsack"])
 def test_every_allocation_spends_the_exact_budget_within_bounds(allocator):
     rng = np.random.default_rng(4)
-    for trial in range(30):
+    for _ in range(30):
         n_min = int(rng.integers(2, 4))
         n_max = n_min + int(rng.integers(0, 12))
         cfg = RolloutGDROConfig(allocator=allocator, n_min=n_min, n_max=n_max,

@@ -3,7 +3,7 @@ what they do inside the loop, not just in isolation."""
 import numpy as np
 import pytest
 
-from rlbal.controllers import (ClassifierConfig, Controllers, FilterConfig, PromptGDROConfig, RolloutGDROConfig)
+from rlbal.controllers import ClassifierConfig, Controllers, FilterConfig, PromptGDROConfig, RolloutGDROConfig
 from rlbal.controllers.allocation import sqrt_allocation
 from rlbal.controllers.sim import SimConfig, Simulator, SyntheticPrompts, allocator_table
 

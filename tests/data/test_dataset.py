@@ -2,8 +2,19 @@
 import numpy as np
 import pytest
 
-from rlbal.data import (FieldMap, FilesSpec, GSM8KSpec, ProceduralSpec, PromptFormat, PromptTable, build_dataset,
-                        format_from_config, load_prompts, load_table, spec_from_config)
+from rlbal.data import (
+    FieldMap,
+    FilesSpec,
+    GSM8KSpec,
+    ProceduralSpec,
+    PromptFormat,
+    PromptTable,
+    build_dataset,
+    format_from_config,
+    load_prompts,
+    load_table,
+    spec_from_config,
+)
 from rlbal.data.dataset import fingerprint
 
 

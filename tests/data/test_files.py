@@ -6,8 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from rlbal.data import (DataError, FieldMap, FilesSpec, PromptFormat, build_dataset, load_prompts, read_rows,
-                        read_table)
+from rlbal.data import DataError, FieldMap, FilesSpec, PromptFormat, build_dataset, load_prompts, read_rows, read_table
 
 ROWS = [
     {"question": "What is 2 + 3?", "answer": 5, "uid": "q-a", "level": 1, "source": "hand"},
@@ -176,7 +175,8 @@ BAD = [
     ("data.json", lambda p: p.write_text('[{"prompt": "a", "answer": "1"}, "x"]'), FieldMap(), None,
      "data.json row 1: expected a JSON object, got str"),
     ("data.csv", lambda p: p.write_text("prompt,answer\na,1\n"), FieldMap(), None,
-     "data.csv: unsupported file type; use one of .jsonl, .jsonl.gz, .json, .parquet, .arrow or a saved dataset folder"),
+     "data.csv: unsupported file type; use one of .jsonl, .jsonl.gz, .json, .parquet, .arrow "
+     "or a saved dataset folder"),
     ("folder", lambda p: p.mkdir(), FieldMap(), None,
      "folder: folder is not a dataset saved with `datasets.save_to_disk`"),
 ]

@@ -14,8 +14,13 @@ from pathlib import Path
 import pytest
 
 from rlbal.errors import CheckpointError
-from rlbal.learner.checkpoint import (complete_checkpoints, latest_complete, resolve_resume, verify_checkpoint,
-                                     write_checkpoint)
+from rlbal.learner.checkpoint import (
+    complete_checkpoints,
+    latest_complete,
+    resolve_resume,
+    verify_checkpoint,
+    write_checkpoint,
+)
 
 
 def _write_files(payload: str):

@@ -1,8 +1,8 @@
 """Fixtures for the Ray tests: one local Ray cluster per test session, small run configs, tiny models.
 
-The session cluster (`ray_session`, in tests/conftest.py) declares 4 logical CPUs on the 2-core machine (fractional actors: 2 rollout + 2 learner
-actors at 0.5 CPU each fit twice over) and has no dashboard. Each test that starts a run tears its actors
-down (`parts.close()`), so tests do not leak bundles into each other.
+The session cluster (`ray_session`, in tests/conftest.py) declares 4 logical CPUs on the 2-core machine
+(fractional actors: 2 rollout + 2 learner actors at 0.5 CPU each fit twice over) and has no dashboard. Each test
+that starts a run tears its actors down (`parts.close()`), so tests do not leak bundles into each other.
 """
 from __future__ import annotations
 

@@ -7,13 +7,11 @@ normalisers are all exercised.
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 
 from rlbal.learner.world import grad_buckets, token_balanced_shard
-
 
 
 def test_token_balanced_shard_is_contiguous_complete_and_balanced():

@@ -8,8 +8,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rlbal.rollout.weight_sync import (NumpyWeights, SyncStats, from_numpy, iter_buckets, logprob_gap, plan_buckets,
-                                       tied_aliases, to_numpy, with_tied_aliases, write_safetensors)
+from rlbal.rollout.weight_sync import (
+    NumpyWeights,
+    SyncStats,
+    from_numpy,
+    iter_buckets,
+    logprob_gap,
+    plan_buckets,
+    tied_aliases,
+    to_numpy,
+    with_tied_aliases,
+    write_safetensors,
+)
 
 LLAMA_NAMES = ["model.embed_tokens.weight",
                "model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.up_proj.weight",
