@@ -1,7 +1,9 @@
 """Import layers: the core imports without Ray, vLLM, DeepSpeed, TRL or W&B (the pip extras); the controllers and
-rewards without torch; pyproject's core dependencies leave the extras out."""
+rewards without torch; pyproject's core dependencies leave the extras out; no import cycle among the modules."""
 from __future__ import annotations
 
+import ast
+import graphlib
 import re
 import subprocess
 import sys
@@ -103,3 +105,43 @@ def test_import_layers(module, blocked):
     code = BLOCKER.format(blocked=set(blocked), module=module)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the rlbal / reward modules it imports anywhere in its body (lazy imports inside functions included,
+    annotation-only imports under `if TYPE_CHECKING:` left out); a package stands for its __init__.py."""
+    files = {}
+    for pkg in ("rlbal", "reward"):
+        for path in (ROOT / pkg).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+
+    def module_of(name: str) -> str | None:  # `from a.b import c`: a.b.c when it is a module, else a.b
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for mod, path in files.items():
+        tree = ast.parse(path.read_text())
+        checking = [n for n in ast.walk(tree) if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)]
+        hidden = {id(n) for block in checking for n in ast.walk(block)}
+        names = []
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Import) and id(n) not in hidden:
+                names += [a.name for a in n.names]
+            elif isinstance(n, ast.ImportFrom) and n.module and not n.level and id(n) not in hidden:
+                names += [f"{n.module}.{a.name}" for a in n.names]
+        graph[mod] = {t for t in map(module_of, names) if t and t != mod}
+    return graph
+
+
+def test_no_import_cycle():
+    """Every module can be placed above all it imports (docs/architecture.md draws the layers)."""
+    graph = _import_graph()
+    assert "rlbal.ray" in graph["rlbal.run"] and "reward.executor" in graph["rlbal.assemble"]  # lazy imports count
+    try:
+        order = list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as err:
+        pytest.fail(f"import cycle: {' -> '.join(err.args[1])}")
+    assert order.index("rlbal.step") < order.index("rlbal.driver") < order.index("rlbal.run")
