@@ -98,6 +98,7 @@ def test_trl_integration_checks_its_version():
         ("rlbal.rollout", ["ray", "vllm", "deepspeed"]),
         ("rlbal.data", ["ray", "vllm", "deepspeed"]),
         ("rlbal.driver", ["ray", "vllm", "deepspeed"]),
+        ("rlbal.step", ["ray", "vllm", "deepspeed"]),
         ("reward", ["torch", "ray", "vllm", "deepspeed"]),
     ],
 )
