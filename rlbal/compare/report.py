@@ -47,7 +47,8 @@ def load_run(plan: Plan, method: str, seed: int) -> RunData:
             r = json.loads(line)
             rows.setdefault(int(r["step"]), {}).update(r)
     held = plan.heldout(method, seed)
-    data = RunData(method, seed, [rows[s] for s in sorted(rows)], json.loads(held.read_text()) if held.is_file() else None)
+    scored = json.loads(held.read_text()) if held.is_file() else None
+    data = RunData(method, seed, [rows[s] for s in sorted(rows)], scored)
     cfg = run / "config.yaml"
     if cfg.is_file():
         import yaml
@@ -145,7 +146,7 @@ def accuracy_table(t: Tables, methods: list[str], k: int) -> list[str]:
             if e[0] is None:
                 continue
             d = [t.diffs.get((m, metric, level)) for metric in ("pass@1", "pass@k")]
-            ds = [("—" if x is None else f"{x.mean:+.3f} [{x.low:+.3f}, {x.high:+.3f}]{' *' if x.excludes_zero else ''}")
+            ds = ["—" if x is None else f"{x.mean:+.3f} [{x.low:+.3f}, {x.high:+.3f}]{' *' * x.excludes_zero}"
                   for x in d]
             out.append(f"| {m} | {e[0].runs} | {level_label(level)} | {e[0]} | {e[1]} | {e[2]} | {ds[0]} | {ds[1]} |")
     return out
@@ -174,13 +175,15 @@ def checks(runs: list[RunData], plan: Plan) -> tuple[list[str], bool]:
         spent = {r.method: r.total("rollout/generated") for r in rs}
         equal = len(set(spent.values())) <= 1
         ok &= equal
-        lines.append(f"- seed {seed}: generated rollouts per method {spent} -> "
-                     f"{'equal' if equal else 'NOT EQUAL (online filtering spends what it must to fill the batch)'}")
+        verdict = "equal" if equal else ("NOT EQUAL: compare them per rollout (a variant changed the budget, or "
+                                         "online filtering spent what it needed to fill its batches)")
+        lines.append(f"- seed {seed}: generated rollouts per method {spent} -> {verdict}")
         fps = {r.fingerprint for r in rs if r.fingerprint}
         models = {r.model for r in rs if r.model}
         same = len(fps) <= 1 and len(models) <= 1
         ok &= same
-        lines.append(f"- seed {seed}: training data fingerprint {sorted(f[:12] for f in fps)}, warm start {sorted(models)} "
+        lines.append(f"- seed {seed}: training data fingerprint {sorted(f[:12] for f in fps)}, "
+                     f"warm start {sorted(models)} "
                      f"-> {'the same for every method' if same else 'DIFFERENT'}")
         helds = [r.heldout for r in rs if r.heldout]
         if helds:
