@@ -13,6 +13,7 @@ array bytes / capacity (slots, grown by doubling) and / tracked prompts. Referen
 released code on a 2-core CPU): Prompt-GDRO ~7 ms, Rollout-GDRO 38 ms median (p90 250-370 ms), ~950 bytes per
 tracked prompt.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,9 @@ from rlbal.controllers import ClassifierConfig, Controllers, PromptGDROConfig, P
 
 def build(tracked: int, allocator: str, rng: np.random.Generator) -> Controllers:
     """Controllers whose classifier already tracks `tracked` prompts with 1-3 observations each."""
-    ctl = Controllers.from_configs(ClassifierConfig(window=50, hysteresis=0.03), PromptGDROConfig(),
-                                   RolloutGDROConfig(allocator=allocator))
+    ctl = Controllers.from_configs(
+        ClassifierConfig(window=50, hysteresis=0.03), PromptGDROConfig(), RolloutGDROConfig(allocator=allocator)
+    )
     p_T = rng.beta(0.7, 0.7, tracked)  # spread of difficulties: every bin populated
     for rounds in range(3):
         ids = np.arange(tracked) if rounds == 0 else rng.choice(tracked, tracked // 2, replace=False)
@@ -67,28 +69,38 @@ def bench(n_prompts: int, tracked: int, allocator: str, steps: int, seed: int = 
     step_ms = 1e3 * (np.array(decide_s) + np.array(observe_s))
     clf = ctl.classifier
     nbytes = clf.bytes_per_prompt * clf.capacity
-    return {"decide_ms": 1e3 * float(np.median(decide_s)), "observe_ms": 1e3 * float(np.median(observe_s)),
-            "step_ms": float(np.median(step_ms)), "step_p90_ms": float(np.percentile(step_ms, 90)),
-            "cpu_ms": 1e3 * float(np.median(cpu_s)),
-            "metrics_ms": 1e3 * float(np.median(metrics_s)), "bytes_per_slot": clf.bytes_per_prompt,
-            "bytes_per_tracked": nbytes / clf.num_tracked}
+    return {
+        "decide_ms": 1e3 * float(np.median(decide_s)),
+        "observe_ms": 1e3 * float(np.median(observe_s)),
+        "step_ms": float(np.median(step_ms)),
+        "step_p90_ms": float(np.percentile(step_ms, 90)),
+        "cpu_ms": 1e3 * float(np.median(cpu_s)),
+        "metrics_ms": 1e3 * float(np.median(metrics_s)),
+        "bytes_per_slot": clf.bytes_per_prompt,
+        "bytes_per_tracked": nbytes / clf.num_tracked,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200, help="timed steps per configuration")
     args = parser.parse_args()
-    header = (f"{'prompts':>7} {'tracked':>9} {'allocator':>9} {'decide ms':>9} {'observe ms':>10} {'step ms':>8} "
-              f"{'p90 ms':>7} {'cpu ms':>7} {'metrics ms':>10} {'B/slot':>7} {'B/tracked':>9}")
+    header = (
+        f"{'prompts':>7} {'tracked':>9} {'allocator':>9} {'decide ms':>9} {'observe ms':>10} {'step ms':>8} "
+        f"{'p90 ms':>7} {'cpu ms':>7} {'metrics ms':>10} {'B/slot':>7} {'B/tracked':>9}"
+    )
     print(header)
     print("-" * len(header))
     for tracked in (10**4, 10**6):
         for n_prompts in (256, 512):
             for allocator in ("bandit", "sqrt", "knapsack"):
                 r = bench(n_prompts, tracked, allocator, args.steps)
-                print(f"{n_prompts:>7} {tracked:>9} {allocator:>9} {r['decide_ms']:>9.3f} {r['observe_ms']:>10.3f} "
-                      f"{r['step_ms']:>8.3f} {r['step_p90_ms']:>7.3f} {r['cpu_ms']:>7.3f} {r['metrics_ms']:>10.3f} "
-                      f"{r['bytes_per_slot']:>7.1f} {r['bytes_per_tracked']:>9.1f}", flush=True)
+                print(
+                    f"{n_prompts:>7} {tracked:>9} {allocator:>9} {r['decide_ms']:>9.3f} {r['observe_ms']:>10.3f} "
+                    f"{r['step_ms']:>8.3f} {r['step_p90_ms']:>7.3f} {r['cpu_ms']:>7.3f} {r['metrics_ms']:>10.3f} "
+                    f"{r['bytes_per_slot']:>7.1f} {r['bytes_per_tracked']:>9.1f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ reload does). Reported per GB: put, actor load (call round trip), total, against
 memcpy of the same bytes into preallocated buffers. Median of `--repeats`.
 Prints tables and one JSON line per measurement (`--out` appends them to a file).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,13 +47,24 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STEP_OVERRIDES = ["data.size=64", "eval.size=1", "reward.workers=1", "logging.plots=false",
-                  "logging.tensorboard=false", "logging.progress=false", "checkpoint.every=0", "run.resume=never",
-                  "rollout.engine=vllm"]
+STEP_OVERRIDES = [
+    "data.size=64",
+    "eval.size=1",
+    "reward.workers=1",
+    "logging.plots=false",
+    "logging.tensorboard=false",
+    "logging.progress=false",
+    "checkpoint.every=0",
+    "run.resume=never",
+    "rollout.engine=vllm",
+]
 # "small": the tests' size; "recipe": recipes/gdro.yaml's own batch (32 prompts x 4 rollouts x 32 tokens)
 SIZES = {"small": ["train.prompts_per_step=8", "rollout.max_new_tokens=16"], "recipe": []}
-MODES = {"local": [], "ray_1x1": ["run.orchestrator=ray", "ray.rollout_actors=1", "ray.learner_ranks=1"],
-         "ray_2x2": ["run.orchestrator=ray", "ray.rollout_actors=2", "ray.learner_ranks=2"]}
+MODES = {
+    "local": [],
+    "ray_1x1": ["run.orchestrator=ray", "ray.rollout_actors=1", "ray.learner_ranks=1"],
+    "ray_2x2": ["run.orchestrator=ray", "ray.rollout_actors=2", "ray.learner_ranks=2"],
+}
 
 
 # ----------------------------------------------------------------------------- part "steps"
@@ -63,9 +75,17 @@ def child_run(mode: str, steps: int, out_dir: str, name: str, size: str) -> None
     from rlbal.config import load_config
     from rlbal.driver import LoopState, train_loop
 
-    cfg = load_config(ROOT / "recipes" / "gdro.yaml", [f"run.name={name}", f"run.output_dir={out_dir}",
-                                                       f"run.max_steps={steps}", *STEP_OVERRIDES, *SIZES[size],
-                                                       *MODES[mode]])
+    cfg = load_config(
+        ROOT / "recipes" / "gdro.yaml",
+        [
+            f"run.name={name}",
+            f"run.output_dir={out_dir}",
+            f"run.max_steps={steps}",
+            *STEP_OVERRIDES,
+            *SIZES[size],
+            *MODES[mode],
+        ],
+    )
     if cfg.run.orchestrator == "ray":
         import ray
 
@@ -103,11 +123,37 @@ def bench_steps(steps: int, modes: list[str], rounds: int, threads: int, size: s
     for r in range(rounds):
         for mode in modes:
             name = f"{mode}-{r}"
-            subprocess.run([sys.executable, __file__, "--child", mode, "--steps", str(steps), "--dir", out_dir,
-                            "--name", name, "--size", size], check=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+            subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    mode,
+                    "--steps",
+                    str(steps),
+                    "--dir",
+                    out_dir,
+                    "--name",
+                    name,
+                    "--size",
+                    size,
+                ],
+                check=True,
+                cwd=ROOT,
+                env={**os.environ, "OMP_NUM_THREADS": str(threads)},
+            )
             per_mode[mode].append(stage_stats(Path(out_dir) / name / "metrics.jsonl"))
-    results = [{"part": "steps", "mode": m, "size": size, "steps": steps, "rounds": rounds,
-                **{k: statistics.median(run[k] for run in runs) for k in runs[0]}} for m, runs in per_mode.items()]
+    results = [
+        {
+            "part": "steps",
+            "mode": m,
+            "size": size,
+            "steps": steps,
+            "rounds": rounds,
+            **{k: statistics.median(run[k] for run in runs) for k in runs[0]},
+        }
+        for m, runs in per_mode.items()
+    ]
     for stat in ("", "min/"):  # the first mode is the reference (local by default)
         base = results[0][f"{stat}timing/step"]
         print(f"\nstep time, {stat.rstrip('/') or 'median'} over steps 2..{steps}, median over {rounds} round(s), s")
@@ -117,9 +163,11 @@ def bench_steps(steps: int, modes: list[str], rounds: int, threads: int, size: s
             # measured inside the Ray run itself: driver wall - the actors' own time, for generate and update
             inner = r.get(f"{stat}ray/overhead/generate_s", 0.0) + r.get(f"{stat}ray/overhead/update_s", 0.0)
             r[f"{stat}in_run_share"] = inner / r[f"{stat}timing/step"]
-            print(f"{r['mode']:>8} {r[f'{stat}timing/step']:7.3f} {r.get(f'{stat}timing/generate', 0):9.3f} "
-                  f"{r.get(f'{stat}timing/update', 0):7.3f} {r.get(f'{stat}timing/weight_sync', 0):7.3f} "
-                  f"{r[f'{stat}overhead']:+9.1%} {r[f'{stat}in_run_share']:7.1%}")
+            print(
+                f"{r['mode']:>8} {r[f'{stat}timing/step']:7.3f} {r.get(f'{stat}timing/generate', 0):9.3f} "
+                f"{r.get(f'{stat}timing/update', 0):7.3f} {r.get(f'{stat}timing/weight_sync', 0):7.3f} "
+                f"{r[f'{stat}overhead']:+9.1%} {r[f'{stat}in_run_share']:7.1%}"
+            )
     return results
 
 
@@ -162,11 +210,17 @@ def bench_paired(size: str, repeats: int) -> list[dict]:
     learner = make_learner(cfg)
     prompts, batch = paired_batch(cfg, engine, np.random.default_rng(0))
     counts, spec = [cfg.rollout.n] * len(prompts), sampling_for(cfg, 1, 0)
-    stages = {"generate": (lambda: engine.generate(prompts, counts, spec),
-                           lambda: group_engine.generate(prompts, counts, spec)),
-              "update": (lambda: learner.update(batch), lambda: group_learner.update(batch)),
-              "weight_sync": (lambda: engine.update_weights(learner.export_weights()),
-                              lambda: group_engine.update_weights(group_learner.export_weights()))}
+    stages = {
+        "generate": (
+            lambda: engine.generate(prompts, counts, spec),
+            lambda: group_engine.generate(prompts, counts, spec),
+        ),
+        "update": (lambda: learner.update(batch), lambda: group_learner.update(batch)),
+        "weight_sync": (
+            lambda: engine.update_weights(learner.export_weights()),
+            lambda: group_engine.update_weights(group_learner.export_weights()),
+        ),
+    }
     times = {(s, m): [] for s in stages for m in ("local", "ray")}
     for _ in range(repeats + 1):  # the first round warms up
         for stage, (local_fn, ray_fn) in stages.items():
@@ -218,8 +272,12 @@ def bench_sync(sizes_mb: list[int], repeats: int) -> list[dict]:
 
     from rlbal.rollout.weight_sync import to_numpy
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=int(max(sizes_mb) * 2.5 * 2**20) + 2**28)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=int(max(sizes_mb) * 2.5 * 2**20) + 2**28,
+    )
     results = []
     for mb in sizes_mb:
         n = max(1, mb // 64)  # 64 MB tensors
@@ -241,9 +299,14 @@ def bench_sync(sizes_mb: list[int], repeats: int) -> list[dict]:
             load.append(t2 - t1)
             del ref
         gb = sum(t.numel() * 4 for t in state.values()) / 2**30
-        row = {"part": "sync", "mbytes": gb * 1024, "put_s_per_gb": statistics.median(put) / gb,
-               "load_s_per_gb": statistics.median(load) / gb, "actor_copy_s_per_gb": statistics.median(inner) / gb,
-               "memcpy_s_per_gb": statistics.median(memcpy) / gb}
+        row = {
+            "part": "sync",
+            "mbytes": gb * 1024,
+            "put_s_per_gb": statistics.median(put) / gb,
+            "load_s_per_gb": statistics.median(load) / gb,
+            "actor_copy_s_per_gb": statistics.median(inner) / gb,
+            "memcpy_s_per_gb": statistics.median(memcpy) / gb,
+        }
         row["total_s_per_gb"] = row["put_s_per_gb"] + row["load_s_per_gb"]
         row["vs_memcpy"] = row["total_s_per_gb"] / row["memcpy_s_per_gb"]
         results.append(row)
@@ -252,8 +315,10 @@ def bench_sync(sizes_mb: list[int], repeats: int) -> list[dict]:
     print("\nweight sync, seconds per GB (median)")
     print(f"{'MB':>6} {'put':>7} {'load':>7} {'total':>7} {'memcpy':>7} {'x memcpy':>9}")
     for r in results:
-        print(f"{r['mbytes']:6.0f} {r['put_s_per_gb']:7.3f} {r['load_s_per_gb']:7.3f} {r['total_s_per_gb']:7.3f} "
-              f"{r['memcpy_s_per_gb']:7.3f} {r['vs_memcpy']:9.1f}")
+        print(
+            f"{r['mbytes']:6.0f} {r['put_s_per_gb']:7.3f} {r['load_s_per_gb']:7.3f} {r['total_s_per_gb']:7.3f} "
+            f"{r['memcpy_s_per_gb']:7.3f} {r['vs_memcpy']:9.1f}"
+        )
     return results
 
 

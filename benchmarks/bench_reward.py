@@ -16,6 +16,7 @@ shared machine hits both alike); medians over rounds are reported, and ratios ar
 
 Verdicts are compared too: the script fails if the two routes disagree on any completion.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,9 +38,15 @@ def gsm8k_completions(limit: int, seed: int) -> list[tuple[str, str]]:
     out = []
     for gold in rng.sample(golds, limit):
         n = int(gold)
-        forms = [rf"so the total is \boxed{{{n:,}}}.", f"The answer is {gold}.", rf"\boxed{{{gold}.00}}",
-                 f"The answer is: {gold} apples.", rf"\boxed{{{n + 1}}}", f"so {n * 2}",
-                 rf"\boxed{{\frac{{{2 * n + 1}}}{{2}}}}"]
+        forms = [
+            rf"so the total is \boxed{{{n:,}}}.",
+            f"The answer is {gold}.",
+            rf"\boxed{{{gold}.00}}",
+            f"The answer is: {gold} apples.",
+            rf"\boxed{{{n + 1}}}",
+            f"so {n * 2}",
+            rf"\boxed{{\frac{{{2 * n + 1}}}{{2}}}}",
+        ]
         out.append((rng.choice(forms), gold))
     return out
 
@@ -75,8 +82,13 @@ def per_completion(pairs: list[tuple[str, str]], rounds: int) -> dict[str, float
         fast_s.append((t1 - t0) / len(pairs))
         slow_s.append((t2 - t1) / len(pairs))
         ratios.append((t2 - t1) / (t1 - t0))
-    return {"fast_us": 1e6 * statistics.median(fast_s), "math_verify_us": 1e6 * statistics.median(slow_s),
-            "ratio": statistics.median(ratios), "decided": decided / len(pairs), "n": len(pairs)}
+    return {
+        "fast_us": 1e6 * statistics.median(fast_s),
+        "math_verify_us": 1e6 * statistics.median(slow_s),
+        "ratio": statistics.median(ratios),
+        "decided": decided / len(pairs),
+        "n": len(pairs),
+    }
 
 
 def per_step(pairs: list[tuple[str, str]], workers: int, rounds: int) -> dict[str, float]:
@@ -86,9 +98,16 @@ def per_step(pairs: list[tuple[str, str]], workers: int, rounds: int) -> dict[st
 
     completions, golds = [c for c, _ in pairs], [g for _, g in pairs]
     spec = {"extraction": "boxed_or_last_number"}
-    with RewardExecutor(RewardSpec("math", spec), num_workers=workers, timeout_s=10.0) as fast, \
-            RewardExecutor(RewardSpec("math", {**spec, "fast_path": False}), num_workers=workers, timeout_s=10.0,
-                           prefilter=False, chunk_size=8) as slow:
+    with (
+        RewardExecutor(RewardSpec("math", spec), num_workers=workers, timeout_s=10.0) as fast,
+        RewardExecutor(
+            RewardSpec("math", {**spec, "fast_path": False}),
+            num_workers=workers,
+            timeout_s=10.0,
+            prefilter=False,
+            chunk_size=8,
+        ) as slow,
+    ):
         fast.wait_ready()
         slow.wait_ready()
         fast.score(completions[:32], golds[:32])  # warm-up: first calls in every worker
@@ -102,9 +121,14 @@ def per_step(pairs: list[tuple[str, str]], workers: int, rounds: int) -> dict[st
             slow_s.append(b.seconds)
             ratios.append(b.seconds / a.seconds)
         frac = fast.metrics()["reward/fast_frac"]
-    return {"fast_s": statistics.median(fast_s), "slow_s": statistics.median(slow_s),
-            "fast_spread": (min(fast_s), max(fast_s)), "slow_spread": (min(slow_s), max(slow_s)),
-            "ratio": statistics.median(ratios), "fast_frac": frac}
+    return {
+        "fast_s": statistics.median(fast_s),
+        "slow_s": statistics.median(slow_s),
+        "fast_spread": (min(fast_s), max(fast_s)),
+        "slow_spread": (min(slow_s), max(slow_s)),
+        "ratio": statistics.median(ratios),
+        "fast_frac": frac,
+    }
 
 
 def main() -> None:
@@ -116,8 +140,10 @@ def main() -> None:
     args = ap.parse_args()
     import os
 
-    sets = {"gsm8k": gsm8k_completions(args.completions, args.seed),
-            "arithmetic": arithmetic_completions(args.completions, args.seed)}
+    sets = {
+        "gsm8k": gsm8k_completions(args.completions, args.seed),
+        "arithmetic": arithmetic_completions(args.completions, args.seed),
+    }
     print(f"load average before: {os.getloadavg()[0]:.1f}; {args.rounds} interleaved rounds, medians\n")
     print(f"{'per completion, inline':<28} {'fast path us':>13} {'math-verify us':>15} {'ratio':>7} {'decided':>8}")
     for name, pairs in sets.items():
@@ -128,9 +154,11 @@ def main() -> None:
         for w in args.workers:
             r = per_step(pairs, w, args.rounds)
             label = f"{name}, {len(pairs)} x {w} worker(s)"
-            print(f"{label:<28} {r['fast_s']:>13.4f} {r['slow_s']:>15.4f} {r['ratio']:>6.1f}x {r['fast_frac']:>8.1%}"
-                  f"   spread {r['fast_spread'][0]:.4f}-{r['fast_spread'][1]:.4f} / "
-                  f"{r['slow_spread'][0]:.4f}-{r['slow_spread'][1]:.4f}")
+            print(
+                f"{label:<28} {r['fast_s']:>13.4f} {r['slow_s']:>15.4f} {r['ratio']:>6.1f}x {r['fast_frac']:>8.1%}"
+                f"   spread {r['fast_spread'][0]:.4f}-{r['fast_spread'][1]:.4f} / "
+                f"{r['slow_spread'][0]:.4f}-{r['slow_spread'][1]:.4f}"
+            )
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
 
 

@@ -23,6 +23,7 @@ Prints one table per model with medians over the repeats and the ratios, and one
 model with every sample (`--out` appends them to a file).
 The numbers recorded in docs/engines.md come from this script.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-QUESTIONS = ["What is 3 + 4?", "Compute 12 + 5 - 7.", "What is 6 times 7?", "Add 15 and 27.",
-             "What is 100 - 58?", "Compute 2 + 2 + 2.", "What is 9 squared?", "Subtract 13 from 40."]
+QUESTIONS = [
+    "What is 3 + 4?",
+    "Compute 12 + 5 - 7.",
+    "What is 6 times 7?",
+    "Add 15 and 27.",
+    "What is 100 - 58?",
+    "Compute 2 + 2 + 2.",
+    "What is 9 squared?",
+    "Subtract 13 from 40.",
+]
 SIZES = {"tiny": dict(prompts=32, samples=4, new_tokens=64), "smollm2": dict(prompts=16, samples=4, new_tokens=64)}
 
 
@@ -50,8 +59,10 @@ def chat_prompts(path: str, n: int) -> list[list[int]]:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(path)
-    msgs = [[{"role": "user", "content": f"{QUESTIONS[i % len(QUESTIONS)]} Put the final answer in \\boxed{{}}."}]
-            for i in range(n)]
+    msgs = [
+        [{"role": "user", "content": f"{QUESTIONS[i % len(QUESTIONS)]} Put the final answer in \\boxed{{}}."}]
+        for i in range(n)
+    ]
     return [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=False) for m in msgs]
 
 
@@ -102,8 +113,13 @@ def run_child(name: str, repeats: int, multiprocess: bool) -> dict[str, Any]:
     trainer = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     state = trainer.state_dict()
     check = (prompts[:4], [[(17 * i + 3 * j) % 500 + 10 for j in range(24)] for i in range(4)])  # fixed sequences
-    out: dict[str, Any] = {"model": name, "mbytes": state_nbytes(state) / 2**20, "threads": torch.get_num_threads(),
-                           "load_avg_1min": os.getloadavg()[0], **size}
+    out: dict[str, Any] = {
+        "model": name,
+        "mbytes": state_nbytes(state) / 2**20,
+        "threads": torch.get_num_threads(),
+        "load_avg_1min": os.getloadavg()[0],
+        **size,
+    }
     hf = make_engine("hf", path, dtype="float32", seed=0)
     out["hf_tok_s"] = tokens_per_s(hf, prompts, size["samples"], size["new_tokens"], repeats)
     out["hf_sync_s"] = seconds(lambda: hf.update_weights(state), repeats)
@@ -131,26 +147,41 @@ def table(raw: dict[str, Any]) -> str:
     r = {k: statistics.median(v) if isinstance(v, list) else v for k, v in raw.items()}
     floor = r["memcpy_s"]
     hf = r["hf_tok_s"]
-    rows = [("generation tok/s, transformers", f"{hf:.0f}", "1.0x"),
-            ("generation tok/s, vLLM in-process", f"{r['vllm_tok_s']:.0f}", f"{r['vllm_tok_s'] / hf:.1f}x")]
+    rows = [
+        ("generation tok/s, transformers", f"{hf:.0f}", "1.0x"),
+        ("generation tok/s, vLLM in-process", f"{r['vllm_tok_s']:.0f}", f"{r['vllm_tok_s'] / hf:.1f}x"),
+    ]
     if "vllm_mp_tok_s" in r:
-        rows.append(("generation tok/s, vLLM separate process", f"{r['vllm_mp_tok_s']:.0f}",
-                     f"{r['vllm_mp_tok_s'] / hf:.1f}x"))
+        rows.append(
+            ("generation tok/s, vLLM separate process", f"{r['vllm_mp_tok_s']:.0f}", f"{r['vllm_mp_tok_s'] / hf:.1f}x")
+        )
     rows.append((f"weight sync {r['mbytes']:.1f} MiB: memcpy floor", f"{floor * 1e3:.1f} ms", "1.0x"))
     for mb in (16, 128, 1024):
         s = r[f"vllm_sync_s_bucket{mb}"]
-        rows.append((f"  vLLM in-process, {mb} MiB buckets ({r[f'vllm_calls_bucket{mb}']} calls)",
-                     f"{s * 1e3:.1f} ms", f"{s / floor:.1f}x"))
+        rows.append(
+            (
+                f"  vLLM in-process, {mb} MiB buckets ({r[f'vllm_calls_bucket{mb}']} calls)",
+                f"{s * 1e3:.1f} ms",
+                f"{s / floor:.1f}x",
+            )
+        )
     if "vllm_mp_sync_s" in r:
         s = r["vllm_mp_sync_s"]
-        rows.append((f"  vLLM separate process, /dev/shm ({r['vllm_mp_calls']} calls)", f"{s * 1e3:.1f} ms",
-                     f"{s / floor:.1f}x"))
+        rows.append(
+            (
+                f"  vLLM separate process, /dev/shm ({r['vllm_mp_calls']} calls)",
+                f"{s * 1e3:.1f} ms",
+                f"{s / floor:.1f}x",
+            )
+        )
     s = r["hf_sync_s"]
     rows.append(("  transformers load into its copy", f"{s * 1e3:.1f} ms", f"{s / floor:.1f}x"))
     rows.append(("max |engine - trainer| logprob after sync, vLLM", f"{r['vllm_logprob_gap']:.1e}", ""))
     rows.append(("max |engine - trainer| logprob after sync, transformers", f"{r['hf_logprob_gap']:.1e}", ""))
-    head = (f"== {r['model']}: {r['prompts']} prompts x {r['samples']} samples x {r['new_tokens']} new tokens, fp32, "
-            f"OMP threads {r['threads']} ==")
+    head = (
+        f"== {r['model']}: {r['prompts']} prompts x {r['samples']} samples x {r['new_tokens']} new tokens, fp32, "
+        f"OMP threads {r['threads']} =="
+    )
     width = max(len(a) for a, _, _ in rows)
     return "\n".join([head] + [f"{a:<{width}}  {b:>12}  {c:>8}" for a, b, c in rows])
 

@@ -21,6 +21,7 @@ The floor is measured in every child after its steps, with the same engine, poli
 `generate` of prompts_per_step x n completions of the recipe's prompts, plus one forward/backward of the policy
 over them (the learner's micro-batches, no optimizer step). The report gives step / floor.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,9 +58,15 @@ def floor(parts: Any, cfg: Any, reps: int = 3) -> dict[str, float]:
         gen = parts.engine.generate(prompts, [cfg.rollout.n] * len(prompts), sampling_for(cfg, 10_000 + rep, 0))
         sync()
         t1 = time.perf_counter()
-        batch = RolloutBatch.from_generation(gen.prompt_token_ids, gen.completions, list(range(len(prompts))),
-                                             [0] * len(prompts), [1.0] * len(prompts), [0.0] * len(gen.completions),
-                                             parts.pad_id).to(device)
+        batch = RolloutBatch.from_generation(
+            gen.prompt_token_ids,
+            gen.completions,
+            list(range(len(prompts))),
+            [0] * len(prompts),
+            [1.0] * len(prompts),
+            [0.0] * len(gen.completions),
+            parts.pad_id,
+        ).to(device)
         sync()
         t2 = time.perf_counter()
         for idx in batch.micro_batch_indices(cfg.learner.micro_batch_tokens):
@@ -69,8 +76,11 @@ def floor(parts: Any, cfg: Any, reps: int = 3) -> dict[str, float]:
         gen_s.append(t1 - t0)
         fb_s.append(time.perf_counter() - t2)
         model.zero_grad(set_to_none=True)
-    return {"generate": statistics.median(gen_s), "fwd_bwd": statistics.median(fb_s),
-            "total": statistics.median(gen_s) + statistics.median(fb_s)}
+    return {
+        "generate": statistics.median(gen_s),
+        "fwd_bwd": statistics.median(fb_s),
+        "total": statistics.median(gen_s) + statistics.median(fb_s),
+    }
 
 
 def child(spec: dict[str, Any]) -> None:
@@ -87,9 +97,17 @@ def child(spec: dict[str, Any]) -> None:
     from rlbal.runtime_env import configure_threads
 
     with tempfile.TemporaryDirectory(prefix="bench_step_") as out:
-        overrides = [*spec["overrides"], f"run.max_steps={spec['warmup'] + spec['steps']}", "checkpoint.every=0",
-                     "logging.progress=false", "logging.plots=false", "logging.tensorboard=false",
-                     "run.resume=never", f"run.output_dir={out}", "run.name=bench"]
+        overrides = [
+            *spec["overrides"],
+            f"run.max_steps={spec['warmup'] + spec['steps']}",
+            "checkpoint.every=0",
+            "logging.progress=false",
+            "logging.plots=false",
+            "logging.tensorboard=false",
+            "run.resume=never",
+            f"run.output_dir={out}",
+            "run.name=bench",
+        ]
         cfg = load_config(spec["recipe"], overrides)
         if spec["variant"] != "before":
             configure_threads(cfg)
@@ -99,10 +117,18 @@ def child(spec: dict[str, Any]) -> None:
             from reward.executor import RewardExecutor
 
             parts.rewards.close()
-            specs = tuple(dataclasses.replace(s, kwargs={**s.kwargs, "fast_path": False}) if s.fn == "math" else s
-                          for s in parts.rewards.specs)
-            parts.rewards = RewardExecutor(specs, num_workers=cfg.reward.workers, timeout_s=cfg.reward.timeout_s,
-                                           threshold=cfg.reward.correct_threshold, prefilter=False, chunk_size=8)
+            specs = tuple(
+                dataclasses.replace(s, kwargs={**s.kwargs, "fast_path": False}) if s.fn == "math" else s
+                for s in parts.rewards.specs
+            )
+            parts.rewards = RewardExecutor(
+                specs,
+                num_workers=cfg.reward.workers,
+                timeout_s=cfg.reward.timeout_s,
+                threshold=cfg.reward.correct_threshold,
+                prefilter=False,
+                chunk_size=8,
+            )
         parts.open_logger(start_step=0)
         try:
             train_loop(cfg, parts, LoopState(), save=lambda state: None, evaluate=lambda step: {})
@@ -110,19 +136,25 @@ def child(spec: dict[str, Any]) -> None:
         finally:
             parts.close()
         rows = [json.loads(x) for x in (Path(out) / "bench" / "metrics.jsonl").read_text().splitlines()]
-    steps = [r for r in rows if "timing/step" in r][spec["warmup"]:]
+    steps = [r for r in rows if "timing/step" in r][spec["warmup"] :]
     timed = []
     for r in steps:
         t = {k: r.get(f"timing/{k}", 0.0) for k in STAGES}
         t["other"] = t["step"] - t["generate"] - t["score"] - t["update"] - t["weight_sync"]
         timed.append(t)
-    print("RESULT " + json.dumps({"steps": timed, "floor": fl, "fast_frac": statistics.mean(
-        r.get("reward/fast_frac", 0.0) for r in steps)}), flush=True)
+    print(
+        "RESULT "
+        + json.dumps(
+            {"steps": timed, "floor": fl, "fast_frac": statistics.mean(r.get("reward/fast_frac", 0.0) for r in steps)}
+        ),
+        flush=True,
+    )
 
 
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
-                          cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, cwd=ROOT
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not lines:
         raise SystemExit(f"{spec['variant']} failed:\n{proc.stderr[-3000:]}")
@@ -142,11 +174,15 @@ def report(results: dict[str, list[dict[str, Any]]]) -> None:
         score = statistics.median(s["score"] for r in rounds for s in r["steps"])
         fl = statistics.median(r["floor"]["total"] for r in rounds)
         gen_fl = statistics.median(r["floor"]["generate"] for r in rounds)
-        print(f"{variant:<12}" + "".join(f"{c:>20}" for c in cells) + f"{100 * score / step:>8.1f}%"
-              f"{f'{gen_fl:.2f}+{fl - gen_fl:.2f}={fl:.2f}':>20}{step / fl:>10.2f}x"
-              f"   fast path decided {statistics.mean(r['fast_frac'] for r in rounds):.0%}")
-    print("cells: median over the timed steps of all rounds (min-max of the per-round medians), seconds; "
-          "floor: bare generate + one fwd/bwd")
+        print(
+            f"{variant:<12}" + "".join(f"{c:>20}" for c in cells) + f"{100 * score / step:>8.1f}%"
+            f"{f'{gen_fl:.2f}+{fl - gen_fl:.2f}={fl:.2f}':>20}{step / fl:>10.2f}x"
+            f"   fast path decided {statistics.mean(r['fast_frac'] for r in rounds):.0%}"
+        )
+    print(
+        "cells: median over the timed steps of all rounds (min-max of the per-round medians), seconds; "
+        "floor: bare generate + one fwd/bwd"
+    )
 
 
 def main() -> None:
@@ -170,11 +206,22 @@ def main() -> None:
     for round_ in range(args.rounds):
         for variant in args.variants:
             print(f"round {round_ + 1}/{args.rounds}: {variant} ...", flush=True)
-            results[variant].append(run_child(dict(recipe=args.recipe, overrides=args.overrides, variant=variant,
-                                                   steps=args.steps, warmup=args.warmup)))
+            results[variant].append(
+                run_child(
+                    dict(
+                        recipe=args.recipe,
+                        overrides=args.overrides,
+                        variant=variant,
+                        steps=args.steps,
+                        warmup=args.warmup,
+                    )
+                )
+            )
             load.append(os.getloadavg()[0])
-    print(f"\n== {Path(args.recipe).name} {' '.join(args.overrides)}: {args.rounds} round(s) x {args.warmup} warm-up + "
-          f"{args.steps} timed steps; load average {min(load):.1f}-{max(load):.1f} ==")
+    print(
+        f"\n== {Path(args.recipe).name} {' '.join(args.overrides)}: {args.rounds} round(s) x {args.warmup} warm-up + "
+        f"{args.steps} timed steps; load average {min(load):.1f}-{max(load):.1f} =="
+    )
     report(results)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))

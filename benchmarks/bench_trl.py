@@ -44,6 +44,7 @@ after one update). rlbal-vLLM is therefore compared with TRL-transformers, the b
 the transformers engine always, vLLM / TRL only if installed, and prints absolute step times. The row label
 shows where rlbal's learner and engine ran.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -87,28 +88,67 @@ def summarise(steps: list[dict[str, float]]) -> dict[str, Any]:
     import numpy as np
 
     col = {k: np.array([s[k] for s in steps]) for k in ("step", *PHASES)}
-    return {"steps_per_s": len(steps) / float(col["step"].sum()), "median_step_s": float(np.median(col["step"])),
-            "best_step_s": float(col["step"].min()),
-            **{f"{k}_s": float(np.median(col[k])) for k in PHASES}, "per_step": steps}
+    return {
+        "steps_per_s": len(steps) / float(col["step"].sum()),
+        "median_step_s": float(np.median(col["step"])),
+        "best_step_s": float(col["step"].min()),
+        **{f"{k}_s": float(np.median(col[k])) for k in PHASES},
+        "per_step": steps,
+    }
 
 
 # ----------------------------------------------------------------------------- rlbal child
 
 
 def rlbal_overrides(spec: dict[str, Any], out_dir: str) -> list[str]:
-    data = (["data.source=files", f"data.paths=[{spec['data']}]", "data.difficulty_field=difficulty",
-             "eval.source=files", f"eval.paths=[{spec['data']}]"] if spec["data"] else
-            ["data.source=procedural", "data.tasks=[chain_sum]", "data.levels=[1,2,3]",
-             f"data.size={spec['data_size']}"])
-    return [f"model.path={spec['model']}", f"model.dtype={spec['dtype']}",
-            f"model.gradient_checkpointing={str(spec['grad_ckpt']).lower()}", *data, f"rollout.engine={spec['engine']}",
-            f"rollout.n={spec['n']}", f"rollout.max_new_tokens={spec['max_new_tokens']}", "rollout.temperature=1.0",
-            f"train.prompts_per_step={spec['prompts']}", f"run.max_steps={spec['warmup'] + spec['steps']}",
-            f"run.seed={spec['seed']}", "algo.advantage=grpo", "algo.loss=ppo_clip", "algo.aggregation=token_mean",
-            "algo.clip_low=0.2", "algo.clip_high=0.28", "algo.kl_coef=0.0", "algo.is_correction=none",
-            f"learner.lr={spec['lr']}", "learner.ppo_epochs=1", "learner.mini_batches=1", "learner.grad_clip=1.0",
-            "eval.size=1", "checkpoint.every=0", "logging.tensorboard=false", "logging.progress=false",
-            "logging.plots=false", "run.resume=never", f"run.output_dir={out_dir}", "run.name=bench"]
+    data = (
+        [
+            "data.source=files",
+            f"data.paths=[{spec['data']}]",
+            "data.difficulty_field=difficulty",
+            "eval.source=files",
+            f"eval.paths=[{spec['data']}]",
+        ]
+        if spec["data"]
+        else [
+            "data.source=procedural",
+            "data.tasks=[chain_sum]",
+            "data.levels=[1,2,3]",
+            f"data.size={spec['data_size']}",
+        ]
+    )
+    return [
+        f"model.path={spec['model']}",
+        f"model.dtype={spec['dtype']}",
+        f"model.gradient_checkpointing={str(spec['grad_ckpt']).lower()}",
+        *data,
+        f"rollout.engine={spec['engine']}",
+        f"rollout.n={spec['n']}",
+        f"rollout.max_new_tokens={spec['max_new_tokens']}",
+        "rollout.temperature=1.0",
+        f"train.prompts_per_step={spec['prompts']}",
+        f"run.max_steps={spec['warmup'] + spec['steps']}",
+        f"run.seed={spec['seed']}",
+        "algo.advantage=grpo",
+        "algo.loss=ppo_clip",
+        "algo.aggregation=token_mean",
+        "algo.clip_low=0.2",
+        "algo.clip_high=0.28",
+        "algo.kl_coef=0.0",
+        "algo.is_correction=none",
+        f"learner.lr={spec['lr']}",
+        "learner.ppo_epochs=1",
+        "learner.mini_batches=1",
+        "learner.grad_clip=1.0",
+        "eval.size=1",
+        "checkpoint.every=0",
+        "logging.tensorboard=false",
+        "logging.progress=false",
+        "logging.plots=false",
+        "run.resume=never",
+        f"run.output_dir={out_dir}",
+        "run.name=bench",
+    ]
 
 
 def run_rlbal(spec: dict[str, Any], out_dir: str) -> dict[str, Any]:
@@ -126,23 +166,33 @@ def run_rlbal(spec: dict[str, Any], out_dir: str) -> dict[str, Any]:
         train_loop(cfg, parts, LoopState(), save=lambda state: None, evaluate=lambda step: {})
         prompts = gap_prompts(parts.tokenizer, spec)
         gen = parts.engine.generate(prompts, [1] * len(prompts), SamplingSpec(max_new_tokens=16, seed=1))
-        gap = logprob_gap(parts.learner.model, [(prompts[c.prompt_index], c.token_ids, c.logprobs)
-                                                for c in gen.completions])
+        gap = logprob_gap(
+            parts.learner.model, [(prompts[c.prompt_index], c.token_ids, c.logprobs) for c in gen.completions]
+        )
         floor = measure_floor(parts, cfg, spec)
     finally:
         parts.close()
     timed = [json.loads(line) for line in (Path(out_dir) / "bench" / "metrics.jsonl").read_text().splitlines()]
-    timed = [r for r in timed if "timing/step" in r][spec["warmup"]:]
-    devices = {"learner": str(next(parts.learner.model.parameters()).device),
-               "engine": str(getattr(parts.engine, "device", "cpu"))}
-    return {**summarise([rlbal_phases(r) for r in timed]), "devices": devices, "logprob_gap": gap, "floor": floor,
-            "reward_mean": _mean(r["reward/mean"] for r in timed), "len_mean": _mean(r["rollout/len_mean"] for r in timed)}
+    timed = [r for r in timed if "timing/step" in r][spec["warmup"] :]
+    devices = {
+        "learner": str(next(parts.learner.model.parameters()).device),
+        "engine": str(getattr(parts.engine, "device", "cpu")),
+    }
+    return {
+        **summarise([rlbal_phases(r) for r in timed]),
+        "devices": devices,
+        "logprob_gap": gap,
+        "floor": floor,
+        "reward_mean": _mean(r["reward/mean"] for r in timed),
+        "len_mean": _mean(r["rollout/len_mean"] for r in timed),
+    }
 
 
 def gap_prompts(tok, spec: dict[str, Any], count: int = 8) -> list[list[int]]:
     chats, _ = dataset_rows(spec["data_size"], spec["seed"], spec["data"])
-    return [tok.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=False)
-            for c in chats[:count]]
+    return [
+        tok.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=False) for c in chats[:count]
+    ]
 
 
 def measure_floor(parts, cfg, spec: dict[str, Any]) -> dict[str, float]:
@@ -163,13 +213,22 @@ def measure_floor(parts, cfg, spec: dict[str, Any]) -> dict[str, float]:
     for rep in range(FLOOR_REPS):
         sync()
         t0 = time.perf_counter()
-        gen = parts.engine.generate(prompts, [spec["n"]] * len(prompts),
-                                    SamplingSpec(max_new_tokens=spec["max_new_tokens"], temperature=1.0, seed=rep))
+        gen = parts.engine.generate(
+            prompts,
+            [spec["n"]] * len(prompts),
+            SamplingSpec(max_new_tokens=spec["max_new_tokens"], temperature=1.0, seed=rep),
+        )
         sync()
         t1 = time.perf_counter()
-        batch = RolloutBatch.from_generation(gen.prompt_token_ids, gen.completions, list(range(len(prompts))),
-                                             [0] * len(prompts), [1.0] * len(prompts), [0.0] * len(gen.completions),
-                                             parts.pad_id).to(device)
+        batch = RolloutBatch.from_generation(
+            gen.prompt_token_ids,
+            gen.completions,
+            list(range(len(prompts))),
+            [0] * len(prompts),
+            [1.0] * len(prompts),
+            [0.0] * len(gen.completions),
+            parts.pad_id,
+        ).to(device)
         sync()
         t2 = time.perf_counter()
         for idx in batch.micro_batch_indices(cfg.learner.micro_batch_tokens):
@@ -195,8 +254,8 @@ def logprob_gap(model, samples: list[tuple[list[int], list[int], list[float]]]) 
     with torch.no_grad():
         for prompt, completion, engine_logps in samples:
             ids = torch.tensor([prompt + completion], device=device)
-            logits_TV = model(input_ids=ids).logits[0, len(prompt) - 1:-1].float()
-            mine_T = logits_TV.gather(-1, ids[0, len(prompt):, None])[:, 0] - logits_TV.logsumexp(-1)
+            logits_TV = model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float()
+            mine_T = logits_TV.gather(-1, ids[0, len(prompt) :, None])[:, 0] - logits_TV.logsumexp(-1)
             diffs += (mine_T.cpu() - torch.tensor(engine_logps)).abs().tolist()
     return sum(diffs) / len(diffs)
 
@@ -264,8 +323,15 @@ def step_recorder(trainer_ref: list):
             a = tr.acc
             update = a["training_step"] - a["gen_and_score"] + (now - tr.t_train_end)  # + clip, optimizer, zero_grad
             step = now - self.last
-            self.steps.append({"step": step, "generate": a["generate"], "score": a["score"], "update": update,
-                               "other": step - a["generate"] - a["score"] - update})
+            self.steps.append(
+                {
+                    "step": step,
+                    "generate": a["generate"],
+                    "score": a["score"],
+                    "update": update,
+                    "other": step - a["generate"] - a["score"] - update,
+                }
+            )
             tr.acc = dict.fromkeys(a, 0.0)
             self.last = now
 
@@ -282,36 +348,68 @@ def run_trl(spec: dict[str, Any], out_dir: str) -> dict[str, Any]:
     from rlbal.assets import resolve_model
 
     def correctness(completions, answer, **kwargs):
-        return [math_reward(c[-1]["content"], a, extraction="boxed_or_last_number").score
-                for c, a in zip(completions, answer)]
+        return [
+            math_reward(c[-1]["content"], a, extraction="boxed_or_last_number").score
+            for c, a in zip(completions, answer)
+        ]
 
     path = resolve_model(spec["model"])
     chats, answers = dataset_rows(spec["data_size"], spec["seed"], spec["data"])
     vllm = spec["engine"] == "vllm"
     config = GRPOConfig(
-        output_dir=out_dir, max_steps=spec["warmup"] + spec["steps"],
-        per_device_train_batch_size=spec["prompts"] * spec["n"], num_generations=spec["n"],
-        gradient_accumulation_steps=1, steps_per_generation=1, num_iterations=1,
-        max_completion_length=spec["max_new_tokens"], temperature=1.0, top_p=1.0, top_k=0, beta=0.0,
-        loss_type="dapo", epsilon=0.2, epsilon_high=0.28, scale_rewards="group", learning_rate=spec["lr"],
-        max_grad_norm=1.0, gradient_checkpointing=spec["grad_ckpt"], bf16=spec["dtype"] == "bfloat16",
+        output_dir=out_dir,
+        max_steps=spec["warmup"] + spec["steps"],
+        per_device_train_batch_size=spec["prompts"] * spec["n"],
+        num_generations=spec["n"],
+        gradient_accumulation_steps=1,
+        steps_per_generation=1,
+        num_iterations=1,
+        max_completion_length=spec["max_new_tokens"],
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        beta=0.0,
+        loss_type="dapo",
+        epsilon=0.2,
+        epsilon_high=0.28,
+        scale_rewards="group",
+        learning_rate=spec["lr"],
+        max_grad_norm=1.0,
+        gradient_checkpointing=spec["grad_ckpt"],
+        bf16=spec["dtype"] == "bfloat16",
         use_cpu=spec["device"] == "cpu",
-        seed=spec["seed"], report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True,
-        use_vllm=vllm, vllm_mode="colocate", vllm_importance_sampling_correction=False)
+        seed=spec["seed"],
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        use_vllm=vllm,
+        vllm_mode="colocate",
+        vllm_importance_sampling_correction=False,
+    )
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, spec["dtype"]))
     trainer_ref: list = []
     recorder = step_recorder(trainer_ref)
     trainer = timed_trainer_class()(
-        model=model, reward_funcs=correctness, args=config, processing_class=AutoTokenizer.from_pretrained(path),
-        train_dataset=Dataset.from_dict({"prompt": chats, "answer": answers}), callbacks=[recorder])
+        model=model,
+        reward_funcs=correctness,
+        args=config,
+        processing_class=AutoTokenizer.from_pretrained(path),
+        train_dataset=Dataset.from_dict({"prompt": chats, "answer": answers}),
+        callbacks=[recorder],
+    )
     trainer_ref.append(trainer)
     trainer.train()
     gap = trl_vllm_gap(trainer, spec) if vllm else 0.0  # transformers: TRL samples from the trained module itself
-    logged = [h for h in trainer.state.log_history if "reward" in h][spec["warmup"]:]
+    logged = [h for h in trainer.state.log_history if "reward" in h][spec["warmup"] :]
     devices = {"learner": str(trainer.model.device), "engine": str(trainer.model.device)}
-    return {**summarise(recorder.steps[spec["warmup"]:]), "devices": devices, "logprob_gap": gap,
-            "reward_mean": _mean(h["reward"] for h in logged),
-            "len_mean": _mean(h["completions/mean_length"] for h in logged)}
+    return {
+        **summarise(recorder.steps[spec["warmup"] :]),
+        "devices": devices,
+        "logprob_gap": gap,
+        "reward_mean": _mean(h["reward"] for h in logged),
+        "len_mean": _mean(h["completions/mean_length"] for h in logged),
+    }
 
 
 def trl_vllm_gap(trainer, spec: dict[str, Any]) -> float:
@@ -320,11 +418,13 @@ def trl_vllm_gap(trainer, spec: dict[str, Any]) -> float:
 
     trainer.vllm_generation.sync_weights()
     prompts = gap_prompts(trainer.processing_class, spec)
-    outs = trainer.vllm_generation.llm.generate([{"prompt_token_ids": p} for p in prompts],
-                                                SamplingParams(max_tokens=16, temperature=1.0, logprobs=0, seed=1))
-    samples = [(p, list(o.outputs[0].token_ids), [d[t].logprob for d, t in zip(o.outputs[0].logprobs,
-                                                                              o.outputs[0].token_ids)])
-               for p, o in zip(prompts, outs)]
+    outs = trainer.vllm_generation.llm.generate(
+        [{"prompt_token_ids": p} for p in prompts], SamplingParams(max_tokens=16, temperature=1.0, logprobs=0, seed=1)
+    )
+    samples = [
+        (p, list(o.outputs[0].token_ids), [d[t].logprob for d, t in zip(o.outputs[0].logprobs, o.outputs[0].token_ids)])
+        for p, o in zip(prompts, outs)
+    ]
     return logprob_gap(trainer.model, samples)
 
 
@@ -338,13 +438,23 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     runs = []
     for model in args.models:
         slow = model == "smollm2"  # tens of seconds per step on CPU: 1 round of 1 + 2 steps
-        base = dict(model=args.model_path or MODELS[model], prompts=args.prompts, n=args.n,
-                    max_new_tokens=args.max_new_tokens, data=args.data, dtype=args.dtype,
-                    grad_ckpt=args.gradient_checkpointing,
-                    steps=2 if slow else args.steps, warmup=1 if slow else args.warmup,
-                    rounds=1 if slow else args.rounds, data_size=args.data_size,
-                    lr=args.lr, seed=args.seed, device=args.device,
-                    threads=args.threads if args.threads is not None else int(args.device == "cpu"))
+        base = dict(
+            model=args.model_path or MODELS[model],
+            prompts=args.prompts,
+            n=args.n,
+            max_new_tokens=args.max_new_tokens,
+            data=args.data,
+            dtype=args.dtype,
+            grad_ckpt=args.gradient_checkpointing,
+            steps=2 if slow else args.steps,
+            warmup=1 if slow else args.warmup,
+            rounds=1 if slow else args.rounds,
+            data_size=args.data_size,
+            lr=args.lr,
+            seed=args.seed,
+            device=args.device,
+            threads=args.threads if args.threads is not None else int(args.device == "cpu"),
+        )
         engines = [e for e in args.engines if e == "hf" or have_vllm]
         runs += [dict(base, framework="rlbal", engine=e) for e in engines]
         if have_trl:
@@ -358,13 +468,19 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     """One configuration in a fresh process; a failed child becomes a row carrying its last error line."""
     load = os.getloadavg()[0]
     env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"])} if spec["threads"] else None  # read when torch loads
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
-                          env=env)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, env=env
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         raised = [ln for ln in proc.stderr.splitlines() if re.match(r"^[\w.]*(Error|Exception)\b", ln)]
         return {**spec, "failed": (raised or [f"rc {proc.returncode}"])[-1][:300], "load_before": load}
-    return {**spec, **json.loads(lines[-1].removeprefix("RESULT ")), "load_before": load, "load_after": os.getloadavg()[0]}
+    return {
+        **spec,
+        **json.loads(lines[-1].removeprefix("RESULT ")),
+        "load_before": load,
+        "load_after": os.getloadavg()[0],
+    }
 
 
 def pool(children: list[dict[str, Any]]) -> dict[str, Any]:
@@ -376,11 +492,16 @@ def pool(children: list[dict[str, Any]]) -> dict[str, Any]:
     load = [c[k] for c in children for k in ("load_before", "load_after")]
     floors = [c["floor"] for c in children if "floor" in c]
     floor = {"floor": {k: statistics.median(f[k] for f in floors) for k in floors[0]}} if floors else {}
-    return {**children[-1], **summarise(steps), **floor,
-            "reward_mean": sum(c["reward_mean"] for c in children) / len(children),
-            "len_mean": sum(c["len_mean"] for c in children) / len(children),
-            "logprob_gap": max(c["logprob_gap"] for c in children), "load_range": [min(load), max(load)],
-            "rounds": len(children)}
+    return {
+        **children[-1],
+        **summarise(steps),
+        **floor,
+        "reward_mean": sum(c["reward_mean"] for c in children) / len(children),
+        "len_mean": sum(c["len_mean"] for c in children) / len(children),
+        "logprob_gap": max(c["logprob_gap"] for c in children),
+        "load_range": [min(load), max(load)],
+        "rounds": len(children),
+    }
 
 
 def label(r: dict[str, Any]) -> str:
@@ -391,17 +512,21 @@ def label(r: dict[str, Any]) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = (f"{'':<30} {'steps/s':>8} {'median s':>9} {'best s':>7} {'generate':>9} {'score':>7} {'update':>8} "
-            f"{'other':>7} {'reward':>7} {'len':>5} {'gap':>8}")
+    head = (
+        f"{'':<30} {'steps/s':>8} {'median s':>9} {'best s':>7} {'generate':>9} {'score':>7} {'update':>8} "
+        f"{'other':>7} {'reward':>7} {'len':>5} {'gap':>8}"
+    )
     out = [head, "-" * len(head)]
     for r in rows:
         if "failed" in r:
             out.append(f"{label(r):<30} FAILED: {r['failed']}")
             continue
-        out.append(f"{label(r):<30} {r['steps_per_s']:>8.3f} {r['median_step_s']:>9.2f} {r['best_step_s']:>7.2f} "
-                   f"{r['generate_s']:>9.2f} "
-                   f"{r['score_s']:>7.2f} {r['update_s']:>8.2f} {r['other_s']:>7.2f} {r['reward_mean']:>7.3f} "
-                   f"{r['len_mean']:>5.1f} {r['logprob_gap']:>8.1e}")
+        out.append(
+            f"{label(r):<30} {r['steps_per_s']:>8.3f} {r['median_step_s']:>9.2f} {r['best_step_s']:>7.2f} "
+            f"{r['generate_s']:>9.2f} "
+            f"{r['score_s']:>7.2f} {r['update_s']:>8.2f} {r['other_s']:>7.2f} {r['reward_mean']:>7.3f} "
+            f"{r['len_mean']:>5.1f} {r['logprob_gap']:>8.1e}"
+        )
     return "\n".join(out)
 
 
@@ -412,14 +537,22 @@ def ratios(rows: list[dict[str, Any]]) -> list[str]:
     trl = [r for r in ok if r["framework"] == "trl"]
     if not trl:
         return ["(no TRL run: absolute rlbal step times only)"]
-    out = [f"TRL {t['engine']}: engine/policy logprob gap {t['logprob_gap']:.2g} > {STALE_GAP}: it samples from stale "
-           "weights, so its speed is not comparable" for t in trl if t["logprob_gap"] > STALE_GAP]
+    out = [
+        f"TRL {t['engine']}: engine/policy logprob gap {t['logprob_gap']:.2g} > {STALE_GAP}: it samples from stale "
+        "weights, so its speed is not comparable"
+        for t in trl
+        if t["logprob_gap"] > STALE_GAP
+    ]
     return out + [
         f"TRL {t['engine']:<5} / rlbal {r['engine']:<5} step time, "
         f"median: {t['median_step_s'] / r['median_step_s']:.2f}x"
         f"  best: {t['best_step_s'] / r['best_step_s']:.2f}x"
         f"   steps/s rlbal / TRL: {r['steps_per_s'] / t['steps_per_s']:.2f}x"
-        for t in trl if t["logprob_gap"] <= STALE_GAP for r in ok if r["framework"] == "rlbal"]
+        for t in trl
+        if t["logprob_gap"] <= STALE_GAP
+        for r in ok
+        if r["framework"] == "rlbal"
+    ]
 
 
 def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -431,8 +564,10 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
         for spec, mine in zip(runs, results):
             if round_ >= spec["rounds"]:
                 continue
-            print(f"round {round_ + 1}/{spec['rounds']}: {spec['framework']} / {spec['engine']} / {spec['model']} ...",
-                  flush=True)
+            print(
+                f"round {round_ + 1}/{spec['rounds']}: {spec['framework']} / {spec['engine']} / {spec['model']} ...",
+                flush=True,
+            )
             mine.append(run_child(spec))
             if args.out:
                 with open(args.out, "a") as f:
@@ -445,19 +580,25 @@ def report(rows: list[dict[str, Any]]) -> None:
         mine = [r for r in rows if r["model"] == model]
         r0 = mine[0]
         load = [x for r in mine for x in r.get("load_range", [r["load_before"]])]
-        print(f"\n== {model}: {r0['prompts']} prompts x {r0['n']} rollouts, <= {r0['max_new_tokens']} new tokens; "
-              f"{r0['rounds']} round(s) of {r0['warmup']} warm-up + {r0['steps']} timed steps; device {r0['device']}, "
-              f"{r0['threads'] or 'default'} thread(s); "
-              f"load average {min(load):.1f}-{max(load):.1f} (before/after each run) ==")
+        print(
+            f"\n== {model}: {r0['prompts']} prompts x {r0['n']} rollouts, <= {r0['max_new_tokens']} new tokens; "
+            f"{r0['rounds']} round(s) of {r0['warmup']} warm-up + {r0['steps']} timed steps; device {r0['device']}, "
+            f"{r0['threads'] or 'default'} thread(s); "
+            f"load average {min(load):.1f}-{max(load):.1f} (before/after each run) =="
+        )
         print(table(mine))
         print("\n".join(ratios(mine) + floor_lines(mine)))
 
 
 def floor_lines(rows: list[dict[str, Any]]) -> list[str]:
     """The floor of each rlbal row (bare generate + one forward/backward, same run) and how close the step is."""
-    return [f"floor, rlbal {r['engine']:<5}: generate {r['floor']['generate_s']:.3f} s + fwd/bwd "
-            f"{r['floor']['fwd_bwd_s']:.3f} s = {r['floor']['step_s']:.3f} s; median step / floor "
-            f"{r['median_step_s'] / r['floor']['step_s']:.2f}x" for r in rows if "floor" in r and "failed" not in r]
+    return [
+        f"floor, rlbal {r['engine']:<5}: generate {r['floor']['generate_s']:.3f} s + fwd/bwd "
+        f"{r['floor']['fwd_bwd_s']:.3f} s = {r['floor']['step_s']:.3f} s; median step / floor "
+        f"{r['median_step_s'] / r['floor']['step_s']:.2f}x"
+        for r in rows
+        if "floor" in r and "failed" not in r
+    ]
 
 
 def child_main(spec: dict[str, Any]) -> None:
@@ -481,15 +622,29 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--data-size", type=int, default=64, help="prompts per chain_sum level")
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--models", nargs="+", default=["tiny"], choices=sorted(MODELS),
-                    help="smollm2 = SmolLM2-135M in fp32: tens of seconds per step, 1 round of 2 timed steps")
+    ap.add_argument(
+        "--models",
+        nargs="+",
+        default=["tiny"],
+        choices=sorted(MODELS),
+        help="smollm2 = SmolLM2-135M in fp32: tens of seconds per step, 1 round of 2 timed steps",
+    )
     ap.add_argument("--trl-vllm", action="store_true", help="also try TRL's vLLM colocate mode")
-    ap.add_argument("--engines", nargs="+", default=["hf", "vllm"], choices=["hf", "vllm"],
-                    help="rlbal's engines to run (vllm only where installed)")
+    ap.add_argument(
+        "--engines",
+        nargs="+",
+        default=["hf", "vllm"],
+        choices=["hf", "vllm"],
+        help="rlbal's engines to run (vllm only where installed)",
+    )
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch CPU threads in every child, equal for both (default: 1 on cpu, stable on a shared "
-                         "box; torch's default with --device cuda); 0 = torch's default")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads in every child, equal for both (default: 1 on cpu, stable on a shared "
+        "box; torch's default with --device cuda); 0 = torch's default",
+    )
     ap.add_argument("--model-path", default=None, help="a local HF model folder instead of --models' assets")
     ap.add_argument("--data", default=None, help="JSONL rows {prompt, answer[, difficulty]} instead of chain_sum")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="both frameworks' weights")

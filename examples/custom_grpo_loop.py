@@ -18,6 +18,7 @@ reasoning-gym chain_sum prompts generated locally; a prompt's id is its row, sta
 The last line printed is `RESULT {json}` (per-step decisions and outcomes, controller metrics, how far the
 weights moved); tests/test_examples.py reads it.
 """
+
 import argparse
 import json
 
@@ -50,8 +51,16 @@ def generate(model, tok, prompts: list[list[int]], counts: np.ndarray, max_new_t
     P = max(map(len, rows))
     ids_RP = torch.tensor([[tok.pad_token_id] * (P - len(r)) + r for r in rows])
     attn_RP = (torch.arange(P) >= P - torch.tensor([len(r) for r in rows])[:, None]).long()
-    seq_RL = model.generate(input_ids=ids_RP, attention_mask=attn_RP, do_sample=True, temperature=1.0, top_k=0,
-                            top_p=1.0, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id)
+    seq_RL = model.generate(
+        input_ids=ids_RP,
+        attention_mask=attn_RP,
+        do_sample=True,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=tok.pad_token_id,
+    )
     eos_RT = (seq_RL[:, P:] == tok.eos_token_id).long()
     mask_RT = ((eos_RT.cumsum(1) - eos_RT) == 0).long()  # keep tokens up to and including the first EOS
     return seq_RL, torch.cat([attn_RP, mask_RT], 1), mask_RT, P
@@ -61,7 +70,7 @@ def completion_logprobs(model, seq_RL, attn_RL, P: int) -> torch.Tensor:
     """(R, T) log pi(token | prefix) of the completion tokens. Position ids start at each row's first real
     token, as in `generate` (left padding would otherwise shift every position)."""
     pos_RL = (attn_RL.cumsum(1) - 1).clamp(min=0)
-    logits_RTV = model(input_ids=seq_RL, attention_mask=attn_RL, position_ids=pos_RL).logits[:, P - 1:-1].float()
+    logits_RTV = model(input_ids=seq_RL, attention_mask=attn_RL, position_ids=pos_RL).logits[:, P - 1 : -1].float()
     return logits_RTV.gather(-1, seq_RL[:, P:, None])[..., 0] - logits_RTV.logsumexp(-1)
 
 
@@ -92,7 +101,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--prompts", type=int, default=16, help="prompts per step")
     ap.add_argument("--n-bar", type=int, default=4, help="mean rollouts per prompt (the budget)")
-    ap.add_argument("--allocator", default="bandit", choices=["bandit", "sqrt", "knapsack"], help="Rollout-GDRO allocator")
+    ap.add_argument(
+        "--allocator", default="bandit", choices=["bandit", "sqrt", "knapsack"], help="Rollout-GDRO allocator"
+    )
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--size", type=int, default=64, help="prompts per difficulty level")
     ap.add_argument("--lr", type=float, default=2e-4)
@@ -112,35 +123,61 @@ def main() -> None:
         ClassifierConfig(num_bins=NUM_BINS, window=50),
         PromptGDROConfig(),
         RolloutGDROConfig(allocator=args.allocator, n_bar=args.n_bar, n_min=2, n_max=3 * args.n_bar),
-        n_rollouts=args.n_bar)
+        n_rollouts=args.n_bar,
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     start = [p.detach().clone() for p in model.parameters()]
     history = []
     for step in range(1, args.steps + 1):
         ids_N = rng.choice(len(prompts), args.prompts, replace=False)
         alloc = ctl.decide(ids_N)  # bins from history up to the previous step
-        seq_RL, attn_RL, mask_RT, P = generate(model, tok, [prompts[i] for i in ids_N], alloc.counts,
-                                               args.max_new_tokens)
+        seq_RL, attn_RL, mask_RT, P = generate(
+            model, tok, [prompts[i] for i in ids_N], alloc.counts, args.max_new_tokens
+        )
         group_R = np.repeat(np.arange(ids_N.size), alloc.counts)
         texts = tok.batch_decode(seq_RL[:, P:], skip_special_tokens=True)  # generate pads rows after their EOS
         reward_R, correct_R = score(texts, [answers[ids_N[g]] for g in group_R])
-        adv_R = compute_advantages("grpo", reward_R, torch.from_numpy(group_R),
-                                   weight_B=torch.from_numpy(alloc.weights[group_R]))
+        adv_R = compute_advantages(
+            "grpo", reward_R, torch.from_numpy(group_R), weight_B=torch.from_numpy(alloc.weights[group_R])
+        )
         loss = grpo_step(model, opt, seq_RL, attn_RL, mask_RT, P, adv_R)
-        result = PromptResult.from_responses(ids_N, alloc.bins, group_R, correct_R, reward_R.numpy(),
-                                             signal="failure_rate")
+        result = PromptResult.from_responses(
+            ids_N, alloc.bins, group_R, correct_R, reward_R.numpy(), signal="failure_rate"
+        )
         ctl.observe(result)
-        history.append({"ids": ids_N.tolist(), "bins": alloc.bins.tolist(), "counts": alloc.counts.tolist(),
-                        "weights": alloc.weights.tolist(), "n_correct": result.n_correct.tolist(),
-                        "texts": texts, "loss": loss})
-        print(f"step {step:3d}  reward {reward_R.mean():.3f}  loss {loss:+.4f}  prompts per bin "
-              f"{np.bincount(alloc.bins, minlength=NUM_BINS).tolist()}  rollouts {alloc.counts.min()}-"
-              f"{alloc.counts.max()} (total {alloc.total})  weights {alloc.weights.min():.2f}-"
-              f"{alloc.weights.max():.2f}", flush=True)
+        history.append(
+            {
+                "ids": ids_N.tolist(),
+                "bins": alloc.bins.tolist(),
+                "counts": alloc.counts.tolist(),
+                "weights": alloc.weights.tolist(),
+                "n_correct": result.n_correct.tolist(),
+                "texts": texts,
+                "loss": loss,
+            }
+        )
+        print(
+            f"step {step:3d}  reward {reward_R.mean():.3f}  loss {loss:+.4f}  prompts per bin "
+            f"{np.bincount(alloc.bins, minlength=NUM_BINS).tolist()}  rollouts {alloc.counts.min()}-"
+            f"{alloc.counts.max()} (total {alloc.total})  weights {alloc.weights.min():.2f}-"
+            f"{alloc.weights.max():.2f}",
+            flush=True,
+        )
     moved = [float((p.detach() - p0).norm()) for p, p0 in zip(model.parameters(), start)]
-    print("RESULT " + json.dumps({"history": history, "answers": answers, "metrics": ctl.metrics(),
-                                  "param_delta": float(np.linalg.norm(moved)), "tensors_moved": sum(m > 0 for m in moved),
-                                  "tensors": len(moved), "controllers_state": ctl.state_dict()}))
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "history": history,
+                "answers": answers,
+                "metrics": ctl.metrics(),
+                "param_delta": float(np.linalg.norm(moved)),
+                "tensors_moved": sum(m > 0 for m in moved),
+                "tensors": len(moved),
+                "controllers_state": ctl.state_dict(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

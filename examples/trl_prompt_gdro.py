@@ -26,6 +26,7 @@ tiny SFT model asset and reasoning-gym prompts generated locally.
 
     python examples/trl_prompt_gdro.py --steps 20 --output-dir /tmp/trl_gdro
 """
+
 import argparse
 import json
 import os
@@ -51,8 +52,9 @@ from rlbal.data import BOXED_INSTRUCTION, procedural_table  # noqa: E402
 class PromptGDROTrainer(GRPOTrainer):
     """GRPOTrainer whose advantages are multiplied by rlbal's Prompt-GDRO weights (see the module docstring)."""
 
-    def __init__(self, *args, controllers: Controllers, id_column: str = "prompt_id", correct_threshold: float = 0.5,
-                 **kwargs):
+    def __init__(
+        self, *args, controllers: Controllers, id_column: str = "prompt_id", correct_threshold: float = 0.5, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         if controllers.rollout is not None:
             raise ValueError("PromptGDROTrainer: controllers.rollout must be None (TRL draws a fixed num_generations)")
@@ -75,17 +77,27 @@ class PromptGDROTrainer(GRPOTrainer):
         rank = self.accelerator.process_index
         mine = slice(rank * len(inputs), (rank + 1) * len(inputs))
         raw_R = out["advantages"]
-        out["advantages"] = raw_R * torch.as_tensor(alloc.weights[group_R][mine], dtype=raw_R.dtype, device=raw_R.device)
+        out["advantages"] = raw_R * torch.as_tensor(
+            alloc.weights[group_R][mine], dtype=raw_R.dtype, device=raw_R.device
+        )
         rewards_RF = torch.nan_to_num(self._rewards_RF).cpu()
         reward_R = (rewards_RF * self.reward_weights.cpu()).sum(1).numpy()
         correct_R = rewards_RF[:, 0].numpy() > self.correct_threshold
         result = PromptResult.from_responses(alloc.ids, alloc.bins, group_R, correct_R, reward_R, signal="failure_rate")
         self.controllers.observe(result)
         if self.accelerator.is_main_process:
-            self._log_decision({"step": self.state.global_step + 1, "ids": alloc.ids.tolist(), "bins": alloc.bins.tolist(),
-                                "weights": alloc.weights.tolist(), "n_correct": result.n_correct.tolist(),
-                                "rewards": reward_R.tolist(), "advantages_trl": raw_R.tolist(),
-                                "advantages": out["advantages"].tolist()})
+            self._log_decision(
+                {
+                    "step": self.state.global_step + 1,
+                    "ids": alloc.ids.tolist(),
+                    "bins": alloc.bins.tolist(),
+                    "weights": alloc.weights.tolist(),
+                    "n_correct": result.n_correct.tolist(),
+                    "rewards": reward_R.tolist(),
+                    "advantages_trl": raw_R.tolist(),
+                    "advantages": out["advantages"].tolist(),
+                }
+            )
         return out
 
     def _log_decision(self, row: dict) -> None:
@@ -101,7 +113,9 @@ class PromptGDROTrainer(GRPOTrainer):
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
         if self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
             with open(os.path.join(folder, "controllers.json"), "w") as f:
                 json.dump(self.controllers.state_dict(), f)
 
@@ -122,8 +136,9 @@ def chain_sum_dataset(size: int, seed: int) -> Dataset:
 
 def correctness(completions, answer, **kwargs) -> list[float]:
     """1.0 when the last \\boxed{} (or last number) equals the answer (rlbal's math reward)."""
-    return [math_reward(c[-1]["content"], a, extraction="boxed_or_last_number").score
-            for c, a in zip(completions, answer)]
+    return [
+        math_reward(c[-1]["content"], a, extraction="boxed_or_last_number").score for c, a in zip(completions, answer)
+    ]
 
 
 def main() -> None:
@@ -142,21 +157,53 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     config = GRPOConfig(
-        output_dir=args.output_dir, max_steps=args.steps, learning_rate=args.lr, seed=args.seed,
-        per_device_train_batch_size=args.prompts * args.num_generations, num_generations=args.num_generations,
-        max_completion_length=args.max_new_tokens, temperature=1.0, beta=0.0, loss_type="dapo",
-        gradient_checkpointing=False, bf16=False, use_cpu=not torch.cuda.is_available(), report_to=[],
-        logging_steps=1, save_strategy="steps", save_steps=args.steps)
-    ctl = Controllers.from_configs(ClassifierConfig(num_bins=5, window=50, hysteresis=0.03), PromptGDROConfig(),
-                                   rollout=None, n_rollouts=args.num_generations)
-    trainer = PromptGDROTrainer(model=model, reward_funcs=correctness, args=config,
-                                train_dataset=chain_sum_dataset(args.size, args.seed),
-                                processing_class=AutoTokenizer.from_pretrained(path), controllers=ctl)
+        output_dir=args.output_dir,
+        max_steps=args.steps,
+        learning_rate=args.lr,
+        seed=args.seed,
+        per_device_train_batch_size=args.prompts * args.num_generations,
+        num_generations=args.num_generations,
+        max_completion_length=args.max_new_tokens,
+        temperature=1.0,
+        beta=0.0,
+        loss_type="dapo",
+        gradient_checkpointing=False,
+        bf16=False,
+        use_cpu=not torch.cuda.is_available(),
+        report_to=[],
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=args.steps,
+    )
+    ctl = Controllers.from_configs(
+        ClassifierConfig(num_bins=5, window=50, hysteresis=0.03),
+        PromptGDROConfig(),
+        rollout=None,
+        n_rollouts=args.num_generations,
+    )
+    trainer = PromptGDROTrainer(
+        model=model,
+        reward_funcs=correctness,
+        args=config,
+        train_dataset=chain_sum_dataset(args.size, args.seed),
+        processing_class=AutoTokenizer.from_pretrained(path),
+        controllers=ctl,
+    )
     trainer.train()
     moved = [float((v - start[k]).norm()) for k, v in trainer.model.state_dict().items()]
-    print("RESULT " + json.dumps({"decisions_path": trainer.decisions_path, "metrics": ctl.metrics(),
-                                  "param_delta": float(np.linalg.norm(moved)), "tensors_moved": sum(m > 0 for m in moved),
-                                  "tensors": len(moved), "controllers_state": ctl.state_dict()}))
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "decisions_path": trainer.decisions_path,
+                "metrics": ctl.metrics(),
+                "param_delta": float(np.linalg.norm(moved)),
+                "tensors_moved": sum(m > 0 for m in moved),
+                "tensors": len(moved),
+                "controllers_state": ctl.state_dict(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

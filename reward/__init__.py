@@ -13,6 +13,7 @@ only); math-verify and reasoning-gym load on first use.
 >>> build_reward(RewardSpec("gsm8k"))("... so she has 5 left.\\n#### 5", "#### 5").outcome
 'correct'
 """
+
 from reward.combine import WeightedReward
 from reward.executor import RewardExecutor, ScoreBatch
 from reward.extract import EXTRACTIONS, extract

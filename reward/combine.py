@@ -15,6 +15,7 @@ numeric x1: correct (answer '7' = gold '7'); format x0.1: correct (format 'boxed
 >>> both("it is 6", "7").score  # wrong answer (1.0 * 0), and no box (0.1 * 0)
 0.0
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -22,6 +22,7 @@ trainer, so the entry point must keep heavy imports under ``if __name__ == "__ma
 Workers exit by themselves when this process dies. ``num_workers=0`` scores inline in the calling process,
 with no timeout (for evaluation and debugging).
 """
+
 from __future__ import annotations
 
 import logging
@@ -73,8 +74,9 @@ class ScoreBatch:
 class RewardScorer(Protocol):
     """What the training loop needs from its reward executor (`RewardExecutor` is the one it builds)."""
 
-    def score(self, completions: Sequence[str], answers: Sequence[str],
-              metas: Sequence[dict] | None = None) -> ScoreBatch:
+    def score(
+        self, completions: Sequence[str], answers: Sequence[str], metas: Sequence[dict] | None = None
+    ) -> ScoreBatch:
         """Score completion i against answers[i] with metas[i] as keyword arguments; results in input order."""
         ...
 
@@ -220,8 +222,12 @@ class RewardExecutor:
             first = failed[0]
             logger.warning(
                 "reward: %d timeout, %d error of %d completions (first: #%d %s: %s)",
-                batch.counts["timeout"], batch.counts["error"], len(batch.outcomes),
-                first, batch.outcomes[first], batch.reasons[first],
+                batch.counts["timeout"],
+                batch.counts["error"],
+                len(batch.outcomes),
+                first,
+                batch.outcomes[first],
+                batch.reasons[first],
             )
         if batch.counts["unparsable"]:
             logger.info("reward: %d of %d completions unparsable", batch.counts["unparsable"], len(batch.outcomes))
@@ -277,8 +283,9 @@ def _context(start_method: str, preload: tuple[str, ...]):
     return ctx
 
 
-def _check_args(num_workers: int, timeout_s: float, chunk_size: int | None, start_method: str,
-                startup_s: float) -> None:
+def _check_args(
+    num_workers: int, timeout_s: float, chunk_size: int | None, start_method: str, startup_s: float
+) -> None:
     if num_workers < 0:
         raise ValueError(f"RewardExecutor.num_workers must be >= 0, got {num_workers}")
     if not timeout_s > 0:

@@ -16,6 +16,7 @@ Every mode returns ``None`` when it finds nothing, which rewards report as the o
 >>> extract("3 + 4 = 7", "boxed") is None
 True
 """
+
 from __future__ import annotations
 
 import re

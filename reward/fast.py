@@ -31,6 +31,7 @@ format but not the answer), which math-verify reads as nothing: "unparsable" whe
 >>> fast_equal("50%", "0.5") is None   # math-verify reads a percentage as either: not decided here
 True
 """
+
 from __future__ import annotations
 
 import re
@@ -41,9 +42,46 @@ from fractions import Fraction
 # checked against math-verify in tests/reward/test_fast.py. Not every unit is here: "12 eggs" or
 # "12 dollars" are not units to math-verify (it reads 12*E*g*g*s), so they go to math-verify.
 UNITS = (
-    "apple", "hour", "hr", "minute", "min", "second", "sec", "day", "month", "year", "student", "unit",
-    "meter", "metre", "mile", "feet", "inch", "yard", "pound", "gallon", "liter", "litre", "cent", "toy", "coin",
-    "degree", "acre", "tile", "pie", "men", "women", "man", "woman", "kg", "km", "cm", "mm", "lb", "ft", "mph",
+    "apple",
+    "hour",
+    "hr",
+    "minute",
+    "min",
+    "second",
+    "sec",
+    "day",
+    "month",
+    "year",
+    "student",
+    "unit",
+    "meter",
+    "metre",
+    "mile",
+    "feet",
+    "inch",
+    "yard",
+    "pound",
+    "gallon",
+    "liter",
+    "litre",
+    "cent",
+    "toy",
+    "coin",
+    "degree",
+    "acre",
+    "tile",
+    "pie",
+    "men",
+    "women",
+    "man",
+    "woman",
+    "kg",
+    "km",
+    "cm",
+    "mm",
+    "lb",
+    "ft",
+    "mph",
 )
 MAX_CHARS = 64  # longer answers are left to math-verify (they are not plain)
 FLOAT_TOL = Fraction(2, 10**6)  # math-verify rounds decimals to 6 places: farther apart than this is "wrong"
@@ -56,8 +94,10 @@ _DECIMAL = r"(?P<int>0|[1-9]\d*|[1-9]\d{0,2}(?:,\d{3})+)(?:\.(?P<frac>\d+))?"
 _LATEX_FRAC = r"\\[dt]?frac\{(?P<lnum>\d{1,6})\}\{(?P<lden>\d{1,6})\}"
 _SLASH_FRAC = r"(?P<snum>\d{1,6})/(?P<sden>\d{1,6})"
 _UNIT = r"(?:\s+(?:" + "|".join(UNITS) + r")(?:s|es)?|\s*\\(?:text|mathrm)\{\s*[A-Za-z]+(?:\s[A-Za-z]+)*\s*\})"
-_NUMBER_RE = re.compile(rf"(?P<sign>[-+]?){_DOLLAR}(?:{_DECIMAL}|{_LATEX_FRAC})(?:{_UNIT})?"
-                        rf"|(?P<sign2>[-+]?){_SLASH_FRAC}")
+_NUMBER_RE = re.compile(
+    rf"(?P<sign>[-+]?){_DOLLAR}(?:{_DECIMAL}|{_LATEX_FRAC})(?:{_UNIT})?"
+    rf"|(?P<sign2>[-+]?){_SLASH_FRAC}"
+)
 _WORD_RE = re.compile(r"[A-Za-z]{1,24}")
 _EMPTY_BOX_RE = re.compile(r"(?:\\(?:boxed|fbox)\{\s*)+(?:\}\s*)+\.?")
 

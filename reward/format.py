@@ -13,6 +13,7 @@ RewardResult(score=1.0, outcome='correct', reason="format 'think_answer' present
 >>> format_reward("4", "", style="boxed").outcome
 'wrong'
 """
+
 from __future__ import annotations
 
 import re

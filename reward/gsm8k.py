@@ -8,6 +8,7 @@ RewardResult(score=1.0, outcome='correct', reason="answer '72' = gold '72'")
 >>> gsm8k_reward("She sold 72 clips.", "72").outcome  # no #### line
 'unparsable'
 """
+
 from __future__ import annotations
 
 from reward.numeric import numeric_reward

@@ -21,6 +21,7 @@ Both answers are wrapped as ``$...$`` before parsing: math-verify reads a bare `
 >>> math_reward("the answer is 2", "2", extraction="boxed_or_last_number").outcome
 'correct'
 """
+
 from __future__ import annotations
 
 import logging
@@ -56,8 +57,9 @@ def is_equivalent(gold: tuple, pred: tuple) -> bool:
     return bool(_quiet_math_verify().verify(list(gold), list(pred), timeout_seconds=None))
 
 
-def math_reward(completion: str, answer: str, *, extraction: str = "boxed", fast_path: bool = True,
-                **meta) -> RewardResult:
+def math_reward(
+    completion: str, answer: str, *, extraction: str = "boxed", fast_path: bool = True, **meta
+) -> RewardResult:
     r"""1.0 if the extracted answer is mathematically equivalent to the gold answer, else 0.0.
 
     extraction: one of ``reward.extract.EXTRACTIONS``; "boxed" (default) follows the usual
@@ -83,8 +85,9 @@ def math_reward(completion: str, answer: str, *, extraction: str = "boxed", fast
     return _verdict(is_equivalent(gold, parsed), pred, gold_text)
 
 
-def math_fast(completion: str, answer: str, *, extraction: str = "boxed", fast_path: bool = True,
-              **meta) -> RewardResult | None:
+def math_fast(
+    completion: str, answer: str, *, extraction: str = "boxed", fast_path: bool = True, **meta
+) -> RewardResult | None:
     """``math_reward``'s result when it needs no math-verify (no answer found, empty gold, a plain answer
     decided by ``reward.fast``), else None. Cheap and bounded: the executor runs it in the driver process."""
     prepared = _prepare(completion, answer, extraction)

@@ -9,6 +9,7 @@ RewardResult(score=1.0, outcome='correct', reason="answer '1,000' = gold '1000'"
 >>> exact_reward(r"\boxed{\text{Paris}}", "paris").outcome
 'correct'
 """
+
 from __future__ import annotations
 
 import math

@@ -6,6 +6,7 @@ one result message per item back (see ``reward.worker``). The parent waits on al
 sentinels at once, with the nearest per-item deadline as the wait's timeout, so a hang costs at most
 ``timeout_s`` and never blocks the other workers.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -83,8 +84,10 @@ class WorkerPool:
         """Block until every worker has reported "ready" (start-up failures raise here)."""
         while not all(w.ready for w in self._workers):
             nearest = min(w.deadline for w in self._workers)
-            wait([w.conn for w in self._workers] + [w.process.sentinel for w in self._workers],
-                 max(nearest - time.monotonic(), 0.0))
+            wait(
+                [w.conn for w in self._workers] + [w.process.sentinel for w in self._workers],
+                max(nearest - time.monotonic(), 0.0),
+            )
             for worker in list(self._workers):
                 self._collect(worker, [], deque())  # idle workers: only "ready" or a death can arrive
 

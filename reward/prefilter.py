@@ -21,6 +21,7 @@ Custom rewards (import paths) and ``rgym`` have no fast part: with them every co
 >>> decide(r"\boxed{2\sqrt{2}}", r"\sqrt{8}", {}) is None    # symbolic: left to math-verify in a worker
 True
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -82,6 +83,9 @@ def build_prefilter(specs: Sequence[RewardSpec], threshold: float) -> Prefilter 
         return None
     parts = tuple(BoundReward(FAST_PARTS[b.fn], b.kwargs, b.meta_keys) for b in bound)
     single = len(specs) == 1 and specs[0].weight == 1.0
-    combined = None if single else WeightedReward(
-        tuple((s.fn, p, s.weight) for s, p in zip(specs, parts, strict=True)), threshold=threshold)
+    combined = (
+        None
+        if single
+        else WeightedReward(tuple((s.fn, p, s.weight) for s, p in zip(specs, parts, strict=True)), threshold=threshold)
+    )
     return Prefilter(parts, combined, threshold)

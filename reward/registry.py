@@ -19,6 +19,7 @@ Traceback (most recent call last):
 ...
 reward.registry.RewardSpecError: unknown reward 'mathh': use one of ('math', 'numeric', ...) or an import path ...
 """
+
 from __future__ import annotations
 
 import importlib
@@ -39,8 +40,14 @@ from reward.result import RewardFn
 from rlbal.registry import Registry
 
 REWARDS: Registry[RewardFn] = Registry("reward")
-for _name, _fn in (("math", math_module.math_reward), ("numeric", numeric_reward), ("exact", exact_reward),
-                   ("gsm8k", gsm8k_reward), ("rgym", rgym_module.rgym_reward), ("format", format_reward)):
+for _name, _fn in (
+    ("math", math_module.math_reward),
+    ("numeric", numeric_reward),
+    ("exact", exact_reward),
+    ("gsm8k", gsm8k_reward),
+    ("rgym", rgym_module.rgym_reward),
+    ("format", format_reward),
+):
     REWARDS.add(_name, _fn)
 # Heavy modules a worker imports at start, so the first timed call does not pay for them.
 PRELOADS: dict[str, tuple[str, ...]] = {"math": math_module.PRELOAD, "rgym": rgym_module.PRELOAD}

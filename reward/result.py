@@ -10,6 +10,7 @@ RewardResult(score=1.0, outcome='correct', reason='matches 42')
 >>> as_result(0.25, threshold=1.0)
 RewardResult(score=0.25, outcome='wrong', reason='float reward 0.25 < threshold 1.0')
 """
+
 from __future__ import annotations
 
 import math

@@ -16,6 +16,7 @@ holds tuples that JSON turns into lists (``arc_agi``, ``rearc``) do not score co
 >>> rgym_reward(r"4 - 1 - 7 = \\boxed{-4}", "-4", **meta)
 RewardResult(score=1.0, outcome='correct', reason="chain_sum scored '-4' at 1.0")
 """
+
 from __future__ import annotations
 
 import json

@@ -11,6 +11,7 @@ The trainer adds the penalty to the rewards of the same responses.
 >>> overlong_penalty([5, 6, 7, 8, 10, 12], max_len=10, buffer=4)
 array([ 0.  ,  0.  , -0.25, -0.5 , -1.  , -1.  ])
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

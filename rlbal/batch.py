@@ -18,6 +18,7 @@ Layout (decided once, here):
     batch = dataclasses.replace(batch, advantages_B=compute_advantages("grpo", batch.rewards_B, batch.group_B))
     for mb in batch.split_by_tokens(max_tokens=8192): ...
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,13 +32,30 @@ from torch import Tensor
 
 from rlbal.rollout.engine import Completion
 
-_TOKEN_FIELDS = ("input_ids_BL", "attention_mask_BL", "completion_mask_BL", "engine_logp_BL", "old_logp_BL",
-                 "ref_logp_BL")
+_TOKEN_FIELDS = (
+    "input_ids_BL",
+    "attention_mask_BL",
+    "completion_mask_BL",
+    "engine_logp_BL",
+    "old_logp_BL",
+    "ref_logp_BL",
+)
 _SEQ_FIELDS = ("rewards_B", "group_B", "prompt_id_B", "bin_B", "weight_B", "truncated_B", "advantages_B")
-_DTYPES = {"input_ids_BL": torch.int64, "attention_mask_BL": torch.bool, "completion_mask_BL": torch.bool,
-           "engine_logp_BL": torch.float32, "old_logp_BL": torch.float32, "ref_logp_BL": torch.float32,
-           "rewards_B": torch.float32, "group_B": torch.int64, "prompt_id_B": torch.int64, "bin_B": torch.int64,
-           "weight_B": torch.float32, "truncated_B": torch.bool, "advantages_B": torch.float32}
+_DTYPES = {
+    "input_ids_BL": torch.int64,
+    "attention_mask_BL": torch.bool,
+    "completion_mask_BL": torch.bool,
+    "engine_logp_BL": torch.float32,
+    "old_logp_BL": torch.float32,
+    "ref_logp_BL": torch.float32,
+    "rewards_B": torch.float32,
+    "group_B": torch.int64,
+    "prompt_id_B": torch.int64,
+    "bin_B": torch.int64,
+    "weight_B": torch.float32,
+    "truncated_B": torch.bool,
+    "advantages_B": torch.float32,
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -161,7 +179,7 @@ class RolloutBatch:
         while start < len(lens):
             # lens is descending, so the first row of a micro-batch sets its padded width
             take = max(1, max_tokens // max(lens[start], 1))
-            out.append(order[start:start + take])
+            out.append(order[start : start + take])
             start += take
         return out
 
@@ -219,8 +237,9 @@ class RolloutBatch:
         plen_B = torch.tensor([len(p) for p in prompts], dtype=torch.int64)
         len_B = plen_B + torch.tensor([len(c.token_ids) for c in completions], dtype=torch.int64)
         ids = itertools.chain.from_iterable(x for p, c in zip(prompts, completions) for x in (p, c.token_ids))
-        logps = itertools.chain.from_iterable(x for p, c in zip(prompts, completions)
-                                              for x in (itertools.repeat(0.0, len(p)), c.logprobs))
+        logps = itertools.chain.from_iterable(
+            x for p, c in zip(prompts, completions) for x in (itertools.repeat(0.0, len(p)), c.logprobs)
+        )
         attention_mask_BL = torch.arange(int(len_B.max()) if len(completions) else 0).unsqueeze(0) < len_B.unsqueeze(1)
         pos_BL = torch.arange(attention_mask_BL.shape[1]).unsqueeze(0)
         return cls(
@@ -266,7 +285,7 @@ def _stack_padded(parts: Sequence[Tensor], width: int, fill: float | int) -> Ten
     out = parts[0].new_full((sum(p.shape[0] for p in parts), width), fill)
     row = 0
     for p in parts:
-        out[row:row + p.shape[0], :p.shape[1]].copy_(p)
+        out[row : row + p.shape[0], : p.shape[1]].copy_(p)
         row += p.shape[0]
     return out
 

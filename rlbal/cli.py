@@ -12,6 +12,7 @@ Heavy libraries are imported inside each command, so errors in a recipe are repo
 Bad input (recipe, data, model, reward, checkpoint) is one line `rlbal: <kind> error: ...` naming the culprit
 and exit status 2 (rlbal.errors); add --debug anywhere (or set RLBAL_DEBUG=1) to see the traceback instead.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,14 +33,23 @@ def _train_parser(prog: str = "rlbal train") -> argparse.ArgumentParser:
     )
     p.add_argument("recipe", nargs="?", help="YAML recipe (omit to use the defaults)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. algo.clip_high=0.28 run.seed=1")
-    p.add_argument("--explain", action="store_true",
-                   help="print every config key with its value (the recipe's and overrides', else the default), its "
-                        "allowed values and its documentation, then exit")
-    p.add_argument("--verbose", action="store_true",
-                   help="show third-party logs in full (vLLM INFO, weight reloads, warnings); = logging.verbose=true")
-    p.add_argument("--dry-run", action="store_true",
-                   help="validate the config, reward, model folder, data files and resume checkpoint, print the "
-                        "resolved config, then exit")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="print every config key with its value (the recipe's and overrides', else the default), its "
+        "allowed values and its documentation, then exit",
+    )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show third-party logs in full (vLLM INFO, weight reloads, warnings); = logging.verbose=true",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate the config, reward, model folder, data files and resume checkpoint, print the "
+        "resolved config, then exit",
+    )
     p.add_argument("--debug", action="store_true", help="on an error, show the traceback instead of one line")
     return p
 
@@ -62,8 +72,10 @@ def train_main(argv: Sequence[str] | None = None, prog: str = "rlbal train") -> 
         cfg = load_config(recipe, overrides) if recipe is not None or overrides else None
         given = "the recipe and overrides" if cfg is not None else "the defaults"
         try:
-            print(f"# every config key = its value ({given}); [allowed values]; (default d) where changed; "
-                  "# documentation")
+            print(
+                f"# every config key = its value ({given}); [allowed values]; (default d) where changed; "
+                "# documentation"
+            )
             print("\n".join(explain(cfg)), flush=True)
         except BrokenPipeError:  # `--explain | head`: the reader stopped early
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -91,21 +103,28 @@ def _assets_main(argv: Sequence[str]) -> int:
     from rlbal.errors import ArgumentParser
 
     p = ArgumentParser(prog="rlbal assets", description="Build offline model assets (cached; built once).")
-    p.add_argument("what", choices=["tiny", "tiny-qwen2", "tiny-sft", "smollm2-135m", "where"],
-                   help="asset to build, or 'where' to print the cache folder")
+    p.add_argument(
+        "what",
+        choices=["tiny", "tiny-qwen2", "tiny-sft", "smollm2-135m", "where"],
+        help="asset to build, or 'where' to print the cache folder",
+    )
     p.add_argument("--sft-steps", type=int, default=None, help="tiny models: SFT warm-start steps")
     args = p.parse_args(argv)
     from rlbal import assets
     from rlbal.errors import UserError
 
     if args.sft_steps is not None and (args.sft_steps < 0 or not args.what.startswith("tiny")):
-        raise UserError(f"--sft-steps must be >= 0 and applies to the tiny models only "
-                        f"(got {args.sft_steps} for {args.what!r})")
+        raise UserError(
+            f"--sft-steps must be >= 0 and applies to the tiny models only (got {args.sft_steps} for {args.what!r})"
+        )
     if args.what == "where":
         print(assets.asset_cache_dir())
         return 0
-    print(assets.resolve_model(args.what) if args.sft_steps is None else assets.tiny_model(
-        variant="qwen2" if args.what == "tiny-qwen2" else "llama", sft_steps=args.sft_steps))
+    print(
+        assets.resolve_model(args.what)
+        if args.sft_steps is None
+        else assets.tiny_model(variant="qwen2" if args.what == "tiny-qwen2" else "llama", sft_steps=args.sft_steps)
+    )
     return 0
 
 

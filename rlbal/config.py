@@ -10,6 +10,7 @@ arguments override it further. Errors are one line naming the key:
 
 `python -m rlbal.config` (or `rlbal train --explain`) prints every field with its documentation.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -132,6 +133,7 @@ class DataConfig(_Section):
         if len(set(levels)) != len(levels) or not all(level.strip() for level in levels):
             raise ValueError("levels must be distinct, non-empty strings")
         return tuple(level.strip() for level in levels)
+
     split: Literal["train", "test"] = "train"
     """Split for source = 'gsm8k'."""
     instruction: str = "Put the final answer in \\boxed{}."
@@ -252,11 +254,15 @@ class AlgoConfig(_Section):
     """KL penalty to the frozen initial policy (0 = no reference model)."""
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
     """KL estimator on sampled tokens."""
-    is_correction: Literal["none", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"] = "token_truncate"
+    is_correction: Literal["none", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"] = (
+        "token_truncate"
+    )
     """Correction for the engine/trainer logprob mismatch (truncated importance sampling or masking)."""
     is_cap: float = Field(2.0, gt=1.0)
     """Truncation / mask threshold of the importance weight."""
-    loss_signal: Literal["surrogate", "surrogate_kl", "failure_rate", "neg_reward", "reward_variance", "neg_sq_stderr"] = "failure_rate"
+    loss_signal: Literal[
+        "surrogate", "surrogate_kl", "failure_rate", "neg_reward", "reward_variance", "neg_sq_stderr"
+    ] = "failure_rate"
     """Per-prompt signal the GDRO controllers see. The paper's surrogate is ~0 per prompt (centred advantages); see
     docs."""
 
@@ -277,6 +283,7 @@ class LearnerConfig(_Section):
         if not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError("each beta must be in [0, 1)")
         return betas
+
     warmup_steps: int = Field(0, ge=0)
     """Linear warm-up (optimizer updates)."""
     schedule: Literal["constant", "cosine", "linear"] = "constant"
@@ -409,8 +416,10 @@ def _derive_defaults(raw: Any) -> Any:
         return raw  # an invalid rollout.n is reported by its own validation
     lo, hi = alloc.get("n_min", RolloutGDROConfig.n_min), alloc.get("n_max", RolloutGDROConfig.n_max)
     if isinstance(lo, int) and isinstance(hi, int) and not lo <= n <= hi:
-        raise ValueError(f"rollout.n={n} is outside controllers.rollout.n_min..n_max = {lo}..{hi} (Rollout-GDRO's "
-                         "mean budget n_bar follows rollout.n); widen n_min / n_max")
+        raise ValueError(
+            f"rollout.n={n} is outside controllers.rollout.n_min..n_max = {lo}..{hi} (Rollout-GDRO's "
+            "mean budget n_bar follows rollout.n); widen n_min / n_max"
+        )
     return {**raw, "controllers": {**raw["controllers"], "rollout": {**alloc, "n_bar": n}}}
 
 
@@ -421,40 +430,66 @@ def _check_combinations(cfg: Config) -> None:
 
     takes_bounds = POLICY_LOSSES.get(a.loss).needs_bounds  # its clip bounds come from the BAPO search
     if takes_bounds and c.bapo is None:
-        raise ValueError(f"algo.loss={a.loss} needs controllers.bapo (the adaptive clip search settings); add "
-                         "`controllers: {bapo: {}}`")
+        raise ValueError(
+            f"algo.loss={a.loss} needs controllers.bapo (the adaptive clip search settings); add "
+            "`controllers: {bapo: {}}`"
+        )
     if c.bapo is not None and not takes_bounds:
-        raise ValueError(f"controllers.bapo is set but algo.loss={a.loss!r}; set algo.loss=bapo or remove controllers.bapo")
+        raise ValueError(
+            f"controllers.bapo is set but algo.loss={a.loss!r}; set algo.loss=bapo or remove controllers.bapo"
+        )
     if c.rollout is not None and c.rollout.n_bar != cfg.rollout.n:
-        raise ValueError(f"controllers.rollout.n_bar={c.rollout.n_bar:g} differs from rollout.n={cfg.rollout.n}: both are "
-                         "the mean rollouts per prompt; set only rollout.n (n_bar follows it) or set them equal")
+        raise ValueError(
+            f"controllers.rollout.n_bar={c.rollout.n_bar:g} differs from rollout.n={cfg.rollout.n}: both are "
+            "the mean rollouts per prompt; set only rollout.n (n_bar follows it) or set them equal"
+        )
     if c.prompt_gdro is not None and c.prompt_gdro.realise == "sampling" and c.classifier.unseen != "separate":
-        raise ValueError("controllers.prompt_gdro.realise=sampling needs controllers.classifier.unseen=separate "
-                         "(never-observed prompts are drawn as a class of their own)")
+        raise ValueError(
+            "controllers.prompt_gdro.realise=sampling needs controllers.classifier.unseen=separate "
+            "(never-observed prompts are drawn as a class of their own)"
+        )
     if c.filter is not None and c.filter.min_group_size > cfg.rollout.n:
-        raise ValueError(f"controllers.filter.min_group_size={c.filter.min_group_size} exceeds rollout.n={cfg.rollout.n}")
+        raise ValueError(
+            f"controllers.filter.min_group_size={c.filter.min_group_size} exceeds rollout.n={cfg.rollout.n}"
+        )
     if a.loss_signal == "surrogate_kl" and a.kl_coef == 0:
         raise ValueError("algo.loss_signal=surrogate_kl needs algo.kl_coef > 0 (a reference model)")
     size = cfg.data.size
     sizes = size if isinstance(size, tuple) else (size,)
     if min(sizes) < 1 or (isinstance(size, tuple) and len(size) != len(cfg.data.levels)):
-        raise ValueError(f"data.size must be >= 1, or one size >= 1 per entry of data.levels "
-                         f"({len(cfg.data.levels)}), got {list(sizes) if isinstance(size, tuple) else size}")
+        raise ValueError(
+            f"data.size must be >= 1, or one size >= 1 per entry of data.levels "
+            f"({len(cfg.data.levels)}), got {list(sizes) if isinstance(size, tuple) else size}"
+        )
     if cfg.data.source == "files" and not cfg.data.paths:
         raise ValueError("data.source=files needs data.paths (one or more local files or dataset folders)")
     if cfg.eval.source == "files" and not cfg.eval.paths:
         raise ValueError("eval.source=files needs eval.paths")
     if cfg.rollout.temperature == 0:
-        raise ValueError("rollout.temperature=0 samples greedily: every rollout of a prompt is the same, so every "
-                         "group has zero advantage and nothing is learned; use a temperature > 0 (e.g. 1.0)")
+        raise ValueError(
+            "rollout.temperature=0 samples greedily: every rollout of a prompt is the same, so every "
+            "group has zero advantage and nothing is learned; use a temperature > 0 (e.g. 1.0)"
+        )
     if cfg.ray.async_steps and cfg.run.orchestrator != "ray":
-        raise ValueError(f"ray.async_steps={cfg.ray.async_steps} needs run.orchestrator=ray (the local loop is "
-                         "synchronous); set run.orchestrator=ray or remove ray.async_steps")
+        raise ValueError(
+            f"ray.async_steps={cfg.ray.async_steps} needs run.orchestrator=ray (the local loop is "
+            "synchronous); set run.orchestrator=ray or remove ray.async_steps"
+        )
     from rlbal.algo.compat import check_compatible
 
-    check_compatible(a.loss, a.aggregation, a.advantage, max_len=cfg.rollout.max_new_tokens, group_by=a.group_by,
-                     unit=a.group_unit, num_bins=c.classifier.num_bins, bapo_bounds=c.bapo is not None,
-                     kl_coef=a.kl_coef, kl_estimator=a.kl_estimator, is_mode=a.is_correction)
+    check_compatible(
+        a.loss,
+        a.aggregation,
+        a.advantage,
+        max_len=cfg.rollout.max_new_tokens,
+        group_by=a.group_by,
+        unit=a.group_unit,
+        num_bins=c.classifier.num_bins,
+        bapo_bounds=c.bapo is not None,
+        kl_coef=a.kl_coef,
+        kl_estimator=a.kl_estimator,
+        is_mode=a.is_correction,
+    )
 
 
 # ----------------------------------------------------------------------------- loading
@@ -482,8 +517,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise ConfigError(f"{self.name}: key {key!r} appears twice in one section (line "
-                                  f"{key_node.start_mark.line + 1}); YAML would silently drop the first one")
+                raise ConfigError(
+                    f"{self.name}: key {key!r} appears twice in one section (line "
+                    f"{key_node.start_mark.line + 1}); YAML would silently drop the first one"
+                )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 

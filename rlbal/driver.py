@@ -15,6 +15,7 @@ a branch here; each stage is timed as `timing/<stage>`.
         sync weights to the engine            engine.update_weights   (checked every K steps: check_sync)
         log, checkpoint, evaluate
 """
+
 from __future__ import annotations
 
 import time
@@ -55,8 +56,9 @@ class LoopState:
     samples_seen: int = 0
 
 
-def train_loop(cfg, parts: Parts, state: LoopState, save: Callable[[LoopState], None],
-               evaluate: Callable[[int], dict[str, float]]) -> LoopState:
+def train_loop(
+    cfg, parts: Parts, state: LoopState, save: Callable[[LoopState], None], evaluate: Callable[[int], dict[str, float]]
+) -> LoopState:
     """Run steps state.step+1 .. cfg.run.max_steps. `save(state)` writes a checkpoint, `evaluate(step)` returns eval
     metrics."""
     while state.step < cfg.run.max_steps:
@@ -71,8 +73,9 @@ def train_loop(cfg, parts: Parts, state: LoopState, save: Callable[[LoopState], 
             with timer("decide"):
                 alloc = parts.controllers.decide(prompts.indices)
             with timer("generate"):
-                gen = parts.engine.generate(prompts.prompt_token_ids, alloc.counts.tolist(),
-                                            sampling_for(cfg, step, len(rounds)))
+                gen = parts.engine.generate(
+                    prompts.prompt_token_ids, alloc.counts.tolist(), sampling_for(cfg, step, len(rounds))
+                )
             with timer("score"):
                 round_ = Round(prompts, alloc, gen, score(parts.rewards, prompts, gen))
             rounds.add(round_, fill.add(prompts.indices, *round_.group_scores(parts.filter.cfg.rule)))
@@ -87,8 +90,11 @@ def train_loop(cfg, parts: Parts, state: LoopState, save: Callable[[LoopState], 
             parts.engine.update_weights(parts.learner.export_weights())
         state.step = step
         state.samples_seen += batch.num_seqs
-        metrics = {**rollout_metrics(cfg, batch, rounds, correct_B), **update.metrics,
-                   **check_sync(parts, step, trained, timer)}
+        metrics = {
+            **rollout_metrics(cfg, batch, rounds, correct_B),
+            **update.metrics,
+            **check_sync(parts, step, trained, timer),
+        }
         log_eval_checkpoint(parts, state, metrics, timer, t_step, save, evaluate, trained)
     return state
 
@@ -105,8 +111,9 @@ def check_sync(parts: Parts, step: int, rounds: Sequence[Round], timer: StageTim
     rc = parts.cfg.rollout
     if not rc.sync_check_every or step % rc.sync_check_every:
         return {}
-    comps = [(r.gen.prompt_token_ids[c.prompt_index], c.token_ids) for r in rounds for c in r.gen.completions
-             if c.token_ids][:rc.sync_check_sequences]
+    comps = [
+        (r.gen.prompt_token_ids[c.prompt_index], c.token_ids) for r in rounds for c in r.gen.completions if c.token_ids
+    ][: rc.sync_check_sequences]
     if not comps:
         return {}
     with timer("sync_check"):
@@ -116,9 +123,11 @@ def check_sync(parts: Parts, step: int, rounds: Sequence[Round], timer: StageTim
     gap = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(engine_lp, learner_lp))
     limit = rc.sync_check_max_gap if rc.sync_check_max_gap is not None else SYNC_GAP[parts.cfg.model.dtype]
     if gap > limit:
-        raise SyncCheckError(f"after the weight sync of step {step} the engine's logprobs differ from the learner's "
-                             f"by up to {gap:.3g} per token (limit {limit:g}, rollout.sync_check_max_gap): the "
-                             f"engine is not generating with the learner's weights")
+        raise SyncCheckError(
+            f"after the weight sync of step {step} the engine's logprobs differ from the learner's "
+            f"by up to {gap:.3g} per token (limit {limit:g}, rollout.sync_check_max_gap): the "
+            f"engine is not generating with the learner's weights"
+        )
     return {"sync/logprob_gap": gap}
 
 
@@ -127,14 +136,22 @@ def check_sync(parts: Parts, step: int, rounds: Sequence[Round], timer: StageTim
 SYNC_GAP = {"float32": 1e-3, "bfloat16": 0.1}
 
 
-def log_eval_checkpoint(parts: Parts, state: LoopState, metrics: dict[str, float], timer: StageTimer, t_step: float,
-                        save: Callable[[LoopState], Any], evaluate: Callable[[int], dict[str, float]],
-                        rounds: Sequence[Round] = ()) -> None:
+def log_eval_checkpoint(
+    parts: Parts,
+    state: LoopState,
+    metrics: dict[str, float],
+    timer: StageTimer,
+    t_step: float,
+    save: Callable[[LoopState], Any],
+    evaluate: Callable[[int], dict[str, float]],
+    rounds: Sequence[Round] = (),
+) -> None:
     """The end of a step (shared by the synchronous and the one-step-off loop): every component's metrics,
     eval and checkpoint when due, stage timings, one log row, the step's prompts and sampled completions."""
     step = state.step
-    metrics.update({**parts.controllers.metrics(), **parts.filter.metrics(), **parts.rewards.metrics(),
-                    **parts.source.metrics()})
+    metrics.update(
+        {**parts.controllers.metrics(), **parts.filter.metrics(), **parts.rewards.metrics(), **parts.source.metrics()}
+    )
     metrics.update(parts.engine.metrics())  # local engines: bytes, buckets, MB/s of the last weight sync
     if parts.should_eval(step):
         with timer("eval"):
@@ -151,4 +168,3 @@ def log_eval_checkpoint(parts: Parts, state: LoopState, metrics: dict[str, float
         parts.logger.log_completions(step, rounds)
     parts.logger.log(step, metrics)
     parts.check_rewards(step, metrics)
-

@@ -15,6 +15,7 @@ Input that is accepted but probably not meant gets one line from `warn` instead:
 
 This module imports nothing heavy: the data, config and checkpoint layers all raise these.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -36,8 +36,10 @@ def pick_model(run_dir: Path, cfg: Any, checkpoint: Path | None, base: bool) -> 
     if checkpoint is not None:
         folder = checkpoint / "model" if (checkpoint / "model" / "config.json").is_file() else checkpoint
         if not (folder / "config.json").is_file():
-            raise CheckpointError(f"--checkpoint {checkpoint}: neither a checkpoint folder (with model/) nor a "
-                                  "model folder (with config.json)")
+            raise CheckpointError(
+                f"--checkpoint {checkpoint}: neither a checkpoint folder (with model/) nor a "
+                "model folder (with config.json)"
+            )
         problem = verify_checkpoint(checkpoint) if (checkpoint / "COMPLETE").is_file() else None
         if problem:
             raise CheckpointError(f"--checkpoint {checkpoint}: the checkpoint is damaged ({problem})")
@@ -45,8 +47,9 @@ def pick_model(run_dir: Path, cfg: Any, checkpoint: Path | None, base: bool) -> 
         return check_model_folder(folder), int(m.group(1)) if m else None
     path = newest_verified(run_dir, hint="pass --checkpoint PATH or --base")
     if path is None:
-        raise CheckpointError(f"{run_dir}: no complete checkpoint in {run_dir / 'checkpoints'}; "
-                              "pass --checkpoint PATH or --base")
+        raise CheckpointError(
+            f"{run_dir}: no complete checkpoint in {run_dir / 'checkpoints'}; pass --checkpoint PATH or --base"
+        )
     return path / "model", int(path.name.removeprefix("step_"))
 
 
@@ -66,29 +69,38 @@ def results_table(metrics: dict[str, float], k: int) -> Any:
     return table
 
 
-
 def _parser() -> argparse.ArgumentParser:
     from rlbal.errors import ArgumentParser
 
     p = ArgumentParser(
-        prog="rlbal eval", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="rlbal eval",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="pass@k (unbiased estimator), mean@k and greedy pass@1 of a run's model on its held-out\n"
-                    "prompts (the config's eval section), overall and per difficulty level / task.\n"
-                    "Loads RUN_DIR/config.yaml, prints a table, appends one JSON line to RUN_DIR/eval.jsonl.",
+        "prompts (the config's eval section), overall and per difficulty level / task.\n"
+        "Loads RUN_DIR/config.yaml, prints a table, appends one JSON line to RUN_DIR/eval.jsonl.",
         epilog="examples:\n"
-               "  rlbal eval runs/quickstart                       # newest complete checkpoint\n"
-               "  rlbal eval runs/quickstart --base --k 8          # the starting model, 8 samples per prompt\n"
-               "  rlbal eval runs/quickstart eval.size=64 eval.temperature=1.0 --engine hf")
+        "  rlbal eval runs/quickstart                       # newest complete checkpoint\n"
+        "  rlbal eval runs/quickstart --base --k 8          # the starting model, 8 samples per prompt\n"
+        "  rlbal eval runs/quickstart eval.size=64 eval.temperature=1.0 --engine hf",
+    )
     p.add_argument("run_dir", type=Path, help="run directory (with config.yaml and checkpoints/)")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the run's config (e.g. eval.size=64)")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--checkpoint", type=Path, default=None,
-                       help="a checkpoint folder (RUN/checkpoints/step_N) or an HF model folder "
-                            "(default: the newest complete checkpoint)")
+    which.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="a checkpoint folder (RUN/checkpoints/step_N) or an HF model folder "
+        "(default: the newest complete checkpoint)",
+    )
     which.add_argument("--base", action="store_true", help="evaluate the config's starting model (model.path)")
     p.add_argument("--k", type=int, default=None, help="samples per prompt (default: the config's eval.k)")
-    p.add_argument("--engine", choices=("hf", "vllm"), default=None,
-                   help="generation backend (default: the config's rollout.engine)")
+    p.add_argument(
+        "--engine",
+        choices=("hf", "vllm"),
+        default=None,
+        help="generation backend (default: the config's rollout.engine)",
+    )
     p.add_argument("--verbose", action="store_true", help="show third-party logs in full (vLLM INFO, warnings)")
     return p
 
@@ -106,8 +118,11 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     if args.k is not None and args.k < 1:
         raise UserError(f"--k must be >= 1, got {args.k}")
     # --k and --engine are shorthands for the config keys they set.
-    overrides = [*args.overrides, *([f"eval.k={args.k}"] if args.k else []),
-                 *([f"rollout.engine={args.engine}"] if args.engine else [])]
+    overrides = [
+        *args.overrides,
+        *([f"eval.k={args.k}"] if args.k else []),
+        *([f"rollout.engine={args.engine}"] if args.engine else []),
+    ]
     cfg = load_config(args.run_dir / "config.yaml", overrides)
     check_eval(cfg)  # the reward and the held-out prompts, before any model loads
     model_dir, step = pick_model(args.run_dir, cfg, args.checkpoint, args.base)
@@ -115,8 +130,14 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
 
     Console().print(results_table(metrics, cfg.eval.k))
-    record = {"step": step, "checkpoint": str(model_dir), "engine": cfg.rollout.engine, "k": cfg.eval.k,
-              "time": datetime.now(UTC).isoformat(timespec="seconds"), **metrics}
+    record = {
+        "step": step,
+        "checkpoint": str(model_dir),
+        "engine": cfg.rollout.engine,
+        "k": cfg.eval.k,
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        **metrics,
+    }
     with open(args.run_dir / "eval.jsonl", "a") as fh:
         fh.write(json.dumps(record) + "\n")
     print(f"appended to {args.run_dir / 'eval.jsonl'}")
@@ -133,8 +154,20 @@ def _evaluate_model(cfg: Any, model_dir: Path) -> dict[str, float]:
 
     prompts = eval_prompts(cfg, AutoTokenizer.from_pretrained(str(model_dir)))
     engine = make_engine(cfg.rollout.engine, model_dir, **engine_options(cfg))
-    with RewardExecutor(correctness_spec(cfg), num_workers=cfg.reward.workers, timeout_s=cfg.reward.timeout_s,
-                        threshold=cfg.reward.correct_threshold) as rewards:
-        return evaluate(engine, prompts, rewards, k=cfg.eval.k, temperature=cfg.eval.temperature,
-                        top_p=cfg.eval.top_p, max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.run.seed,
-                        stop=tuple(cfg.rollout.stop))
+    with RewardExecutor(
+        correctness_spec(cfg),
+        num_workers=cfg.reward.workers,
+        timeout_s=cfg.reward.timeout_s,
+        threshold=cfg.reward.correct_threshold,
+    ) as rewards:
+        return evaluate(
+            engine,
+            prompts,
+            rewards,
+            k=cfg.eval.k,
+            temperature=cfg.eval.temperature,
+            top_p=cfg.eval.top_p,
+            max_new_tokens=cfg.rollout.max_new_tokens,
+            seed=cfg.run.seed,
+            stop=tuple(cfg.rollout.stop),
+        )

@@ -50,8 +50,10 @@ def pass_at_k(n_N: Any, c_N: Any, k: int) -> np.ndarray:
     if k < 1:
         raise ValueError(f"pass_at_k: k must be >= 1, got {k}")
     if n_N.size and (n_N.min() < k or c_N.min() < 0 or (c_N > n_N).any()):
-        raise ValueError(f"pass_at_k: need n >= k={k} and 0 <= c <= n, got n in [{n_N.min()}, {n_N.max()}], "
-                         f"c in [{c_N.min()}, {c_N.max()}]")
+        raise ValueError(
+            f"pass_at_k: need n >= k={k} and 0 <= c <= n, got n in [{n_N.min()}, {n_N.max()}], "
+            f"c in [{c_N.min()}, {c_N.max()}]"
+        )
     j_J = np.arange(int(c_N.max(initial=0)))  # (J,) position in the product; prompt i uses its first c_i terms
     i_NJ = (n_N - c_N + 1)[:, None] + j_J[None, :]  # factor index n-c+1 .. n
     factor_NJ = np.where(j_J[None, :] < c_N[:, None], 1.0 - k / i_NJ, 1.0)
@@ -105,9 +107,11 @@ class EvalSamples:
         sampled_N = np.bincount(self.prompt_M[~self.greedy_M], minlength=self.n_prompts)
         greedy_N = np.bincount(self.prompt_M[self.greedy_M], minlength=self.n_prompts)
         if len(sampled_N) != self.n_prompts or (sampled_N != self.k).any() or (greedy_N != 1).any():
-            raise ValueError(f"EvalSamples: every one of {self.n_prompts} prompts needs k={self.k} sampled and "
-                             f"1 greedy completion; got sampled counts {sampled_N.tolist()}, "
-                             f"greedy {greedy_N.tolist()}")
+            raise ValueError(
+                f"EvalSamples: every one of {self.n_prompts} prompts needs k={self.k} sampled and "
+                f"1 greedy completion; got sampled counts {sampled_N.tolist()}, "
+                f"greedy {greedy_N.tolist()}"
+            )
 
     def correct_matrix(self) -> np.ndarray:
         """(N, k) bool: correctness of prompt i's sampled completions, in generation order."""
@@ -184,9 +188,18 @@ def eval_metrics(samples: EvalSamples, difficulty_N: np.ndarray, metas: Sequence
 # ----------------------------------------------------------------------------- sampling and scoring
 
 
-def run_eval(engine: RolloutEngine, prompts: PromptBatch, reward_executor: RewardExecutor, *, k: int,
-             temperature: float, top_p: float, max_new_tokens: int, seed: int,
-             stop: tuple[str, ...] = ()) -> EvalResult:
+def run_eval(
+    engine: RolloutEngine,
+    prompts: PromptBatch,
+    reward_executor: RewardExecutor,
+    *,
+    k: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    seed: int,
+    stop: tuple[str, ...] = (),
+) -> EvalResult:
     """Sample k completions per prompt (one `generate` call) plus one greedy (a second call), score them all
     in one reward call, and compute the `eval/` metrics."""
     from rlbal.rollout.engine import SamplingSpec
@@ -204,8 +217,9 @@ def run_eval(engine: RolloutEngine, prompts: PromptBatch, reward_executor: Rewar
     t1 = time.perf_counter()
     comps = list(sampled.completions) + list(greedy.completions)
     prompt_M = np.array([c.prompt_index for c in comps], dtype=np.int64)
-    scored = reward_executor.score([c.text for c in comps], [prompts.answers[i] for i in prompt_M],
-                                   [prompts.metas[i] for i in prompt_M])
+    scored = reward_executor.score(
+        [c.text for c in comps], [prompts.answers[i] for i in prompt_M], [prompts.metas[i] for i in prompt_M]
+    )
     samples = EvalSamples(
         prompt_M=prompt_M,
         greedy_M=np.arange(len(comps)) >= len(sampled.completions),
@@ -224,13 +238,30 @@ def run_eval(engine: RolloutEngine, prompts: PromptBatch, reward_executor: Rewar
     return EvalResult(metrics, samples)
 
 
-def evaluate(engine: RolloutEngine, prompts: PromptBatch, reward_executor: RewardExecutor, *, k: int,
-             temperature: float, top_p: float, max_new_tokens: int, seed: int,
-             stop: tuple[str, ...] = ()) -> dict[str, float]:
+def evaluate(
+    engine: RolloutEngine,
+    prompts: PromptBatch,
+    reward_executor: RewardExecutor,
+    *,
+    k: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    seed: int,
+    stop: tuple[str, ...] = (),
+) -> dict[str, float]:
     """The `eval/` metrics of `run_eval` (what the trainer logs)."""
-    return run_eval(engine, prompts, reward_executor, k=k, temperature=temperature, top_p=top_p,
-                    max_new_tokens=max_new_tokens, seed=seed, stop=stop).metrics
-
+    return run_eval(
+        engine,
+        prompts,
+        reward_executor,
+        k=k,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        stop=stop,
+    ).metrics
 
 
 def eval_curve(metrics_path: Path, k: int) -> str:
@@ -249,9 +280,13 @@ def eval_curve(metrics_path: Path, k: int) -> str:
     rows = [r for r in map(json.loads, metrics_path.read_text().splitlines()) if f"eval/{key}" in r]
     if not rows:
         return "(no eval rows)"
-    groups = sorted({c[len("eval/"):-len(key) - 1] for c in rows[-1]
-                     if c.startswith("eval/") and c.endswith("/" + key)} - {""})
+    groups = sorted(
+        {c[len("eval/") : -len(key) - 1] for c in rows[-1] if c.startswith("eval/") and c.endswith("/" + key)} - {""}
+    )
     head = f"{'step':>4}  {key:>6}" + "".join(f"  {g:>7}" for g in groups)
-    lines = [f"{r['step']:>4}  {r[f'eval/{key}']:>6.3f}" + "".join(
-        f"  {r.get(f'eval/{g}/{key}', float('nan')):>7.3f}" for g in groups) for r in rows]
+    lines = [
+        f"{r['step']:>4}  {r[f'eval/{key}']:>6.3f}"
+        + "".join(f"  {r.get(f'eval/{g}/{key}', float('nan')):>7.3f}" for g in groups)
+        for r in rows
+    ]
     return "\n".join([head, *lines])

@@ -10,6 +10,7 @@ docstrings are read here from their source with `ast`. Allowed values come from 
 With a loaded config, values are the recipe's and a changed value shows its default; an optional section that
 is off (None) lists its fields with their defaults.
 """
+
 from __future__ import annotations
 
 import ast
@@ -54,9 +55,13 @@ def attribute_docs(cls: type) -> dict[str, str]:
         tree = ast.parse(source)
         body = next((n.body for n in tree.body if isinstance(n, ast.ClassDef)), [])
         for stmt, nxt in zip(body, body[1:]):
-            if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
-                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                    and isinstance(nxt.value.value, str)):
+            if (
+                isinstance(stmt, ast.AnnAssign)
+                and isinstance(stmt.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
                 docs[stmt.target.id] = inspect.cleandoc(nxt.value.value)
     return docs
 
@@ -95,12 +100,22 @@ def field_choices(annotation: Any, metadata: Sequence[Any] = ()) -> tuple[Any, .
 def _fields(model: type) -> list[tuple[str, Any, Any, str, tuple[Any, ...]]]:
     """(name, resolved annotation, default, doc, choices) of every field of a pydantic model or dataclass."""
     if issubclass(model, BaseModel):
-        return [(name, f.annotation, f.default, f.description or "", field_choices(f.annotation, f.metadata))
-                for name, f in model.model_fields.items()]
+        return [
+            (name, f.annotation, f.default, f.description or "", field_choices(f.annotation, f.metadata))
+            for name, f in model.model_fields.items()
+        ]
     hints = typing.get_type_hints(model)  # resolves `from __future__ import annotations` strings
     docs = attribute_docs(model)
-    return [(f.name, hints[f.name], f.default if f.default is not dataclasses.MISSING else f.default_factory(),
-             docs.get(f.name, ""), literal_choices(hints[f.name])) for f in dataclasses.fields(model)]
+    return [
+        (
+            f.name,
+            hints[f.name],
+            f.default if f.default is not dataclasses.MISSING else f.default_factory(),
+            docs.get(f.name, ""),
+            literal_choices(hints[f.name]),
+        )
+        for f in dataclasses.fields(model)
+    ]
 
 
 def key_docs(model: type, config: Any = _MISSING, prefix: str = "") -> list[tuple[str, str | KeyDoc]]:

@@ -14,6 +14,7 @@ The prompt ids and bins are what the bin-to-bin migration plot reads (rlbal.plot
 TensorBoard (text `completions`) and W&B (table `completions`); the resolved config goes to TensorBoard
 (text `config`, step 0) and W&B (the run config).
 """
+
 from __future__ import annotations
 
 import json
@@ -29,9 +30,17 @@ from rlbal.console import Console
 class MetricsLogger:
     """Fan-out of per-step metrics to the configured sinks; `close()` flushes everything."""
 
-    def __init__(self, run_dir: Path, *, tensorboard: bool = True, wandb: Mapping[str, Any] | None = None,
-                 console: Console | None = None, config: Mapping[str, Any] | None = None,
-                 completions_per_step: int = 4, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        tensorboard: bool = True,
+        wandb: Mapping[str, Any] | None = None,
+        console: Console | None = None,
+        config: Mapping[str, Any] | None = None,
+        completions_per_step: int = 4,
+        enabled: bool = True,
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.enabled = enabled  # False on non-zero ranks: they log nothing
         self.console = console if console is not None else Console(0, enabled=False)
@@ -56,10 +65,18 @@ class MetricsLogger:
     def from_config(cls, cfg: Any, run_dir: Path, *, start_step: int = 0, enabled: bool = True) -> MetricsLogger:
         """The sinks and console a run's `logging` section asks for."""
         lc = cfg.logging
-        console = Console(cfg.run.max_steps, start_step=start_step, every=lc.console_every, bar=lc.progress,
-                          enabled=enabled)
-        return cls(run_dir, tensorboard=lc.tensorboard, wandb=wandb_settings(cfg), console=console, config=cfg.to_dict(),
-                   completions_per_step=lc.completions_per_step, enabled=enabled)
+        console = Console(
+            cfg.run.max_steps, start_step=start_step, every=lc.console_every, bar=lc.progress, enabled=enabled
+        )
+        return cls(
+            run_dir,
+            tensorboard=lc.tensorboard,
+            wandb=wandb_settings(cfg),
+            console=console,
+            config=cfg.to_dict(),
+            completions_per_step=lc.completions_per_step,
+            enabled=enabled,
+        )
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         if not self.enabled:
@@ -110,19 +127,34 @@ def wandb_settings(cfg: Any) -> dict[str, Any] | None:
     lc = cfg.logging
     if lc.wandb == "off":
         return None
-    return dict(mode=lc.wandb, project=lc.wandb_project, entity=lc.wandb_entity, name=lc.wandb_name or cfg.run.name,
-                tags=list(lc.wandb_tags))
+    return dict(
+        mode=lc.wandb,
+        project=lc.wandb_project,
+        entity=lc.wandb_entity,
+        name=lc.wandb_name or cfg.run.name,
+        tags=list(lc.wandb_tags),
+    )
 
 
-def _start_wandb(run_dir: Path, config: Mapping[str, Any] | None, *, mode: str, project: str, entity: str | None,
-                 name: str, tags: list[str]):
+def _start_wandb(
+    run_dir: Path,
+    config: Mapping[str, Any] | None,
+    *,
+    mode: str,
+    project: str,
+    entity: str | None,
+    name: str,
+    tags: list[str],
+):
     try:
         import wandb
     except ImportError:
-        raise RuntimeError("logging.wandb is set but the `wandb` package is not installed: "
-                           "pip install 'rlbal[wandb]'") from None
-    return wandb.init(project=project, entity=entity, name=name, tags=tags, dir=str(run_dir), mode=mode,
-                      config=dict(config or {}))
+        raise RuntimeError(
+            "logging.wandb is set but the `wandb` package is not installed: pip install 'rlbal[wandb]'"
+        ) from None
+    return wandb.init(
+        project=project, entity=entity, name=name, tags=tags, dir=str(run_dir), mode=mode, config=dict(config or {})
+    )
 
 
 def step_completions(rounds: Sequence[Any], k: int) -> dict[str, Any]:
@@ -151,12 +183,18 @@ def step_completions(rounds: Sequence[Any], k: int) -> dict[str, Any]:
         if not rows:
             continue
         row = rows[0]
-        samples.append({
-            "prompt_id": int(r.prompts.indices[p]), "bin": int(r.alloc.bins[p]), "n": int(r.alloc.counts[p]),
-            "prompt": r.prompts.texts[p], "completion": r.gen.completions[row].text,
-            "reward": float(r.scores.scores[row]), "outcome": str(r.scores.outcomes[row]),
-            "group_correct": int(sum(bool(r.scores.correct[i]) for i in rows)),
-        })
+        samples.append(
+            {
+                "prompt_id": int(r.prompts.indices[p]),
+                "bin": int(r.alloc.bins[p]),
+                "n": int(r.alloc.counts[p]),
+                "prompt": r.prompts.texts[p],
+                "completion": r.gen.completions[row].text,
+                "reward": float(r.scores.scores[row]),
+                "outcome": str(r.scores.outcomes[row]),
+                "group_correct": int(sum(bool(r.scores.correct[i]) for i in rows)),
+            }
+        )
     return {"prompt_id": ids, "bin": bins, "n": counts, "samples": samples}
 
 

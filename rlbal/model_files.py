@@ -5,6 +5,7 @@
     safetensors_problem(Path("model.safetensors"))   # None, or e.g.
                                                      # 'truncated (5000 bytes, the header describes 1446456)'
 """
+
 from __future__ import annotations
 
 import json

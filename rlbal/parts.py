@@ -48,10 +48,12 @@ class Parts:
         self.failed_reward_steps = self.failed_reward_steps + 1 if n and error + timeout == n else 0
         limit = self.cfg.reward.max_failed_steps
         if limit and self.failed_reward_steps >= limit:
-            raise RewardError(f"reward.fn={self.cfg.reward.fn!r} failed on every completion for {limit} consecutive "
-                              f"steps (step {step}: {error:.0f} error, {timeout:.0f} timeout of {n:.0f}; the first "
-                              "reason of each step is in the warnings above); fix the reward, raise "
-                              "reward.timeout_s, or set reward.max_failed_steps (0 = never stop)")
+            raise RewardError(
+                f"reward.fn={self.cfg.reward.fn!r} failed on every completion for {limit} consecutive "
+                f"steps (step {step}: {error:.0f} error, {timeout:.0f} timeout of {n:.0f}; the first "
+                "reason of each step is in the warnings above); fix the reward, raise "
+                "reward.timeout_s, or set reward.max_failed_steps (0 = never stop)"
+            )
 
     @property
     def pad_id(self) -> int:

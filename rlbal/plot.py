@@ -71,12 +71,18 @@ def _report_absent(runs: Sequence[RunLog]) -> None:
     present = {key for run in runs for key in run.columns}
     for what, pattern in DIAGNOSTICS.items():
         if not any(re.match(pattern, key) for key in present):
-            log.info("plot: no %s in %s (no key matching %s); figure skipped", what,
-                     ", ".join(r.name for r in runs), pattern)
+            log.info(
+                "plot: no %s in %s (no key matching %s); figure skipped", what, ", ".join(r.name for r in runs), pattern
+            )
 
 
-def plot_run(run_dirs: Sequence[Path | str] | Path | str, out_dir: Path | str | None = None, *,
-             x: Literal["step", "wall"] = "step", smooth: float = 0.0) -> list[Path]:
+def plot_run(
+    run_dirs: Sequence[Path | str] | Path | str,
+    out_dir: Path | str | None = None,
+    *,
+    x: Literal["step", "wall"] = "step",
+    smooth: float = 0.0,
+) -> list[Path]:
     """Write every figure the runs' metrics allow into out_dir (default: the first run's `plots/`).
 
     Returns the PNG paths written. Runs without metrics are skipped with a log line; no metrics at all
@@ -128,21 +134,27 @@ def _parser() -> argparse.ArgumentParser:
     from rlbal.errors import ArgumentParser
 
     p = ArgumentParser(
-        prog="rlbal plot", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="rlbal plot",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Diagnostic plots of one or more runs, from RUN/metrics.jsonl (a run still being written\n"
-                    "is fine):\n"
-                    "  step x bin heatmaps of every per-bin metric (prompt share, adversarial weight, reward and\n"
-                    "  rollout allocation per bin), curves of everything else (reward, held-out pass@k / mean@k,\n"
-                    "  mean bin, weight entropy, dual price, losses, timings), several runs overlaid.",
+        "is fine):\n"
+        "  step x bin heatmaps of every per-bin metric (prompt share, adversarial weight, reward and\n"
+        "  rollout allocation per bin), curves of everything else (reward, held-out pass@k / mean@k,\n"
+        "  mean bin, weight entropy, dual price, losses, timings), several runs overlaid.",
         epilog="examples:\n"
-               "  rlbal plot runs/grpo                                    # into runs/grpo/plots/\n"
-               "  rlbal plot runs/grpo runs/prompt_gdro --out plots/cmp   # compare runs\n"
-               "  rlbal plot runs/grpo --smooth 0.6 --x wall              # smoothed, against wall-clock time")
+        "  rlbal plot runs/grpo                                    # into runs/grpo/plots/\n"
+        "  rlbal plot runs/grpo runs/prompt_gdro --out plots/cmp   # compare runs\n"
+        "  rlbal plot runs/grpo --smooth 0.6 --x wall              # smoothed, against wall-clock time",
+    )
     p.add_argument("run_dirs", nargs="+", type=Path, help="run directories (each with metrics.jsonl)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: FIRST_RUN/plots)")
     p.add_argument("--x", choices=("step", "wall"), default="step", help="x axis of curves (default: step)")
-    p.add_argument("--smooth", type=float, default=0.0,
-                   help="EMA weight in [0, 1) for curves, raw values drawn faint behind (default: 0 = off)")
+    p.add_argument(
+        "--smooth",
+        type=float,
+        default=0.0,
+        help="EMA weight in [0, 1) for curves, raw values drawn faint behind (default: 0 = off)",
+    )
     return p
 
 

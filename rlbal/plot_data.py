@@ -186,8 +186,11 @@ def curve_groups(runs: Sequence[RunLog]) -> dict[str, list[str]]:
     keys = {key for run in runs for key in run.columns}
     groups: dict[str, set[str]] = {}
     for key in keys:
-        if key.endswith("/pass@1") and not key.endswith("greedy/pass@1") and any(
-                re.fullmatch(re.escape(key[:-len("pass@1")]) + r"mean@\d+", other) for other in keys):
+        if (
+            key.endswith("/pass@1")
+            and not key.endswith("greedy/pass@1")
+            and any(re.fullmatch(re.escape(key[: -len("pass@1")]) + r"mean@\d+", other) for other in keys)
+        ):
             continue
         if (group := curve_group(key)) is not None:
             groups.setdefault(group, set()).add(key)

@@ -1,6 +1,7 @@
 """Drawing for `rlbal plot` (rlbal.plot decides what to draw): a titled grid of panels, step x bin heatmaps
 (nan cells blank), curves with units. matplotlib's object API on the Agg canvas: no display, no pyplot state.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -12,8 +13,9 @@ import numpy as np
 from rlbal.plot_data import BinMatrix, RunLog, bin_families, ema, heatmap_matrix, unit_of
 
 
-def grid_figure(title: str, n_panels: int, ncols: int, panel_w: float, panel_h: float, right_in: float = 0.25,
-            gap_w: float = 0.65):
+def grid_figure(
+    title: str, n_panels: int, ncols: int, panel_w: float, panel_h: float, right_in: float = 0.25, gap_w: float = 0.65
+):
     """A titled grid of panels with fixed margins in inches (constrained layout doubled the drawing time)."""
     from matplotlib.figure import Figure
 
@@ -22,8 +24,14 @@ def grid_figure(title: str, n_panels: int, ncols: int, panel_w: float, panel_h: 
     width = left + right_in + ncols * panel_w + (ncols - 1) * gap_w
     height = bottom + top + nrows * panel_h + (nrows - 1) * gap_h
     fig = Figure(figsize=(width, height))
-    grid = dict(left=left / width, right=1 - right_in / width, bottom=bottom / height, top=1 - top / height,
-                wspace=gap_w / panel_w, hspace=gap_h / panel_h)
+    grid = dict(
+        left=left / width,
+        right=1 - right_in / width,
+        bottom=bottom / height,
+        top=1 - top / height,
+        wspace=gap_w / panel_w,
+        hspace=gap_h / panel_h,
+    )
     axes = fig.subplots(nrows, ncols, squeeze=False, gridspec_kw=grid).ravel()
     for ax in axes[n_panels:]:
         ax.set_visible(False)
@@ -49,8 +57,15 @@ def integer_ticks(*axes) -> None:
 
 def heatmap_on(ax, m: BinMatrix, vmin: float | None = None, vmax: float | None = None):
     """A step x bin matrix on one axis (nan cells blank); returns the mesh for a colour bar."""
-    mesh = ax.pcolormesh(_edges(m.steps_S), _edges(m.bins_B), np.ma.masked_invalid(m.values_SB.T),
-                         vmin=vmin, vmax=vmax, cmap="viridis", shading="flat")
+    mesh = ax.pcolormesh(
+        _edges(m.steps_S),
+        _edges(m.bins_B),
+        np.ma.masked_invalid(m.values_SB.T),
+        vmin=vmin,
+        vmax=vmax,
+        cmap="viridis",
+        shading="flat",
+    )
     ax.set(xlabel="step", ylabel="bin (0 = hardest)")
     integer_ticks(ax.xaxis, ax.yaxis)
     return mesh
@@ -71,8 +86,14 @@ def draw_heatmap(runs: Sequence[RunLog], family: str, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def draw_curves(runs: Sequence[RunLog], keys: Sequence[str], title: str, path: Path,
-                x: Literal["step", "wall"] = "step", smooth: float = 0.0) -> None:
+def draw_curves(
+    runs: Sequence[RunLog],
+    keys: Sequence[str],
+    title: str,
+    path: Path,
+    x: Literal["step", "wall"] = "step",
+    smooth: float = 0.0,
+) -> None:
     """One panel per key, one line per run (raw values faint behind the smoothed line when smoothing)."""
     fig, axes = grid_figure(title, len(keys), min(3, len(keys)), 3.6, 2.4)
     colours = [f"C{i % 10}" for i in range(len(runs))]
@@ -84,8 +105,9 @@ def draw_curves(runs: Sequence[RunLog], keys: Sequence[str], title: str, path: P
             if smooth > 0:
                 ax.plot(x_P, y_P, color=colour, alpha=0.25, linewidth=0.8)
             ax.plot(x_P, ema(y_P, smooth), color=colour, label=run.name, marker="." if len(x_P) < 30 else None)
-        ax.set(title=key.removeprefix(f"{title}/"), xlabel="wall-clock s" if x == "wall" else "step",
-               ylabel=unit_of(key))
+        ax.set(
+            title=key.removeprefix(f"{title}/"), xlabel="wall-clock s" if x == "wall" else "step", ylabel=unit_of(key)
+        )
         ax.grid(alpha=0.3)
         if x == "step":
             integer_ticks(ax.xaxis)

@@ -10,6 +10,7 @@ one to M[a, b]: the diagonal counts prompts that stayed in their bin, cells righ
 easier (bin 0 = hardest). The figure draws each row as shares (where prompts of bin a went next) and
 writes the counts in the cells.
 """
+
 from __future__ import annotations
 
 import re
@@ -33,8 +34,12 @@ def load_bin_history(run_dir: Path) -> History:
     by_step: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for row in read_metrics(Path(run_dir), "completions.jsonl"):
         ids, bins = row.get("prompt_id"), row.get("bin")
-        if isinstance(row.get("step"), int) and isinstance(ids, list) and isinstance(bins, list) \
-                and len(ids) == len(bins):
+        if (
+            isinstance(row.get("step"), int)
+            and isinstance(ids, list)
+            and isinstance(bins, list)
+            and len(ids) == len(bins)
+        ):
             by_step[row["step"]] = (np.asarray(ids, dtype=np.int64), np.asarray(bins, dtype=np.int64))
     return [(step, *by_step[step]) for step in sorted(by_step)]
 
@@ -79,8 +84,15 @@ def migration_on(ax, m_BB: np.ndarray):
         for a in range(len(m_BB)):
             for b in range(len(m_BB)):
                 if m_BB[a, b]:
-                    ax.text(b, a, str(m_BB[a, b]), ha="center", va="center", fontsize="x-small",
-                            color="white" if share_BB[a, b] < 0.6 else "black")
+                    ax.text(
+                        b,
+                        a,
+                        str(m_BB[a, b]),
+                        ha="center",
+                        va="center",
+                        fontsize="x-small",
+                        color="white" if share_BB[a, b] < 0.6 else "black",
+                    )
     ax.set(xlabel="bin at the next appearance", ylabel="bin (0 = hardest)")
     integer_ticks(ax.xaxis, ax.yaxis)
     return mesh
@@ -89,8 +101,14 @@ def migration_on(ax, m_BB: np.ndarray):
 def draw_migration(runs: Sequence[RunLog], histories: Sequence[History], path: Path) -> None:
     """One migration matrix per run that logged bins (figure `migration.png`)."""
     pairs = [(run, m_BB) for run, h in zip(runs, histories) if (m_BB := migration_counts(h, _num_bins(run))).any()]
-    fig, axes = grid_figure("bin migration: a prompt's bin -> its bin the next time it is drawn (row shares, counts)",
-                        len(pairs), min(3, len(pairs)), 3.6, 3.2, right_in=1.0)
+    fig, axes = grid_figure(
+        "bin migration: a prompt's bin -> its bin the next time it is drawn (row shares, counts)",
+        len(pairs),
+        min(3, len(pairs)),
+        3.6,
+        3.2,
+        right_in=1.0,
+    )
     for ax, (run, m_BB) in zip(axes, pairs):
         mesh = migration_on(ax, m_BB)
         ax.set_title(run.name, fontsize="small")
@@ -98,8 +116,9 @@ def draw_migration(runs: Sequence[RunLog], histories: Sequence[History], path: P
     fig.savefig(path, dpi=110)
 
 
-def _curves(ax, runs: Sequence[RunLog], keys: Sequence[str], title: str, unit: str = "",
-            names: Sequence[str] = ()) -> None:
+def _curves(
+    ax, runs: Sequence[RunLog], keys: Sequence[str], title: str, unit: str = "", names: Sequence[str] = ()
+) -> None:
     """Lines of `keys` (one colour per run, one style per key; legend `names`, default the key after its first
     part); a note when none is logged."""
     styles = ["-", "--", ":", "-."]
@@ -110,9 +129,14 @@ def _curves(ax, runs: Sequence[RunLog], keys: Sequence[str], title: str, unit: s
                 x_P, y_P = run.series(key)
                 name = names[j] if names else key.split("/", 1)[1]
                 label = " ".join(filter(None, (run.name if len(runs) > 1 else "", name if len(keys) > 1 else "")))
-                ax.plot(x_P, y_P, color=f"C{i % 10}" if len(runs) > 1 else f"C{j % 10}",
-                        linestyle=styles[j % 4] if len(runs) > 1 else "-", label=label,
-                        marker="." if len(x_P) < 30 else None)
+                ax.plot(
+                    x_P,
+                    y_P,
+                    color=f"C{i % 10}" if len(runs) > 1 else f"C{j % 10}",
+                    linestyle=styles[j % 4] if len(runs) > 1 else "-",
+                    label=label,
+                    marker="." if len(x_P) < 30 else None,
+                )
                 drawn += 1
     if not drawn:
         _note(ax, f"{title}: not logged")
@@ -127,33 +151,44 @@ def _curves(ax, runs: Sequence[RunLog], keys: Sequence[str], title: str, unit: s
 def draw_summary(runs: Sequence[RunLog], histories: Sequence[History], path: Path) -> None:
     """The one-page summary (see the module docstring)."""
     shown = list(runs)[:MAX_RUNS]
-    fig, axes = grid_figure(f"summary: {', '.join(r.name for r in shown)}", 3 + 3 * len(shown), 3, 3.8, 2.6,
-                        right_in=0.6, gap_w=1.2)
+    fig, axes = grid_figure(
+        f"summary: {', '.join(r.name for r in shown)}", 3 + 3 * len(shown), 3, 3.8, 2.6, right_in=0.6, gap_w=1.2
+    )
     _curves(axes[0], runs, ["reward/mean"], "train reward")
     means = sorted({k for r in runs for k in r.columns if re.fullmatch(r"eval/mean@\d+", k)})
     if means:
         k = means[0].split("@")[1]
         levels = sorted({key for r in runs for key in r.columns if re.fullmatch(rf"eval/level_[^/]+/mean@{k}", key)})
-        _curves(axes[1], runs, [means[0], *levels], f"held-out mean@{k}",
-                names=["all", *(key.split("/")[1] for key in levels)])
+        _curves(
+            axes[1],
+            runs,
+            [means[0], *levels],
+            f"held-out mean@{k}",
+            names=["all", *(key.split("/")[1] for key in levels)],
+        )
     else:
         _note(axes[1], "no held-out eval logged (eval section)")
     stages = ["timing/step"] + (["timing/generate", "timing/score", "timing/update"] if len(runs) == 1 else [])
     _curves(axes[2], runs, stages, "seconds per step", unit="s")
     for row, (run, history) in enumerate(zip(shown, list(histories) + [[]] * len(shown))):
-        share_ax, n_ax, mig_ax = axes[3 + 3 * row: 6 + 3 * row]
+        share_ax, n_ax, mig_ax = axes[3 + 3 * row : 6 + 3 * row]
         for ax, family, what in ((share_ax, BIN_COUNT, "prompt share"), (n_ax, ROLLOUTS, "rollouts per prompt")):
             if family in bin_families(run):
                 m, _ = heatmap_matrix(run, family)
                 fig.colorbar(heatmap_on(ax, m), ax=ax, fraction=0.05, pad=0.02)
                 ax.set_title(f"{run.name}: {what} per bin", fontsize="small")
             else:
-                _note(ax, f"{run.name}: no {what} per bin logged" + (" (Rollout-GDRO off)" if family == ROLLOUTS else ""))
+                _note(
+                    ax, f"{run.name}: no {what} per bin logged" + (" (Rollout-GDRO off)" if family == ROLLOUTS else "")
+                )
         m_BB = migration_counts(history, _num_bins(run))
         if m_BB.any():
             fig.colorbar(migration_on(mig_ax, m_BB), ax=mig_ax, fraction=0.05, pad=0.02)
             mig_ax.set_title(f"{run.name}: bin migration (row shares)", fontsize="small")
         else:
-            _note(mig_ax, f"{run.name}: bin migration: " + ("no prompt was drawn twice yet" if history else
-                                                             "no per-prompt bins logged (completions.jsonl)"))
+            _note(
+                mig_ax,
+                f"{run.name}: bin migration: "
+                + ("no prompt was drawn twice yet" if history else "no per-prompt bins logged (completions.jsonl)"),
+            )
     fig.savefig(path, dpi=110)

@@ -12,6 +12,7 @@ names and levels); the checkpoint to resume from verifies against its manifest. 
 line (`rlbal.errors.warn`). The tables read here are handed to the dataset build (`rlbal.data.dataset`),
 so local files are read once.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -52,8 +53,9 @@ def check_reward(cfg: Any, specs: tuple | None = None) -> None:
 def check_packages(cfg: Any) -> None:
     """Optional packages the config turns on."""
     if cfg.logging.wandb != "off" and importlib.util.find_spec("wandb") is None:
-        raise SetupError(f"logging.wandb={cfg.logging.wandb} needs the `wandb` package (pip install wandb); "
-                         "or set logging.wandb=off")
+        raise SetupError(
+            f"logging.wandb={cfg.logging.wandb} needs the `wandb` package (pip install wandb); or set logging.wandb=off"
+        )
 
 
 def check_model(path: str, *, build: bool) -> None:
@@ -110,15 +112,21 @@ def warn_unusual(cfg: Any) -> None:
     """One warning line for settings that are valid but probably not meant."""
     per_step = cfg.train.prompts_per_step * cfg.rollout.n
     if per_step > MAX_COMPLETIONS_PER_STEP:
-        warn(f"rollout.n={cfg.rollout.n} x train.prompts_per_step={cfg.train.prompts_per_step} = {per_step:,} "
-             f"completions per step (generation time and memory grow with it); is that intended?")
+        warn(
+            f"rollout.n={cfg.rollout.n} x train.prompts_per_step={cfg.train.prompts_per_step} = {per_step:,} "
+            f"completions per step (generation time and memory grow with it); is that intended?"
+        )
 
 
 def warn_about_data(cfg: Any, dataset: Any) -> None:
     """After tokenisation: prompts dropped as too long, and a dataset smaller than one step's batch."""
     if dataset.n_dropped:
-        warn(f"data: dropped {dataset.n_dropped} of {dataset.n_dropped + len(dataset)} prompts longer than "
-             f"data.max_prompt_tokens={cfg.data.max_prompt_tokens} (data.too_long=drop; metric data/dropped_too_long)")
+        warn(
+            f"data: dropped {dataset.n_dropped} of {dataset.n_dropped + len(dataset)} prompts longer than "
+            f"data.max_prompt_tokens={cfg.data.max_prompt_tokens} (data.too_long=drop; metric data/dropped_too_long)"
+        )
     if len(dataset) < cfg.train.prompts_per_step:
-        warn(f"data: {len(dataset)} prompts < train.prompts_per_step={cfg.train.prompts_per_step}: every step "
-             "draws some prompts more than once")
+        warn(
+            f"data: {len(dataset)} prompts < train.prompts_per_step={cfg.train.prompts_per_step}: every step "
+            "draws some prompts more than once"
+        )

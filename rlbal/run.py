@@ -5,6 +5,7 @@ under `accelerate launch` (every rank runs it; rank 0 writes files) and inside a
 `rlbal.preflight.check_run` (reward, model, data and the checkpoint to resume from, checked before anything
 heavy loads); a damaged newest checkpoint is skipped with one warning line (rlbal.learner.checkpoint).
 """
+
 from __future__ import annotations
 
 import random
@@ -64,8 +65,13 @@ def run_training(cfg: Config, recipe: str | None = None) -> Path:
     try:
         if state.step == 0 and parts.evaluator is not None:
             parts.logger.log(0, parts.evaluator(0))
-        state = loop(cfg, parts, state, save=lambda s: save_checkpoint(run_dir, s, parts, cfg),
-                           evaluate=lambda step: parts.evaluator(step) if parts.evaluator else {})
+        state = loop(
+            cfg,
+            parts,
+            state,
+            save=lambda s: save_checkpoint(run_dir, s, parts, cfg),
+            evaluate=lambda step: parts.evaluator(step) if parts.evaluator else {},
+        )
         if cfg.checkpoint.every == 0 or state.step % cfg.checkpoint.every:
             save_checkpoint(run_dir, state, parts, cfg)
     finally:
@@ -92,15 +98,20 @@ def end_summary(cfg: Any, run_dir: Path, *, wall_s: float, plots: list[Path], re
     train = [r for r in rows if "reward/mean" in r]
     steps = train[-1]["step"] if train else 0
     sec = [r["timing/step"] for r in train if "timing/step" in r]
-    lines = [f"{PREFIX} done: {steps} steps in {duration(wall_s)}"
-             + (f" ({sorted(sec)[len(sec) // 2]:.2f} s/step median)" if sec else "")]
+    lines = [
+        f"{PREFIX} done: {steps} steps in {duration(wall_s)}"
+        + (f" ({sorted(sec)[len(sec) // 2]:.2f} s/step median)" if sec else "")
+    ]
     if len(train) == 1:
         lines.append(f"  train reward      {train[0]['reward/mean']:.3f}")
     elif train:
         w = min(10, len(train) // 2)  # mean of the first and of the last w steps
         first, last = (sum(r["reward/mean"] for r in part) / w for part in (train[:w], train[-w:]))
-        start, end = ("the first {w} steps", "the last {w}") if w > 1 else (f"step {train[0]['step']}",
-                                                                            f"step {train[-1]['step']}")
+        start, end = (
+            ("the first {w} steps", "the last {w}")
+            if w > 1
+            else (f"step {train[0]['step']}", f"step {train[-1]['step']}")
+        )
         lines.append(f"  train reward      {first:.3f} ({start.format(w=w)}) -> {last:.3f} ({end.format(w=w)})")
     evals = [r for r in rows if f"eval/mean@{cfg.eval.k}" in r]
     if evals:
@@ -118,11 +129,15 @@ def end_summary(cfg: Any, run_dir: Path, *, wall_s: float, plots: list[Path], re
         lines.append(f"  plots             {summary}" + (f" (+ {len(plots) - 1} more)" if len(plots) > 1 else ""))
     if (run_dir / "tb").is_dir():
         lines.append(f"  tensorboard       tensorboard --logdir {run_dir / 'tb'}")
-    lines.append(f"  next              rlbal eval {run_dir} --k {2 * cfg.eval.k}   "
-                 f"# pass@1..{2 * cfg.eval.k} of the newest checkpoint")
+    lines.append(
+        f"  next              rlbal eval {run_dir} --k {2 * cfg.eval.k}   "
+        f"# pass@1..{2 * cfg.eval.k} of the newest checkpoint"
+    )
     lines.append(f"                    rlbal plot {run_dir} runs/OTHER   # overlay another run")
-    lines.append(f"                    rlbal compare {recipe or 'RECIPE.yaml'} --methods grpo,gdro --seeds 1,2,3"
-                 "   # GDRO vs GRPO over seeds, with intervals")
+    lines.append(
+        f"                    rlbal compare {recipe or 'RECIPE.yaml'} --methods grpo,gdro --seeds 1,2,3"
+        "   # GDRO vs GRPO over seeds, with intervals"
+    )
     return "\n".join(lines)
 
 
@@ -135,24 +150,35 @@ def save_checkpoint(run_dir: Path, state: LoopState, parts: Parts, cfg: Config) 
         parts.learner.save_state(folder, is_main=parts.is_main)
         if parts.is_main:
             parts.tokenizer.save_pretrained(folder / "model")
-            save_tree({"torch": torch.get_rng_state(), "numpy": _np_rng_state(),
-                       "python": _py_rng_state()}, folder, "rng")
-            write_json(folder / "trainer_state.json", {
-                "step": state.step, "samples_seen": state.samples_seen,
-                "controllers": parts.controllers.state_dict(), "filter": parts.filter.state_dict(),
-                "source": parts.source.state_dict(), "data_fingerprint": parts.source.dataset.fingerprint,
-                "engine_seed_step": state.step, "rewards": parts.rewards.state_dict(),
-            })
+            save_tree(
+                {"torch": torch.get_rng_state(), "numpy": _np_rng_state(), "python": _py_rng_state()}, folder, "rng"
+            )
+            write_json(
+                folder / "trainer_state.json",
+                {
+                    "step": state.step,
+                    "samples_seen": state.samples_seen,
+                    "controllers": parts.controllers.state_dict(),
+                    "filter": parts.filter.state_dict(),
+                    "source": parts.source.state_dict(),
+                    "data_fingerprint": parts.source.dataset.fingerprint,
+                    "engine_seed_step": state.step,
+                    "rewards": parts.rewards.state_dict(),
+                },
+            )
 
-    return write_checkpoint(run_dir, state.step, write, keep_last=cfg.checkpoint.keep_last,
-                            is_main=parts.is_main, barrier=parts.barrier)
+    return write_checkpoint(
+        run_dir, state.step, write, keep_last=cfg.checkpoint.keep_last, is_main=parts.is_main, barrier=parts.barrier
+    )
 
 
 def load_checkpoint(ckpt: Path, parts: Parts) -> LoopState:
     meta = read_json(ckpt / "trainer_state.json")
     if meta["data_fingerprint"] != parts.source.dataset.fingerprint:
-        raise CheckpointError(f"{ckpt}: the prompt data changed since this checkpoint (fingerprint mismatch); "
-                              "resume with the same data or start a new run (run.resume=never)")
+        raise CheckpointError(
+            f"{ckpt}: the prompt data changed since this checkpoint (fingerprint mismatch); "
+            "resume with the same data or start a new run (run.resume=never)"
+        )
     from safetensors.torch import load_file
 
     weights = {}

@@ -21,6 +21,7 @@
 Variables already set in the environment win (they are the user's explicit choice) and are reported as such.
 `configure_threads` logs both in one line, once per process (rank 0 only under accelerate).
 """
+
 from __future__ import annotations
 
 import os
@@ -79,8 +80,10 @@ def describe_env() -> str:
     imported before it ran (their settings then came from the environment as it was)."""
     applied = apply_env()
     kept = sorted(set(env_defaults(cache_root())) - set(applied))
-    return (f"set {', '.join(applied) or 'nothing'}{'; kept as given: ' + ', '.join(kept) if kept else ''}"
-            f"{'; already imported: ' + ', '.join(_late) if _late else ''}")
+    return (
+        f"set {', '.join(applied) or 'nothing'}{'; kept as given: ' + ', '.join(kept) if kept else ''}"
+        f"{'; already imported: ' + ', '.join(_late) if _late else ''}"
+    )
 
 
 def torch_threads(cpus: int, learner_ranks: int = 1, engine_processes: int = 0) -> int:
@@ -95,8 +98,10 @@ def torch_threads(cpus: int, learner_ranks: int = 1, engine_processes: int = 0) 
     (2, 1, 8, 1)
     """
     if cpus < 1 or learner_ranks < 0 or engine_processes < 0 or learner_ranks + engine_processes < 1:
-        raise ValueError(f"torch_threads: need cpus >= 1 and at least one torch process, got cpus={cpus}, "
-                         f"learner_ranks={learner_ranks}, engine_processes={engine_processes}")
+        raise ValueError(
+            f"torch_threads: need cpus >= 1 and at least one torch process, got cpus={cpus}, "
+            f"learner_ranks={learner_ranks}, engine_processes={engine_processes}"
+        )
     return max(1, cpus // (learner_ranks + engine_processes))
 
 
@@ -122,12 +127,16 @@ def configure_threads(cfg: Any) -> int | None:
         threads = int(given) if given and given.isdigit() and int(given) > 0 else torch_threads(cpus, ranks)
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = str(threads)  # child processes (a separate vLLM engine, compile workers)
-        why = ("OMP_NUM_THREADS as given" if given
-               else f"{cpus} CPU(s) in the affinity mask, {ranks} learner process(es)")
+        why = (
+            "OMP_NUM_THREADS as given" if given else f"{cpus} CPU(s) in the affinity mask, {ranks} learner process(es)"
+        )
         how = f"{torch.get_num_threads()} torch thread(s) per process ({why})"
         _threads_set = str(threads)
     if not _logged and os.environ.get("RANK", "0") == "0":
-        print(f"[rlbal] runtime: {how}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; "
-              f"environment: {describe_env()}", flush=True)
+        print(
+            f"[rlbal] runtime: {how}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; "
+            f"environment: {describe_env()}",
+            flush=True,
+        )
         _logged = True
     return threads

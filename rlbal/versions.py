@@ -6,6 +6,7 @@ Code that depends on one of them at a specific version checks it when it runs in
     from rlbal.versions import TRL, require
     require(*TRL)   # ImportError naming the installed version, the supported range and the pip command
 """
+
 from __future__ import annotations
 
 from importlib import metadata
@@ -37,9 +38,9 @@ def require(dist: str, spec: str, extra: str, why: str) -> str:
     try:
         installed = metadata.version(dist)
     except metadata.PackageNotFoundError:
-        raise ImportError(f"{dist} is not installed and {why} needs {dist}{spec}: "
-                          f"pip install 'rlbal[{extra}]'") from None
+        raise ImportError(
+            f"{dist} is not installed and {why} needs {dist}{spec}: pip install 'rlbal[{extra}]'"
+        ) from None
     if Version(installed) not in SpecifierSet(spec):
-        raise ImportError(f"{dist} {installed} is installed but {why} needs {dist}{spec}: "
-                          f"pip install 'rlbal[{extra}]'")
+        raise ImportError(f"{dist} {installed} is installed but {why} needs {dist}{spec}: pip install 'rlbal[{extra}]'")
     return installed

@@ -1,4 +1,5 @@
 """Session-wide fixtures shared by several test packages."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,13 @@ def ray_session(tmp_path_factory):
     """One local Ray cluster per test session (ray.init twice in one process fails): 4 logical CPUs on the
     2-core machine so fractional actors fit, no dashboard, a private temp dir."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=RAY_NUM_CPUS, include_dashboard=False, object_store_memory=300 * 2**20,
-             _temp_dir=str(tmp_path_factory.mktemp("ray")), log_to_driver=False)
+    ray.init(
+        num_cpus=RAY_NUM_CPUS,
+        include_dashboard=False,
+        object_store_memory=300 * 2**20,
+        _temp_dir=str(tmp_path_factory.mktemp("ray")),
+        log_to_driver=False,
+    )
     yield ray
     ray.shutdown()
 
@@ -64,12 +70,19 @@ def make_ragged_batch(model_path, seed: int):
             toks = rng.integers(5, 500, size=int(rng.integers(3, 20))).tolist()
             ids = torch.tensor([prompts[i] + toks])
             with torch.no_grad():
-                logp = torch.log_softmax(model(ids).logits[0, len(prompts[i]) - 1:-1], -1)
+                logp = torch.log_softmax(model(ids).logits[0, len(prompts[i]) - 1 : -1], -1)
             lp = logp.gather(-1, torch.tensor(toks)[:, None])[:, 0] + torch.as_tensor(rng.normal(0, 0.02, len(toks)))
             completions.append(Completion(i, toks, lp.tolist(), "", "length"))
     rewards = rng.integers(0, 2, size=len(completions)).astype(float).tolist()
-    batch = RolloutBatch.from_generation(prompts, completions, list(range(len(RAGGED_COUNTS))), [0, 1, 2, 0, 1, 2],
-                                         [1.0, 0.5, 1.5, 1.0, 1.0, 0.8], rewards, pad_id=0)
+    batch = RolloutBatch.from_generation(
+        prompts,
+        completions,
+        list(range(len(RAGGED_COUNTS))),
+        [0, 1, 2, 0, 1, 2],
+        [1.0, 0.5, 1.5, 1.0, 1.0, 0.8],
+        rewards,
+        pad_id=0,
+    )
     return dataclasses.replace(batch, advantages_B=compute_advantages("grpo", batch.rewards_B, batch.group_B))
 
 

@@ -1,4 +1,5 @@
 """Offline assets: the cache (build once, atomic, locked), the tiny models, the SFT warm-start, SmolLM2 conversion."""
+
 import hashlib
 import json
 import os
@@ -40,6 +41,7 @@ def _writer(calls):
     def build(out):
         calls.append(out)
         (out / "weights.bin").write_bytes(b"abc")
+
     return build
 
 
@@ -101,8 +103,10 @@ print(assets.build_cached("race", {"k": 1}, build))
 def test_concurrent_builders_build_once(tmp_cache, tmp_path):
     log = tmp_path / "builds.log"
     env = {**os.environ, "RLBAL_CACHE": str(tmp_path), "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, str(log)], stdout=subprocess.PIPE, text=True, env=env)
-             for _ in range(3)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", CONCURRENT, str(log)], stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(3)
+    ]
     outs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0]
     assert len(set(outs)) == 1 and (Path(outs[0]) / "w.bin").read_bytes() == b"w"
@@ -110,14 +114,26 @@ def test_concurrent_builders_build_once(tmp_cache, tmp_path):
 
 
 def test_fix_cross_version(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"rope_parameters": {"rope_theta": 100000, "rope_type": "default"}}))
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "TokenizersBackend", "backend": "tokenizers", "is_local": True, "local_files_only": True,
-         "eos_token": "<|im_end|>"}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"rope_parameters": {"rope_theta": 100000, "rope_type": "default"}})
+    )
+    (tmp_path / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "TokenizersBackend",
+                "backend": "tokenizers",
+                "is_local": True,
+                "local_files_only": True,
+                "eos_token": "<|im_end|>",
+            }
+        )
+    )
     assets.fix_cross_version(tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["rope_theta"] == 100000.0
     assert json.loads((tmp_path / "tokenizer_config.json").read_text()) == {
-        "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|im_end|>"}
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "eos_token": "<|im_end|>",
+    }
 
 
 def test_resolve_model_errors(tmp_path):
@@ -140,13 +156,15 @@ def test_model_folder_checks_name_the_first_problem(tmp_path, tiny_path):
     whole = weights.read_bytes()
     n = int.from_bytes(whole[:8], "little")
     weights.write_bytes(whole[: len(whole) - 100])
-    with pytest.raises(ModelError, match=re.escape(f"{weights}: truncated ({len(whole) - 100} bytes, the header "
-                                                   f"describes {len(whole)})")):
+    with pytest.raises(
+        ModelError,
+        match=re.escape(f"{weights}: truncated ({len(whole) - 100} bytes, the header describes {len(whole)})"),
+    ):
         assets.resolve_model(folder)
     weights.write_bytes(b"\x05\x00")
     with pytest.raises(ModelError, match=re.escape(f"{weights}: truncated (2 bytes; not a safetensors file)")):
         assets.resolve_model(folder)
-    weights.write_bytes(whole[:8] + b"{" * n + whole[8 + n:])
+    weights.write_bytes(whole[:8] + b"{" * n + whole[8 + n :])
     with pytest.raises(ModelError, match=re.escape(f"{weights}: not a safetensors file (unreadable header)")):
         assets.resolve_model(folder)
     weights.unlink()
@@ -176,16 +194,26 @@ dist.barrier()
 def test_rank_1_builds_into_an_empty_cache_under_torch_distributed(tmp_path):
     """transformers 5 writes nothing from save_pretrained on ranks other than 0: rank 1 builds in a child process."""
     env = {**os.environ, "RLBAL_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-c", RANK1_BUILDS, str(tmp_path / "store"), str(rank)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RANK1_BUILDS, str(tmp_path / "store"), str(rank)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs[1][1][-3000:]
     folder = Path(outs[1][0].strip())
     assert folder.parent == tmp_path / "cache" / "assets" and folder.name.startswith("tiny-llama-")
     names = {p.name for p in folder.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", assets.MANIFEST} <= names
-    assert assets.read_manifest(folder)["files"]["model.safetensors"] == hashlib.sha256(
-        (folder / "model.safetensors").read_bytes()).hexdigest()
+    assert (
+        assets.read_manifest(folder)["files"]["model.safetensors"]
+        == hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    )
 
 
 def test_tiny_sft_with_a_step_count_names_the_same_cached_build():
@@ -201,15 +229,24 @@ def test_tiny_model_config_tokenizer_and_template(tiny_path):
     from transformers import AutoConfig, AutoTokenizer
 
     cfg = AutoConfig.from_pretrained(tiny_path)
-    assert (cfg.model_type, cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers, cfg.head_dim) == ("llama", 512, 128, 2, 64)
+    assert (cfg.model_type, cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers, cfg.head_dim) == (
+        "llama",
+        512,
+        128,
+        2,
+        64,
+    )
     assert json.loads((tiny_path / "config.json").read_text())["rope_theta"] == 10000.0
     tok = AutoTokenizer.from_pretrained(tiny_path)
     assert len(tok) == 512
     assert tok.convert_tokens_to_ids(list(assets.SPECIAL_TOKENS)) == [0, 1, 2, 3]
     assert (tok.eos_token, tok.pad_token, tok.bos_token) == ("<|im_end|>", "<pad>", None)
     assert (cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id) == (0, 2, 3)
-    text = tok.apply_chat_template([{"role": "system", "content": "S"}, {"role": "user", "content": "1 + 2 ="}],
-                                   tokenize=False, add_generation_prompt=True)
+    text = tok.apply_chat_template(
+        [{"role": "system", "content": "S"}, {"role": "user", "content": "1 + 2 ="}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
     assert text == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\n1 + 2 =<|im_end|>\n<|im_start|>assistant\n"
     s = "Calculate 12 + 7. The answer is \\boxed{19}."
     assert tok.decode(tok(s)["input_ids"]) == s  # byte-level: lossless, no BOS added
@@ -226,13 +263,16 @@ def _greedy_reference(model, ids, steps):
     return out
 
 
-@pytest.mark.parametrize("name,arch,params", [
-    # embed 512*128 = 65,536; per layer q 128*128 + k 128*64 + v 128*64 + o 128*128 = 49,152,
-    # MLP 3*128*256 = 98,304, 2 norms 256 -> 147,712; 2 layers + final norm 128 + tied head 0 = 361,088.
-    # Qwen2 adds q/k/v biases 128+64+64 per layer.
-    ("tiny", "LlamaForCausalLM", 361_088),
-    ("tiny-qwen2", "Qwen2ForCausalLM", 361_088 + 2 * 256),
-])
+@pytest.mark.parametrize(
+    "name,arch,params",
+    [
+        # embed 512*128 = 65,536; per layer q 128*128 + k 128*64 + v 128*64 + o 128*128 = 49,152,
+        # MLP 3*128*256 = 98,304, 2 norms 256 -> 147,712; 2 layers + final norm 128 + tied head 0 = 361,088.
+        # Qwen2 adds q/k/v biases 128+64+64 per layer.
+        ("tiny", "LlamaForCausalLM", 361_088),
+        ("tiny-qwen2", "Qwen2ForCausalLM", 361_088 + 2 * 256),
+    ],
+)
 def test_tiny_models_load_and_generate(name, arch, params):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -242,12 +282,14 @@ def test_tiny_models_load_and_generate(name, arch, params):
     tok = AutoTokenizer.from_pretrained(path)
     assert type(model).__name__ == arch
     assert sum(p.numel() for p in model.parameters()) == params
-    ids = tok.apply_chat_template([{"role": "user", "content": "3 + 4 ="}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)["input_ids"]
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "3 + 4 ="}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )["input_ids"]
     with torch.no_grad():
         # min_new_tokens: the random-init model may pick EOS early; we compare 8 full steps
-        got = model.generate(ids, max_new_tokens=8, min_new_tokens=8, do_sample=False,
-                             suppress_tokens=[tok.eos_token_id])
+        got = model.generate(
+            ids, max_new_tokens=8, min_new_tokens=8, do_sample=False, suppress_tokens=[tok.eos_token_id]
+        )
         want = _greedy_reference(lambda x: _suppress(model(x), tok.eos_token_id), ids, 8)
     assert got.shape == (1, ids.shape[1] + 8)
     assert got.tolist() == want.tolist()
@@ -274,8 +316,8 @@ def test_sft_examples_mask_the_prompt(tiny_path):
         assert re.fullmatch(r"The answer is \\boxed\{-?\d+\}\.<\|im_end\|>", tok.decode(target))
         n_real = int(mask_NT[i].sum())
         # the supervised tokens are exactly the last tokens of the real (unpadded) sequence
-        assert ids_NT[i, n_real - len(target):n_real].tolist() == target
-        assert tok.decode(ids_NT[i, :n_real - len(target)]).endswith("<|im_start|>assistant\n")
+        assert ids_NT[i, n_real - len(target) : n_real].tolist() == target
+        assert tok.decode(ids_NT[i, : n_real - len(target)]).endswith("<|im_start|>assistant\n")
 
 
 def test_sft_warm_start_is_deterministic_and_learns(tiny_path):
@@ -309,7 +351,7 @@ def _boxed_reward(path, level, n=64):
     batch = tok.pad({"input_ids": ids}, return_tensors="pt")
     with torch.no_grad():
         out = model.generate(**batch, max_new_tokens=24, do_sample=False)
-    texts = tok.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    texts = tok.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     got = [re.findall(r"\\boxed\{([^}]*)\}", t) for t in texts]
     return sum(bool(g) and g[-1].strip() == e["answer"] for g, e in zip(got, entries)) / n
 
@@ -334,7 +376,12 @@ def test_smollm2_conversion_loads_and_matches_the_gguf():
 
     path = assets.smollm2_135m()
     cfg = json.loads((path / "config.json").read_text())
-    assert (cfg["num_hidden_layers"], cfg["hidden_size"], cfg["vocab_size"], cfg["rope_theta"]) == (30, 576, 49152, 100000.0)
+    assert (cfg["num_hidden_layers"], cfg["hidden_size"], cfg["vocab_size"], cfg["rope_theta"]) == (
+        30,
+        576,
+        49152,
+        100000.0,
+    )
     tok_cfg = json.loads((path / "tokenizer_config.json").read_text())
     assert tok_cfg["tokenizer_class"] == "PreTrainedTokenizerFast" and "backend" not in tok_cfg
     model = AutoModelForCausalLM.from_pretrained(path).eval()
@@ -346,8 +393,12 @@ def test_smollm2_conversion_loads_and_matches_the_gguf():
     ref_sd = ref.state_dict()
     for k, v in model.state_dict().items():  # the saved weights are the GGUF's dequantized weights, rounded to bf16
         assert torch.equal(v, ref_sd[k].to(torch.bfloat16)), k
-    ids = tok.apply_chat_template([{"role": "user", "content": "What is 2 + 3? Answer with the number only."}],
-                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "What is 2 + 3? Answer with the number only."}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )["input_ids"]
     with torch.no_grad():
         out = model.generate(ids, max_new_tokens=12, do_sample=False)
-    assert "5" in tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    assert "5" in tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)

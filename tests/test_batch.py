@@ -1,4 +1,5 @@
 """RolloutBatch: building from engine records, invariants, select/split/concat/to, logprob alignment."""
+
 import dataclasses
 
 import pytest
@@ -16,8 +17,9 @@ def _hand_batch() -> RolloutBatch:
         Completion(0, [3], [-0.3], "", "length"),
         Completion(1, [4, 8, 9], [-0.4, -0.5, -0.6], "", "stop"),
     ]
-    return RolloutBatch.from_generation([[5, 6], [7]], comps, prompt_ids=[100, 200], bins=[2, 0],
-                                        weights=[1.5, 0.5], rewards=[1.0, 0.0, 1.0], pad_id=0)
+    return RolloutBatch.from_generation(
+        [[5, 6], [7]], comps, prompt_ids=[100, 200], bins=[2, 0], weights=[1.5, 0.5], rewards=[1.0, 0.0, 1.0], pad_id=0
+    )
 
 
 def test_from_generation_layout_by_hand():
@@ -27,8 +29,7 @@ def test_from_generation_layout_by_hand():
     assert b.attention_mask_BL.int().tolist() == [[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1]]
     assert b.completion_mask_BL.int().tolist() == [[0, 0, 1, 1], [0, 0, 1, 0], [0, 1, 1, 1]]
     # engine logprobs sit on the token they predict; 0 on prompt and padding
-    assert torch.allclose(b.engine_logp_BL, torch.tensor(
-        [[0, 0, -0.1, -0.2], [0, 0, -0.3, 0], [0, -0.4, -0.5, -0.6]]))
+    assert torch.allclose(b.engine_logp_BL, torch.tensor([[0, 0, -0.1, -0.2], [0, 0, -0.3, 0], [0, -0.4, -0.5, -0.6]]))
     assert b.group_B.tolist() == [0, 0, 1]
     assert b.prompt_id_B.tolist() == [100, 100, 200]
     assert b.bin_B.tolist() == [2, 2, 0]
@@ -65,34 +66,55 @@ def test_groups_are_dense_when_a_prompt_gets_no_completion():
     assert b.prompt_id_B.tolist() == [0, 2]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(prompt_ids=[1]), "from_generation: prompt_ids has 1 entries for 2 prompts"),
-    (dict(rewards=[1.0]), "from_generation: rewards has 1 entries for 3 completions"),
-    (dict(prompt_token_ids=[[5], []]), "from_generation: every prompt needs at least one token"),
-    (dict(completions=[Completion(2, [1], [-1.0], "", "stop")] * 3),
-     r"from_generation: a Completion.prompt_index is outside \[0, 2\)"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(prompt_ids=[1]), "from_generation: prompt_ids has 1 entries for 2 prompts"),
+        (dict(rewards=[1.0]), "from_generation: rewards has 1 entries for 3 completions"),
+        (dict(prompt_token_ids=[[5], []]), "from_generation: every prompt needs at least one token"),
+        (
+            dict(completions=[Completion(2, [1], [-1.0], "", "stop")] * 3),
+            r"from_generation: a Completion.prompt_index is outside \[0, 2\)",
+        ),
+    ],
+)
 def test_from_generation_rejects_mismatched_lengths(kwargs, message):
     comps = [Completion(0, [1], [-1.0], "", "stop")] * 2 + [Completion(1, [1], [-1.0], "", "stop")]
-    args = dict(prompt_token_ids=[[5], [6]], completions=comps, prompt_ids=[1, 2], bins=[0, 0], weights=[1.0, 1.0],
-                rewards=[0.0, 0.0, 0.0], pad_id=0)
+    args = dict(
+        prompt_token_ids=[[5], [6]],
+        completions=comps,
+        prompt_ids=[1, 2],
+        bins=[0, 0],
+        weights=[1.0, 1.0],
+        rewards=[0.0, 0.0, 0.0],
+        pad_id=0,
+    )
     with pytest.raises(ValueError, match=message):
         RolloutBatch.from_generation(**{**args, **kwargs})
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda b: dict(rewards_B=torch.zeros(2)), r"RolloutBatch.rewards_B must have shape \(3,\), got \(2,\)"),
-    (lambda b: dict(group_B=b.group_B.float()), "RolloutBatch.group_B must have dtype torch.int64"),
-    (lambda b: dict(old_logp_BL=torch.zeros(3, 5)), r"RolloutBatch.old_logp_BL must have shape \(3, 4\)"),
-    (lambda b: dict(attention_mask_BL=torch.tensor([[0, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1]]).bool()),
-     "right-padded"),
-    (lambda b: dict(completion_mask_BL=torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1], [0, 1, 1, 1]]).bool()),
-     "completion_mask_BL must lie inside attention_mask_BL"),
-    (lambda b: dict(completion_mask_BL=torch.tensor([[1, 0, 1, 1], [0, 0, 1, 0], [0, 1, 1, 1]]).bool()),
-     "column 0 must be False"),
-    (lambda b: dict(weight_B=torch.tensor([1.0, -1.0, 1.0])), r"RolloutBatch.weight_B must be >= 0, got min -1.0"),
-    (lambda b: dict(bin_B=torch.tensor([0, -1, 0])), "RolloutBatch.bin_B must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda b: dict(rewards_B=torch.zeros(2)), r"RolloutBatch.rewards_B must have shape \(3,\), got \(2,\)"),
+        (lambda b: dict(group_B=b.group_B.float()), "RolloutBatch.group_B must have dtype torch.int64"),
+        (lambda b: dict(old_logp_BL=torch.zeros(3, 5)), r"RolloutBatch.old_logp_BL must have shape \(3, 4\)"),
+        (
+            lambda b: dict(attention_mask_BL=torch.tensor([[0, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1]]).bool()),
+            "right-padded",
+        ),
+        (
+            lambda b: dict(completion_mask_BL=torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1], [0, 1, 1, 1]]).bool()),
+            "completion_mask_BL must lie inside attention_mask_BL",
+        ),
+        (
+            lambda b: dict(completion_mask_BL=torch.tensor([[1, 0, 1, 1], [0, 0, 1, 0], [0, 1, 1, 1]]).bool()),
+            "column 0 must be False",
+        ),
+        (lambda b: dict(weight_B=torch.tensor([1.0, -1.0, 1.0])), r"RolloutBatch.weight_B must be >= 0, got min -1.0"),
+        (lambda b: dict(bin_B=torch.tensor([0, -1, 0])), "RolloutBatch.bin_B must be >= 0"),
+    ],
+)
 def test_invariants_are_checked_on_construction(change, message):
     b = _hand_batch()
     with pytest.raises(ValueError, match=message):
@@ -137,8 +159,9 @@ def test_split_by_tokens_respects_budget_and_partitions_rows():
 
 def test_concat_offsets_groups_and_pads():
     a = _hand_batch()
-    c = RolloutBatch.from_generation([[9, 9, 9, 9]], [Completion(0, [1], [-0.7], "", "stop")], [300], [1], [1.0],
-                                     [0.5], pad_id=0)
+    c = RolloutBatch.from_generation(
+        [[9, 9, 9, 9]], [Completion(0, [1], [-0.7], "", "stop")], [300], [1], [1.0], [0.5], pad_id=0
+    )
     cat = RolloutBatch.concat([a, c])
     assert cat.group_B.tolist() == [0, 0, 1, 2]  # c's group 0 becomes 2
     assert cat.input_ids_BL.shape == (4, 5) and cat.input_ids_BL[0].tolist() == [5, 6, 1, 2, 0]

@@ -1,5 +1,6 @@
 """`rlbal compare`: the statistics against hand computations, method parsing, and a tiny end-to-end comparison
 (2 methods x 2 seeds x 3 steps) through the real CLI."""
+
 from __future__ import annotations
 
 import json
@@ -53,7 +54,9 @@ def test_paired_difference_cancels_shared_prompts_and_seeds():
 
 def test_methods_and_seeds_parse_with_one_line_errors():
     ms = parse_methods("grpo,gdro", ["knap rollout_gdro controllers.rollout.allocator=knapsack"])
-    assert [m.name for m in ms] == ["grpo", "gdro", "knap"] and ms[2].overrides == ("controllers.rollout.allocator=knapsack",)
+    assert [m.name for m in ms] == ["grpo", "gdro", "knap"] and ms[2].overrides == (
+        "controllers.rollout.allocator=knapsack",
+    )
     assert Method("grpo", "grpo").run_overrides({}) == ["controllers.prompt_gdro=null", "controllers.rollout=null"]
     # the recipe's own section is kept for the method that turns it on
     assert Method("g", "gdro").run_overrides({"prompt_gdro": object(), "rollout": None}) == ["controllers.rollout={}"]
@@ -61,7 +64,7 @@ def test_methods_and_seeds_parse_with_one_line_errors():
     for bad, match in (("grpo,foo", "unknown method 'foo'"), ("grpo,grpo", "unique")):
         with pytest.raises(UserError, match=match):
             parse_methods(bad, [])
-    with pytest.raises(UserError, match="expected \"NAME BASE key=value"):
+    with pytest.raises(UserError, match='expected "NAME BASE key=value'):
         parse_methods("grpo", ["x nothing"])
     assert parse_seeds("1,2,3") == [1, 2, 3]
     with pytest.raises(UserError, match="distinct non-negative"):
@@ -71,10 +74,34 @@ def test_methods_and_seeds_parse_with_one_line_errors():
 @pytest.mark.slow
 def test_compare_end_to_end_on_a_tiny_setting(tmp_path):
     out = tmp_path / "cmp"
-    cmd = [sys.executable, "-m", "rlbal", "compare", str(ROOT / "recipes" / "quickstart.yaml"), "--methods",
-           "grpo,gdro", "--seeds", "1,2", "--out", str(out), "--eval-size", "4", "--eval-k", "2", "--bootstrap",
-           "200", "run.max_steps=3", "train.prompts_per_step=8", "rollout.engine=hf", "rollout.max_new_tokens=16",
-           "data.size=20", "eval.size=2", "eval.every=2", "reward.workers=1", "checkpoint.every=2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rlbal",
+        "compare",
+        str(ROOT / "recipes" / "quickstart.yaml"),
+        "--methods",
+        "grpo,gdro",
+        "--seeds",
+        "1,2",
+        "--out",
+        str(out),
+        "--eval-size",
+        "4",
+        "--eval-k",
+        "2",
+        "--bootstrap",
+        "200",
+        "run.max_steps=3",
+        "train.prompts_per_step=8",
+        "rollout.engine=hf",
+        "rollout.max_new_tokens=16",
+        "data.size=20",
+        "eval.size=2",
+        "eval.every=2",
+        "reward.workers=1",
+        "checkpoint.every=2",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = (out / "report.md").read_text()
@@ -85,8 +112,13 @@ def test_compare_end_to_end_on_a_tiny_setting(tmp_path):
             assert h["k"] == 2 and len(h["correct"]) == len(h["keys"]) == len(h["level"]) > 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["gdro|pass@1|all"]["runs"] == 2 and "diff|gdro|pass@1|all" in summary
-    assert {p.name for p in (out / "plots").glob("*.png")} >= {"heldout_vs_compute.png", "bin_share.png",
-                                                                "budget_vs_data.png", "lead_lag.png", "migration.png"}
+    assert {p.name for p in (out / "plots").glob("*.png")} >= {
+        "heldout_vs_compute.png",
+        "bin_share.png",
+        "budget_vs_data.png",
+        "lead_lag.png",
+        "migration.png",
+    }
     # a second call finds every run scored and only rewrites the report
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("already scored") == 4

@@ -1,4 +1,5 @@
 """The recipe tree: every recipe validates; bad recipes and overrides fail fast with one line naming the key."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,13 +60,16 @@ def _leaf_keys(tree: dict, prefix: str = "") -> set[str]:
     return out
 
 
-EXPLAIN_LINE = re.compile(r"^  (?P<key>[\w.]+) = (?P<value>.*?)(  \[(?P<choices>[^\]]*)\])?(  \(default (?P<default>.*)\))?"
-                          r"  # (?P<doc>.*)$")
+EXPLAIN_LINE = re.compile(
+    r"^  (?P<key>[\w.]+) = (?P<value>.*?)(  \[(?P<choices>[^\]]*)\])?(  \(default (?P<default>.*)\))?"
+    r"  # (?P<doc>.*)$"
+)
 
 
 def _explain_cli(*args: str) -> dict[str, re.Match]:
-    proc = subprocess.run([sys.executable, "-m", "rlbal.cli", "train", *args, "--explain"], capture_output=True,
-                          text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlbal.cli", "train", *args, "--explain"], capture_output=True, text=True, cwd=ROOT
+    )
     assert proc.returncode == 0, proc.stderr
     leaves = [line for line in proc.stdout.splitlines() if line.startswith("  ")]
     matches = {m["key"]: m for line in leaves if (m := EXPLAIN_LINE.match(line))}
@@ -86,7 +90,10 @@ def _literal_fields() -> dict[str, tuple]:
             fields, registered = typing.get_type_hints(model), {}
         for name, ann in fields.items():
             args = [a for a in typing.get_args(ann) if a is not type(None)] or [ann]
-            sub = next((a for a in args if isinstance(a, type) and (issubclass(a, BaseModel) or dataclasses.is_dataclass(a))), None)
+            sub = next(
+                (a for a in args if isinstance(a, type) and (issubclass(a, BaseModel) or dataclasses.is_dataclass(a))),
+                None,
+            )
             if name in registered:
                 out[f"{prefix}{name}"] = tuple(registered[name].names())
             elif sub is not None:
@@ -94,7 +101,9 @@ def _literal_fields() -> dict[str, tuple]:
             elif typing.get_origin(ann) is typing.Literal:
                 out[f"{prefix}{name}"] = typing.get_args(ann)
             elif any(typing.get_origin(a) is typing.Literal for a in args):
-                out[f"{prefix}{name}"] = typing.get_args(next(a for a in args if typing.get_origin(a) is typing.Literal))
+                out[f"{prefix}{name}"] = typing.get_args(
+                    next(a for a in args if typing.get_origin(a) is typing.Literal)
+                )
 
     walk(Config, "")
     return out
@@ -103,8 +112,16 @@ def _literal_fields() -> dict[str, tuple]:
 def test_explain_documents_every_key_and_lists_choices():
     lines = _explain_cli()
     # Every leaf of a config with every optional section on, no more and no less, with documentation.
-    full = load_config(None, ["algo.loss=bapo", "controllers.bapo={}", "controllers.prompt_gdro={}",
-                              "controllers.rollout={}", "controllers.filter={}"])
+    full = load_config(
+        None,
+        [
+            "algo.loss=bapo",
+            "controllers.bapo={}",
+            "controllers.prompt_gdro={}",
+            "controllers.rollout={}",
+            "controllers.filter={}",
+        ],
+    )
     assert set(lines) == _leaf_keys(full.to_dict())
     assert [k for k, m in lines.items() if len(m["doc"].strip()) < 10] == []
     choices = _literal_fields()
@@ -118,8 +135,13 @@ def test_explain_documents_every_key_and_lists_choices():
     assert lines["run.max_steps"]["value"] == "20" and lines["run.max_steps"]["default"] is None
 
 
-REGISTRIES = [("algo.loss", "POLICY_LOSSES"), ("algo.advantage", "ADVANTAGES"), ("algo.aggregation", "AGGREGATIONS"),
-              ("algo.kl_estimator", "KL_ESTIMATORS"), ("algo.is_correction", "IS_MODES")]
+REGISTRIES = [
+    ("algo.loss", "POLICY_LOSSES"),
+    ("algo.advantage", "ADVANTAGES"),
+    ("algo.aggregation", "AGGREGATIONS"),
+    ("algo.kl_estimator", "KL_ESTIMATORS"),
+    ("algo.is_correction", "IS_MODES"),
+]
 
 
 @pytest.mark.parametrize("key,registry", REGISTRIES, ids=[k for k, _ in REGISTRIES])
@@ -159,7 +181,10 @@ def test_explain_shows_the_recipes_values():
     lines = _explain_cli("recipes/quickstart.yaml", "rollout.n=6")
     assert (lines["run.max_steps"]["value"], lines["run.max_steps"]["default"]) == ("150", "20")
     assert (lines["rollout.n"]["value"], lines["rollout.n"]["default"]) == ("6", "4")
-    assert (lines["controllers.rollout.n_bar"]["value"], lines["controllers.rollout.n_bar"]["default"]) == ("6.0", "4.0")
+    assert (lines["controllers.rollout.n_bar"]["value"], lines["controllers.rollout.n_bar"]["default"]) == (
+        "6.0",
+        "4.0",
+    )
     assert (lines["data.levels"]["value"], lines["data.levels"]["default"]) == ("[1, 2]", "[1, 2, 3]")
     assert lines["run.seed"]["default"] is None  # unchanged values show no default
     text = "\n".join(explain(load_config(ROOT / "recipes/quickstart.yaml")))
@@ -187,15 +212,27 @@ BAD = [
     (["algo.clip_hihg=0.3"], "unknown key 'algo.clip_hihg' (did you mean 'algo.clip_high'?)"),  # typo of a leaf
     (["algorithm.loss=grpo"], "unknown key 'algorithm' (did you mean 'algo'?)"),  # typo of a section
     (["rollout.n=0"], "rollout.n: Input should be greater than or equal to 1 (got 0)"),  # out of range
-    (["rollout.n=four"], "rollout.n: Input should be a valid integer, unable to parse string as an integer (got 'four')"),
-    (["algo.loss=ppo"], "algo.loss: Input should be 'ppo_clip', 'dual_clip', 'gspo' or 'bapo' (got 'ppo')"),  # closed set
+    (
+        ["rollout.n=four"],
+        "rollout.n: Input should be a valid integer, unable to parse string as an integer (got 'four')",
+    ),
+    (
+        ["algo.loss=ppo"],
+        "algo.loss: Input should be 'ppo_clip', 'dual_clip', 'gspo' or 'bapo' (got 'ppo')",
+    ),  # closed set
     (["algo.clip_low=1.5"], "algo.clip_low: Input should be less than 1 (got 1.5)"),
     (["learner.lr=-1e-5"], "learner.lr: Input should be greater than 0 (got -1e-05)"),
     (["rollout.top_p=0"], "rollout.top_p: Input should be greater than 0 (got 0)"),
     (["rollout.engine=sglang"], "rollout.engine: Input should be 'vllm' or 'hf' (got 'sglang')"),
     (["run.orchestrator=slurm"], "run.orchestrator: Input should be 'local' or 'ray' (got 'slurm')"),
-    (["algo.loss=bapo"], "algo.loss=bapo needs controllers.bapo (the adaptive clip search settings); add `controllers: {bapo: {}}`"),
-    (["controllers.bapo={}"], "controllers.bapo is set but algo.loss='ppo_clip'; set algo.loss=bapo or remove controllers.bapo"),
+    (
+        ["algo.loss=bapo"],
+        "algo.loss=bapo needs controllers.bapo (the adaptive clip search settings); add `controllers: {bapo: {}}`",
+    ),
+    (
+        ["controllers.bapo={}"],
+        "controllers.bapo is set but algo.loss='ppo_clip'; set algo.loss=bapo or remove controllers.bapo",
+    ),
     (["data.source=files"], "data.source=files needs data.paths (one or more local files or dataset folders)"),
     (["eval.source=files"], "eval.source=files needs eval.paths"),
     (["model.dtype=float16"], "model.dtype: Input should be 'float32' or 'bfloat16' (got 'float16')"),
@@ -207,12 +244,20 @@ BAD = [
     (["ray.async_steps=2"], "ray.async_steps: Input should be less than or equal to 1 (got 2)"),
     (["checkpoint.keep_last=0"], "checkpoint.keep_last: Input should be greater than or equal to 1 (got 0)"),
     (["data.too_long=truncate"], "data.too_long: Input should be 'error' or 'drop' (got 'truncate')"),
-    (["controllers.rollout={n_bar: 6}"], "controllers.rollout.n_bar=6 differs from rollout.n=4: both are the mean "
-                                         "rollouts per prompt; set only rollout.n (n_bar follows it) or set them equal"),
-    (["controllers.rollout={}", "rollout.n=16"], "rollout.n=16 is outside controllers.rollout.n_min..n_max = 2..12 "
-                                                 "(Rollout-GDRO's mean budget n_bar follows rollout.n); widen n_min / n_max"),
-    (["data.difficulty_levels=[easy,easy]"], "data.difficulty_levels: levels must be distinct, non-empty strings "
-                                             "(got ['easy', 'easy'])"),
+    (
+        ["controllers.rollout={n_bar: 6}"],
+        "controllers.rollout.n_bar=6 differs from rollout.n=4: both are the mean "
+        "rollouts per prompt; set only rollout.n (n_bar follows it) or set them equal",
+    ),
+    (
+        ["controllers.rollout={}", "rollout.n=16"],
+        "rollout.n=16 is outside controllers.rollout.n_min..n_max = 2..12 "
+        "(Rollout-GDRO's mean budget n_bar follows rollout.n); widen n_min / n_max",
+    ),
+    (
+        ["data.difficulty_levels=[easy,easy]"],
+        "data.difficulty_levels: levels must be distinct, non-empty strings (got ['easy', 'easy'])",
+    ),
 ]
 
 

@@ -29,11 +29,17 @@ def _ray(name: str):
 
 
 IMPLEMENTATIONS = [
-    (RolloutEngine, lambda: HFEngine), (RolloutEngine, lambda: VLLMEngine), (RolloutEngine, lambda: _ray("RolloutGroup")),
-    (PolicyLearner, lambda: Learner), (PolicyLearner, lambda: _ray("LearnerGroup")),
-    (LearnerBackend, lambda: TorchBackend), (LearnerBackend, lambda: AccelerateBackend),
-    (DataParallelWorld, lambda: OneProcess), (DataParallelWorld, lambda: ProcessGroup),
-    (PromptStream, lambda: PromptSource), (PromptStream, lambda: SampledSource),
+    (RolloutEngine, lambda: HFEngine),
+    (RolloutEngine, lambda: VLLMEngine),
+    (RolloutEngine, lambda: _ray("RolloutGroup")),
+    (PolicyLearner, lambda: Learner),
+    (PolicyLearner, lambda: _ray("LearnerGroup")),
+    (LearnerBackend, lambda: TorchBackend),
+    (LearnerBackend, lambda: AccelerateBackend),
+    (DataParallelWorld, lambda: OneProcess),
+    (DataParallelWorld, lambda: ProcessGroup),
+    (PromptStream, lambda: PromptSource),
+    (PromptStream, lambda: SampledSource),
     (RewardScorer, lambda: RewardExecutor),
 ]
 
@@ -50,8 +56,9 @@ def _positional(fn: typing.Callable) -> tuple[int, int]:
     return sum(p.default is inspect.Parameter.empty for p in positional), len(positional)
 
 
-@pytest.mark.parametrize("proto,impl", IMPLEMENTATIONS,
-                         ids=[f"{p.__name__}-{i}" for i, (p, _) in enumerate(IMPLEMENTATIONS)])
+@pytest.mark.parametrize(
+    "proto,impl", IMPLEMENTATIONS, ids=[f"{p.__name__}-{i}" for i, (p, _) in enumerate(IMPLEMENTATIONS)]
+)
 def test_implementation_has_every_method_of_its_protocol(proto, impl):
     cls = impl()
     for name, fn in _methods(proto).items():
@@ -61,10 +68,24 @@ def test_implementation_has_every_method_of_its_protocol(proto, impl):
 
 
 def test_protocols_name_what_the_loop_calls():
-    assert set(_methods(RolloutEngine)) == {"generate", "score", "update_weights", "sleep", "wake", "metrics",
-                                            "shutdown"}
-    assert set(_methods(PolicyLearner)) == {"update", "score", "export_weights", "load_weights", "save_model",
-                                            "save_state", "load_state"}
+    assert set(_methods(RolloutEngine)) == {
+        "generate",
+        "score",
+        "update_weights",
+        "sleep",
+        "wake",
+        "metrics",
+        "shutdown",
+    }
+    assert set(_methods(PolicyLearner)) == {
+        "update",
+        "score",
+        "export_weights",
+        "load_weights",
+        "save_model",
+        "save_state",
+        "load_state",
+    }
 
 
 def test_data_members_of_the_single_process_world_and_backend():

@@ -1,5 +1,6 @@
 """The training loop's composition on the real tiny model: what the controllers observe under online filtering,
 Prompt-GDRO's sampling form drawing the prompts, and the post-sync logprob check."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,10 +14,25 @@ pytestmark = pytest.mark.slow
 
 
 def tiny(tmp_path, *extra: str):
-    return load_config(None, ["rollout.engine=hf", "model.path=tiny-sft", "train.prompts_per_step=8",
-                              "rollout.max_new_tokens=16", "data.size=40", "eval.size=1", "eval.every=0",
-                              "reward.workers=1", "logging.progress=false", "logging.tensorboard=false",
-                              "logging.plots=false", f"run.output_dir={tmp_path}", "run.name=t", *extra])
+    return load_config(
+        None,
+        [
+            "rollout.engine=hf",
+            "model.path=tiny-sft",
+            "train.prompts_per_step=8",
+            "rollout.max_new_tokens=16",
+            "data.size=40",
+            "eval.size=1",
+            "eval.every=0",
+            "reward.workers=1",
+            "logging.progress=false",
+            "logging.tensorboard=false",
+            "logging.plots=false",
+            f"run.output_dir={tmp_path}",
+            "run.name=t",
+            *extra,
+        ],
+    )
 
 
 def run(cfg, tmp_path, steps: int, patch=None):
@@ -29,8 +45,13 @@ def run(cfg, tmp_path, steps: int, patch=None):
     log = parts.logger.log
     parts.logger.log = lambda step, m: (rows.append(dict(m)), log(step, m))
     try:
-        train_loop(cfg.model_copy(update={"run": cfg.run.model_copy(update={"max_steps": steps})}), parts,
-                   LoopState(), save=lambda s: None, evaluate=lambda s: {})
+        train_loop(
+            cfg.model_copy(update={"run": cfg.run.model_copy(update={"max_steps": steps})}),
+            parts,
+            LoopState(),
+            save=lambda s: None,
+            evaluate=lambda s: {},
+        )
     finally:
         parts.close()
     return parts, rows
@@ -38,8 +59,13 @@ def run(cfg, tmp_path, steps: int, patch=None):
 
 def test_filtered_groups_are_observed_by_the_classifier_and_rollout_gdro(tmp_path):
     # a [0.3, 0.7] band drops most groups of the tiny model; every generated group must enter the history
-    cfg = tiny(tmp_path, "rollout.n=4", "controllers.filter={low: 0.3, high: 0.7, max_rounds: 4, "
-               "on_exhausted: partial}", "controllers.rollout={}", "controllers.classifier={num_bins: 5}")
+    cfg = tiny(
+        tmp_path,
+        "rollout.n=4",
+        "controllers.filter={low: 0.3, high: 0.7, max_rounds: 4, on_exhausted: partial}",
+        "controllers.rollout={}",
+        "controllers.classifier={num_bins: 5}",
+    )
     parts, rows = run(cfg, tmp_path, 2)
     generated = sum(r["rollout/generated_prompts"] for r in rows)
     trained = sum(r["rollout/num_prompts"] for r in rows)
@@ -55,8 +81,11 @@ def test_filtered_groups_are_observed_by_the_classifier_and_rollout_gdro(tmp_pat
 
 
 def test_sampling_realisation_draws_the_steps_prompts_from_the_controllers(tmp_path):
-    cfg = tiny(tmp_path, "controllers.prompt_gdro={realise: sampling}", "controllers.classifier={num_bins: 3, "
-               "unseen: separate}")
+    cfg = tiny(
+        tmp_path,
+        "controllers.prompt_gdro={realise: sampling}",
+        "controllers.classifier={num_bins: 3, unseen: separate}",
+    )
     drawn = []
 
     def spy(parts):

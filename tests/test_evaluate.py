@@ -1,5 +1,6 @@
 """rlbal.evaluate: the unbiased pass@k estimator against brute force and exact rationals, the per-group metrics
 with hand-computed numbers, and `run_eval` on the real engines (transformers; vLLM, marked) with the tiny model."""
+
 from __future__ import annotations
 
 import itertools
@@ -29,15 +30,18 @@ def test_pass_at_k_equals_enumerating_every_subset():
         np.testing.assert_allclose(pass_at_k(n_N[sel], c_N[sel], k), expected, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("n,c,k,expected", [
-    (4, 1, 2, 1 - 3 / 6),     # 1 - C(3,2)/C(4,2)
-    (8, 1, 1, 1 / 8),         # pass@1 = c/n
-    (8, 3, 1, 3 / 8),
-    (8, 2, 4, 1 - 15 / 70),   # 1 - C(6,4)/C(8,4)
-    (8, 0, 8, 0.0),           # nothing correct
-    (8, 1, 8, 1.0),           # the only 8-subset holds the correct one
-    (5, 4, 2, 1.0),           # n - c = 1 < k: every pair holds a correct sample
-])
+@pytest.mark.parametrize(
+    "n,c,k,expected",
+    [
+        (4, 1, 2, 1 - 3 / 6),  # 1 - C(3,2)/C(4,2)
+        (8, 1, 1, 1 / 8),  # pass@1 = c/n
+        (8, 3, 1, 3 / 8),
+        (8, 2, 4, 1 - 15 / 70),  # 1 - C(6,4)/C(8,4)
+        (8, 0, 8, 0.0),  # nothing correct
+        (8, 1, 8, 1.0),  # the only 8-subset holds the correct one
+        (5, 4, 2, 1.0),  # n - c = 1 < k: every pair holds a correct sample
+    ],
+)
 def test_pass_at_k_hand_values(n, c, k, expected):
     assert pass_at_k([n], [c], k)[0] == pytest.approx(expected, abs=1e-15)
 
@@ -72,11 +76,18 @@ def make_samples(correct_NK: np.ndarray, greedy_N: np.ndarray, rng: np.random.Ge
     greedy_M = np.arange(len(prompt_M)) >= n * k
     correct_M = np.concatenate([correct_NK.ravel(), greedy_N])
     perm = rng.permutation(len(prompt_M))
-    return EvalSamples(prompt_M=prompt_M[perm], greedy_M=greedy_M[perm], correct_M=correct_M[perm],
-                       score_M=correct_M[perm].astype(float), length_M=np.full(len(perm), 10),
-                       truncated_M=np.zeros(len(perm), bool),
-                       outcomes=["correct" if c else "wrong" for c in correct_M[perm]], texts=[""] * len(perm),
-                       n_prompts=n, k=k)
+    return EvalSamples(
+        prompt_M=prompt_M[perm],
+        greedy_M=greedy_M[perm],
+        correct_M=correct_M[perm],
+        score_M=correct_M[perm].astype(float),
+        length_M=np.full(len(perm), 10),
+        truncated_M=np.zeros(len(perm), bool),
+        outcomes=["correct" if c else "wrong" for c in correct_M[perm]],
+        texts=[""] * len(perm),
+        n_prompts=n,
+        k=k,
+    )
 
 
 def test_correct_matrix_inverts_a_shuffled_row_order():
@@ -91,9 +102,18 @@ def test_correct_matrix_inverts_a_shuffled_row_order():
 
 def test_eval_samples_reject_a_prompt_with_too_few_samples():
     with pytest.raises(ValueError, match="needs k=2 sampled and 1 greedy"):
-        EvalSamples(prompt_M=np.array([0, 0, 1, 0, 1]), greedy_M=np.array([0, 0, 0, 1, 1], bool),
-                    correct_M=np.zeros(5, bool), score_M=np.zeros(5), length_M=np.zeros(5, int),
-                    truncated_M=np.zeros(5, bool), outcomes=["wrong"] * 5, texts=[""] * 5, n_prompts=2, k=2)
+        EvalSamples(
+            prompt_M=np.array([0, 0, 1, 0, 1]),
+            greedy_M=np.array([0, 0, 0, 1, 1], bool),
+            correct_M=np.zeros(5, bool),
+            score_M=np.zeros(5),
+            length_M=np.zeros(5, int),
+            truncated_M=np.zeros(5, bool),
+            outcomes=["wrong"] * 5,
+            texts=[""] * 5,
+            n_prompts=2,
+            k=2,
+        )
 
 
 def test_eval_metrics_per_level_and_task_by_hand():
@@ -190,8 +210,9 @@ def test_run_eval_correctness_is_each_text_scored_against_its_own_prompt(result,
     from reward.math import math_reward
 
     s = result.samples
-    rescored = np.array([math_reward(t, prompts.answers[i], **MATH).outcome == "correct"
-                         for t, i in zip(s.texts, s.prompt_M)])
+    rescored = np.array(
+        [math_reward(t, prompts.answers[i], **MATH).outcome == "correct" for t, i in zip(s.texts, s.prompt_M)]
+    )
     np.testing.assert_array_equal(s.correct_M, rescored)
     # The SFT-warmed tiny model is right sometimes and wrong sometimes, so the checks below are not vacuous.
     assert 0 < s.correct_M.sum() < len(s.correct_M)
@@ -217,8 +238,9 @@ def test_run_eval_metrics_equal_a_recount_of_the_samples(result, prompts):
 def test_greedy_completions_match_a_separate_greedy_generate(result, engine, prompts):
     from rlbal.rollout import SamplingSpec
 
-    again = engine.generate(prompts.prompt_token_ids, [1] * len(prompts),
-                               SamplingSpec(max_new_tokens=24, temperature=0.0))
+    again = engine.generate(
+        prompts.prompt_token_ids, [1] * len(prompts), SamplingSpec(max_new_tokens=24, temperature=0.0)
+    )
     s = result.samples
     greedy_texts = [s.texts[i] for i in np.flatnonzero(s.greedy_M)[np.argsort(s.prompt_M[s.greedy_M])]]
     assert greedy_texts == [c.text for c in sorted(again.completions, key=lambda c: c.prompt_index)]
@@ -247,9 +269,20 @@ def run_dir(tmp_path_factory, tiny_sft):
     from rlbal.learner.checkpoint import write_checkpoint
 
     root = tmp_path_factory.mktemp("runs")
-    cfg = load_config(overrides=[f"run.output_dir={root}", "run.name=tiny", f"model.path={tiny_sft}",
-                                 "rollout.engine=hf", "rollout.max_new_tokens=24", "data.tasks=[chain_sum]",
-                                 "data.levels=[1, 2]", "eval.size=3", "eval.k=2", "reward.workers=1"])
+    cfg = load_config(
+        overrides=[
+            f"run.output_dir={root}",
+            "run.name=tiny",
+            f"model.path={tiny_sft}",
+            "rollout.engine=hf",
+            "rollout.max_new_tokens=24",
+            "data.tasks=[chain_sum]",
+            "data.levels=[1, 2]",
+            "eval.size=3",
+            "eval.k=2",
+            "reward.workers=1",
+        ]
+    )
     run = root / "tiny"
     save_resolved(cfg, run)
     write_checkpoint(run, 5, lambda folder: shutil.copytree(tiny_sft, folder / "model"), keep_last=2)
@@ -292,7 +325,9 @@ def test_eval_main_reports_bad_input_with_exit_code_2(run_dir, tmp_path, capsys)
     from rlbal.cli import main
 
     assert main(["eval", str(tmp_path)]) == 2
-    assert capsys.readouterr().err == f"rlbal: input error: {tmp_path / 'config.yaml'} not found (not a run directory?)\n"
+    assert (
+        capsys.readouterr().err == f"rlbal: input error: {tmp_path / 'config.yaml'} not found (not a run directory?)\n"
+    )
     assert main(["eval", str(run_dir), "eval.kk=3"]) == 2
     assert capsys.readouterr().err == "rlbal: config error: unknown key 'eval.kk' (did you mean 'eval.k'?)\n"
     assert main(["eval", str(run_dir), "--checkpoint", str(tmp_path)]) == 2
@@ -301,8 +336,10 @@ def test_eval_main_reports_bad_input_with_exit_code_2(run_dir, tmp_path, capsys)
     empty.mkdir()
     (empty / "config.yaml").write_text((run_dir / "config.yaml").read_text())
     assert main(["eval", str(empty)]) == 2
-    assert capsys.readouterr().err == (f"rlbal: checkpoint error: {empty}: no complete checkpoint in "
-                                       f"{empty / 'checkpoints'}; pass --checkpoint PATH or --base\n")
+    assert capsys.readouterr().err == (
+        f"rlbal: checkpoint error: {empty}: no complete checkpoint in "
+        f"{empty / 'checkpoints'}; pass --checkpoint PATH or --base\n"
+    )
     with pytest.raises(SystemExit) as exc:
         main(["eval", "--help"])
     assert exc.value.code == 0

@@ -7,6 +7,7 @@ every prompt's bin (pass-rate history + hysteresis), Prompt-GDRO's class scores 
 group-normalised advantages; then check that the examples applied them (weights x advantages, the
 Rollout-GDRO budget) and that training moved the parameters.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,14 @@ NUM_BINS, ETA, GAMMA, BETA, FLOOR, OMEGA_MAX = 5, 0.65, 0.01, 0.12, 0.02, 15.0  
 
 def run_example(script: str, *args: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one torch thread: 2 threads on a shared 2-core box crawl
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / script), *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=1200, env=env)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / script), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert lines, proc.stdout[-2000:]
@@ -54,8 +61,9 @@ def reference_bins(steps: list[dict], counts: list[list[int]], hysteresis: float
             if old is None or raw == old:
                 stored[i] = raw
             elif raw > old:  # up into b needs acc >= edge[b-1] + delta
-                stored[i] = max([b for b in range(old + 1, raw + 1) if acc >= edges[b - 1] + Fraction(hysteresis)],
-                                default=old)
+                stored[i] = max(
+                    [b for b in range(old + 1, raw + 1) if acc >= edges[b - 1] + Fraction(hysteresis)], default=old
+                )
             else:  # down into b needs acc <= edge[b] - delta
                 stored[i] = min([b for b in range(raw, old) if acc <= edges[b] - Fraction(hysteresis)], default=old)
     return out
@@ -95,18 +103,31 @@ def check_controllers(res: dict, steps: list[dict], counts: list[list[int]], hys
 
 def test_custom_grpo_loop(tmp_path):
     # 8 prompts x mean 4 rollouts from a pool of 18, so later steps revisit prompts (their bins move)
-    res = run_example("custom_grpo_loop.py", "--steps", "4", "--prompts", "8", "--size", "6",
-                      "--max-new-tokens", "16", "--allocator", "sqrt")
+    res = run_example(
+        "custom_grpo_loop.py",
+        "--steps",
+        "4",
+        "--prompts",
+        "8",
+        "--size",
+        "6",
+        "--max-new-tokens",
+        "16",
+        "--allocator",
+        "sqrt",
+    )
     steps = res["history"]
     assert len(steps) == 4
     for s in steps:
         assert sum(s["counts"]) == 8 * 4 and 2 <= min(s["counts"]) and max(s["counts"]) <= 12  # exact budget
         assert len(s["texts"]) == sum(s["counts"])
         # outcomes the controllers observed = a re-score of the recorded completions, grouped by prompt
-        ok = [math_reward(t, res["answers"][i], extraction="boxed_or_last_number").outcome == "correct"
-              for i, c, start in zip(s["ids"], s["counts"], [0, *_cumsum(s["counts"])])
-              for t in s["texts"][start:start + c]]
-        assert s["n_correct"] == [sum(ok[a:a + c]) for a, c in zip([0, *_cumsum(s["counts"])], s["counts"])]
+        ok = [
+            math_reward(t, res["answers"][i], extraction="boxed_or_last_number").outcome == "correct"
+            for i, c, start in zip(s["ids"], s["counts"], [0, *_cumsum(s["counts"])])
+            for t in s["texts"][start : start + c]
+        ]
+        assert s["n_correct"] == [sum(ok[a : a + c]) for a, c in zip([0, *_cumsum(s["counts"])], s["counts"])]
     check_controllers(res, steps, [s["counts"] for s in steps], hysteresis=0.0)
     assert sum(sum(s["n_correct"]) for s in steps) > 0, "no correct completion: no gradient to check"
     assert res["tensors_moved"] == res["tensors"] and res["param_delta"] > 1e-4
@@ -122,18 +143,34 @@ def _cumsum(xs: list[int]) -> list[int]:
 
 def test_trl_prompt_gdro(tmp_path):
     G = 4
-    res = run_example("trl_prompt_gdro.py", "--steps", "3", "--prompts", "8", "--num-generations", str(G),
-                      "--size", "6", "--max-new-tokens", "16", "--output-dir", str(tmp_path / "out"))
+    res = run_example(
+        "trl_prompt_gdro.py",
+        "--steps",
+        "3",
+        "--prompts",
+        "8",
+        "--num-generations",
+        str(G),
+        "--size",
+        "6",
+        "--max-new-tokens",
+        "16",
+        "--output-dir",
+        str(tmp_path / "out"),
+    )
     steps = [json.loads(line) for line in Path(res["decisions_path"]).read_text().splitlines()]
     assert [s["step"] for s in steps] == [1, 2, 3]
     for s in steps:
         r = s["rewards"]
         assert len(r) == 8 * G
-        groups = [r[g * G:(g + 1) * G] for g in range(8)]
+        groups = [r[g * G : (g + 1) * G] for g in range(8)]
         assert s["n_correct"] == [sum(x > 0.5 for x in grp) for grp in groups]
         # TRL's own advantages: (r - group mean) / (Bessel std + 1e-4); then x the prompt's weight
-        ref = [(x - sum(grp) / G) / (math.sqrt(sum((y - sum(grp) / G) ** 2 for y in grp) / (G - 1)) + 1e-4)
-               for grp in groups for x in grp]
+        ref = [
+            (x - sum(grp) / G) / (math.sqrt(sum((y - sum(grp) / G) ** 2 for y in grp) / (G - 1)) + 1e-4)
+            for grp in groups
+            for x in grp
+        ]
         assert s["advantages_trl"] == pytest.approx(ref, abs=1e-5)
         weighted = [a * s["weights"][k // G] for k, a in enumerate(s["advantages_trl"])]
         assert s["advantages"] == pytest.approx(weighted, rel=1e-6, abs=1e-7)

@@ -1,5 +1,6 @@
 """benchmarks/gpu/run.sh in its CPU mode: the same steps as on the GPU (model built from config, the GPU-marked
 tests, GRPO and GDRO through the CLI, bench_trl.py with the floor), small, here. ~1-2 minutes."""
+
 from __future__ import annotations
 
 import json
@@ -15,11 +16,20 @@ pytestmark = pytest.mark.slow
 
 def test_cpu_mode_runs_every_part_and_writes_the_summary(tmp_path):
     if not (ROOT / ".cache" / "gpu-carry" / "train.jsonl").is_file():
-        subprocess.run([str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").is_dir() else "python3",
-                        "benchmarks/gpu/gpu_run.py", "prepare"], cwd=ROOT, check=True, timeout=300)
+        subprocess.run(
+            [
+                str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").is_dir() else "python3",
+                "benchmarks/gpu/gpu_run.py",
+                "prepare",
+            ],
+            cwd=ROOT,
+            check=True,
+            timeout=300,
+        )
     env = {**os.environ, "OUT": str(tmp_path / "out"), "RLBAL_GPU_WORK": str(tmp_path / "work")}
-    proc = subprocess.run(["bash", "benchmarks/gpu/run.sh", "--cpu"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        ["bash", "benchmarks/gpu/run.sh", "--cpu"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     summary = json.loads((tmp_path / "out" / "gpu_summary.json").read_text())
     assert summary["mode"] == "cpu" and summary["device"] == "cpu"

@@ -1,5 +1,6 @@
 """Import layers: the core imports without Ray, vLLM, DeepSpeed, TRL or W&B (the pip extras); the controllers and
 rewards without torch; pyproject's core dependencies leave the extras out; no import cycle among the modules."""
+
 from __future__ import annotations
 
 import ast
@@ -41,12 +42,21 @@ print('ok')
 """
 
 
-@pytest.mark.parametrize("module,then", [
-    ("rlbal.controllers", ""), ("rlbal.algo", ""), ("rlbal.config", ""), ("rlbal.cli", ""),
-    ("rlbal.run", ""), ("rlbal.plot", ""), ("rlbal.evaluate", ""), ("rlbal.rollout.hf_engine", ""),
-    ("rlbal.config", "rlbal.config.load_config(None, ['controllers.rollout={}', 'rollout.n=8'])"),
-    ("rlbal.cli", "assert rlbal.cli.main(['train', 'rollout.engine=hf', '--explain']) == 0"),
-])
+@pytest.mark.parametrize(
+    "module,then",
+    [
+        ("rlbal.controllers", ""),
+        ("rlbal.algo", ""),
+        ("rlbal.config", ""),
+        ("rlbal.cli", ""),
+        ("rlbal.run", ""),
+        ("rlbal.plot", ""),
+        ("rlbal.evaluate", ""),
+        ("rlbal.rollout.hf_engine", ""),
+        ("rlbal.config", "rlbal.config.load_config(None, ['controllers.rollout={}', 'rollout.n=8'])"),
+        ("rlbal.cli", "assert rlbal.cli.main(['train', 'rollout.engine=hf', '--explain']) == 0"),
+    ],
+)
 def test_core_works_without_the_extras(module, then):
     code = ABSENT.format(blocked=EXTRAS_ONLY, module=module, then=then)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
@@ -78,10 +88,14 @@ def test_trl_integration_checks_its_version():
     assert TRL[:3] == ("trl", ">=1.16,<1.17", "trl")
     with pytest.raises(ImportError) as info:
         require("pytest", "<1", "test", "this check")
-    assert str(info.value) == (f"pytest {pytest.__version__} is installed but this check needs pytest<1: "
-                               "pip install 'rlbal[test]'")
-    with pytest.raises(ImportError, match=r"^no-such-dist is not installed and x needs no-such-dist>=1: "
-                                          r"pip install 'rlbal\[e\]'$"):
+    assert str(info.value) == (
+        f"pytest {pytest.__version__} is installed but this check needs pytest<1: pip install 'rlbal[test]'"
+    )
+    with pytest.raises(
+        ImportError,
+        match=r"^no-such-dist is not installed and x needs no-such-dist>=1: "
+        r"pip install 'rlbal\[e\]'$",
+    ):
         require("no-such-dist", ">=1", "e", "x")
     assert "require(*TRL)" in (ROOT / "examples/trl_prompt_gdro.py").read_text()
 

@@ -1,4 +1,5 @@
 """rlbal.plot: metrics.jsonl -> step x bin matrices and curves -> PNG files, on synthetic runs with known numbers."""
+
 from __future__ import annotations
 
 import json
@@ -24,9 +25,17 @@ def count(step: int, b: int) -> float:
 def train_line(step: int, *, rollout: bool, scale: float = 1.0) -> dict:
     """One training step's metrics with the controllers' per-bin families; values are simple functions of
     (step, bin)."""
-    row = {"step": step, "wall": 2.0 * step, "reward/mean": scale * step / 10, "rollout/len_mean": 30.0 + step,
-           "loss/pg": -0.01 * step, "timing/generate": 0.5 + 0.01 * step, "controller/classifier/mean_bin": 1.5 + 0.1 * step,
-           "controller/prompt_gdro/weight_entropy": np.log(BINS) - 0.05 * step, "rollout/per_prompt_max": 8.0}
+    row = {
+        "step": step,
+        "wall": 2.0 * step,
+        "reward/mean": scale * step / 10,
+        "rollout/len_mean": 30.0 + step,
+        "loss/pg": -0.01 * step,
+        "timing/generate": 0.5 + 0.01 * step,
+        "controller/classifier/mean_bin": 1.5 + 0.1 * step,
+        "controller/prompt_gdro/weight_entropy": np.log(BINS) - 0.05 * step,
+        "rollout/per_prompt_max": 8.0,
+    }
     for b in range(BINS):  # the controllers' metric names (rlbal/controllers/*.py metrics())
         row[f"controller/classifier/count/bin_{b}"] = count(step, b)
         row[f"controller/prompt_gdro/weight/bin_{b}"] = 1.0 + 0.1 * b * step
@@ -40,11 +49,21 @@ def train_line(step: int, *, rollout: bool, scale: float = 1.0) -> dict:
 
 def eval_line(step: int) -> dict:
     """pass@1 equals mean@4 (it is drawn once); rollout/per_prompt_max above is constant (not drawn)."""
-    return {"step": step, "wall": 2.0 * step + 1, "eval/pass@4": 0.5 + 0.01 * step, "eval/mean@4": 0.3 + 0.01 * step,
-            "eval/pass@1": 0.3 + 0.01 * step, "eval/greedy/pass@1": 0.25 + 0.02 * step,
-            "eval/level_1/pass@4": 0.9 - 0.01 * step, "eval/level_1/mean@4": 0.6 + 0.01 * step,
-            "eval/level_1/pass@1": 0.6 + 0.01 * step, "eval/level_3/pass@4": 0.1 + 0.01 * step,
-            "eval/len_mean": 12.0 + step, "eval/n_prompts": 96.0, "eval/level_1/n_prompts": 32.0}
+    return {
+        "step": step,
+        "wall": 2.0 * step + 1,
+        "eval/pass@4": 0.5 + 0.01 * step,
+        "eval/mean@4": 0.3 + 0.01 * step,
+        "eval/pass@1": 0.3 + 0.01 * step,
+        "eval/greedy/pass@1": 0.25 + 0.02 * step,
+        "eval/level_1/pass@4": 0.9 - 0.01 * step,
+        "eval/level_1/mean@4": 0.6 + 0.01 * step,
+        "eval/level_1/pass@1": 0.6 + 0.01 * step,
+        "eval/level_3/pass@4": 0.1 + 0.01 * step,
+        "eval/len_mean": 12.0 + step,
+        "eval/n_prompts": 96.0,
+        "eval/level_1/n_prompts": 32.0,
+    }
 
 
 # Prompt ids and bins per step (completions.jsonl): prompt 5 goes bin 0 -> 1 -> 3, prompt 6 stays in bin 2,
@@ -69,8 +88,10 @@ def write_run(run_dir: Path, *, rollout: bool, scale: float = 1.0) -> Path:
     run_dir.mkdir(parents=True)
     text = "".join(json.dumps(r) + "\n" for r in rows) + '{"step": 7, "controller/classifier/count/bin_0": 1'
     (run_dir / "metrics.jsonl").write_text(text)
-    lines = [{"step": s, "prompt_id": ids, "bin": bins, "n": [4] * len(ids), "samples": []}
-             for s, (ids, bins) in BIN_HISTORY.items()]
+    lines = [
+        {"step": s, "prompt_id": ids, "bin": bins, "n": [4] * len(ids), "samples": []}
+        for s, (ids, bins) in BIN_HISTORY.items()
+    ]
     (run_dir / "completions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"step": 5, "prom')
     return run_dir
 
@@ -147,12 +168,23 @@ def test_plot_run_writes_every_figure_as_a_real_png(two_runs, tmp_path):
     out = tmp_path / "cmp"
     written = plot_run(two_runs, out)
     expected = {
-        "summary.png", "migration.png",
-        "heatmap_controller_classifier_share.png", "heatmap_controller_prompt_gdro_weight.png",
-        "heatmap_controller_prompt_gdro_reward_mean.png", "heatmap_controller_rollout_gdro_n.png",
-        "curves_controller_classifier.png", "curves_controller_prompt_gdro.png", "curves_controller_rollout_gdro.png",
-        "curves_eval.png", "curves_eval_details.png", "curves_eval_level_1.png", "curves_eval_level_3.png", "curves_loss.png",
-        "curves_reward.png", "curves_rollout.png", "curves_timing.png",
+        "summary.png",
+        "migration.png",
+        "heatmap_controller_classifier_share.png",
+        "heatmap_controller_prompt_gdro_weight.png",
+        "heatmap_controller_prompt_gdro_reward_mean.png",
+        "heatmap_controller_rollout_gdro_n.png",
+        "curves_controller_classifier.png",
+        "curves_controller_prompt_gdro.png",
+        "curves_controller_rollout_gdro.png",
+        "curves_eval.png",
+        "curves_eval_details.png",
+        "curves_eval_level_1.png",
+        "curves_eval_level_3.png",
+        "curves_loss.png",
+        "curves_reward.png",
+        "curves_rollout.png",
+        "curves_timing.png",
     }
     assert written[0].name == "summary.png"
     assert {p.name for p in written} == expected
@@ -171,8 +203,9 @@ def test_plot_run_writes_every_figure_as_a_real_png(two_runs, tmp_path):
 def test_absent_diagnostics_are_skipped_and_logged(tmp_path, caplog):
     run = tmp_path / "plain"
     run.mkdir()
-    (run / "metrics.jsonl").write_text('{"step": 1, "wall": 1.0, "reward/mean": 0.25}\n'
-                                       '{"step": 2, "wall": 2.0, "reward/mean": 0.5}\n')
+    (run / "metrics.jsonl").write_text(
+        '{"step": 1, "wall": 1.0, "reward/mean": 0.25}\n{"step": 2, "wall": 2.0, "reward/mean": 0.5}\n'
+    )
     with caplog.at_level(logging.INFO, logger="rlbal.plot"):
         written = plot_run([run])
     # default out: the (first) run's plots/; the summary page notes what the run did not log

@@ -1,4 +1,5 @@
 """Registry: loud duplicates and unknowns, registration order when iterated, sorted names."""
+
 import pytest
 
 from rlbal.registry import Registry

@@ -1,4 +1,5 @@
 """End-to-end training through the real CLI on the tiny model, and exact resume after a kill."""
+
 from __future__ import annotations
 
 import json
@@ -22,9 +23,20 @@ pytestmark = pytest.mark.slow
 
 def small(out: Path, name: str, *extra: str) -> list[str]:
     """A run sized for tests: tiny SFT model, transformers engine, 8 prompts x 4 rollouts x 16 tokens."""
-    return ["rollout.engine=hf", "model.path=tiny-sft", "train.prompts_per_step=8", "rollout.max_new_tokens=16",
-            "data.size=64", "eval.size=2", "eval.k=2", "reward.workers=1", "logging.progress=false",
-            f"run.output_dir={out}", f"run.name={name}", *extra]
+    return [
+        "rollout.engine=hf",
+        "model.path=tiny-sft",
+        "train.prompts_per_step=8",
+        "rollout.max_new_tokens=16",
+        "data.size=64",
+        "eval.size=2",
+        "eval.k=2",
+        "reward.workers=1",
+        "logging.progress=false",
+        f"run.output_dir={out}",
+        f"run.name={name}",
+        *extra,
+    ]
 
 
 def train_cmd(recipe: str, args: list[str]) -> list[str]:
@@ -43,8 +55,13 @@ def rows(run_dir: Path) -> dict[int, dict]:
 def test_cli_run_leaves_metrics_tensorboard_checkpoint_and_plots(tmp_path):
     # 3 prompts per level = 9 in all at 8 per step: step 2 straddles the epoch boundary and draws prompt 1
     # twice (PromptSource seed 0 order: [4 5 2 6 3 8 7 0 | 1] + [1 3 6 7 8 0 4 ...]); both copies must train.
-    proc = subprocess.run(train_cmd("gdro.yaml", small(tmp_path, "e2e", "run.max_steps=3", "data.size=3")), cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        train_cmd("gdro.yaml", small(tmp_path, "e2e", "run.max_steps=3", "data.size=3")),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "e2e"
     assert (run / "config.yaml").is_file()
@@ -69,8 +86,13 @@ def test_cli_run_leaves_metrics_tensorboard_checkpoint_and_plots(tmp_path):
 
 def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path):
     args = ["run.max_steps=4", "checkpoint.every=2", "checkpoint.keep_last=3", "eval.every=0"]
-    straight = subprocess.run(train_cmd("gdro.yaml", small(tmp_path, "straight", *args)), cwd=ROOT,
-                              capture_output=True, text=True, timeout=600)
+    straight = subprocess.run(
+        train_cmd("gdro.yaml", small(tmp_path, "straight", *args)),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     cmd = train_cmd("gdro.yaml", small(tmp_path, "killed", *args))
@@ -90,8 +112,9 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path):
     assert sorted(a) == sorted(b) == [0, 1, 2, 3, 4]
     for s in (1, 2, 3, 4):
         for key in a[s]:
-            if key.startswith(("controller/", "rollout/", "reward/mean", "reward/correct_rate", "filter/kept",
-                               "reward/total/")):  # reward/total/* continue from the checkpoint
+            if key.startswith(
+                ("controller/", "rollout/", "reward/mean", "reward/correct_rate", "filter/kept", "reward/total/")
+            ):  # reward/total/* continue from the checkpoint
                 assert a[s][key] == b[s][key], (s, key)  # same prompts, same bins, same rollout counts
         assert abs(a[s]["loss/total"] - b[s]["loss/total"]) < 1e-6
         assert abs(a[s]["learner/grad_norm"] - b[s]["learner/grad_norm"]) < 1e-5
@@ -102,23 +125,35 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path):
 
 
 def test_bad_model_path_fails_before_training(tmp_path):
-    proc = subprocess.run(train_cmd("grpo.yaml", small(tmp_path, "bad", "model.path=/no/such/model")), cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        train_cmd("grpo.yaml", small(tmp_path, "bad", "model.path=/no/such/model")),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     assert "/no/such/model" in proc.stderr.strip().splitlines()[-1]
 
 
 # ----------------------------------------------------------------------------- damaged checkpoints
 
-DAMAGED_ARGS = ["run.max_steps=2", "checkpoint.every=1", "checkpoint.keep_last=2", "eval.every=0", "logging.plots=false"]
+DAMAGED_ARGS = [
+    "run.max_steps=2",
+    "checkpoint.every=1",
+    "checkpoint.keep_last=2",
+    "eval.every=0",
+    "logging.plots=false",
+]
 
 
 @pytest.fixture(scope="module")
 def two_checkpoints(tmp_path_factory):
     """A finished 2-step run with complete checkpoints step_1 and step_2: each test damages a copy of it."""
     out = tmp_path_factory.mktemp("undamaged")
-    proc = subprocess.run(train_cmd("gdro.yaml", small(out, "run", *DAMAGED_ARGS)), cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        train_cmd("gdro.yaml", small(out, "run", *DAMAGED_ARGS)), cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out / "run"
 
@@ -130,7 +165,7 @@ def _truncate(path: Path) -> None:
 def _overwrite_middle(path: Path) -> None:
     data = bytearray(path.read_bytes())
     mid = len(data) // 2
-    data[mid:mid + 64] = b"\xff" * 64  # NaN/garbage weights of the same size: only the checksum sees it
+    data[mid : mid + 64] = b"\xff" * 64  # NaN/garbage weights of the same size: only the checksum sees it
     path.write_bytes(bytes(data))
 
 
@@ -140,8 +175,12 @@ DAMAGES = [
     ("optimizer-truncated", "optimizer.safetensors", _truncate, "{rel} has {after} bytes, expected {before}"),
     ("trainer-state-truncated", "trainer_state.json", _truncate, "{rel} has {after} bytes, expected {before}"),
     ("rng-emptied", "rng.json", lambda p: p.write_text(""), "{rel} has {after} bytes, expected {before}"),
-    ("weights-overwritten", "model/model.safetensors", _overwrite_middle,
-     "{rel} does not match its sha256 (bytes changed since the save)"),
+    (
+        "weights-overwritten",
+        "model/model.safetensors",
+        _overwrite_middle,
+        "{rel} does not match its sha256 (bytes changed since the save)",
+    ),
 ]
 
 
@@ -155,14 +194,21 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(two_checkpoint
     before = file.stat().st_size
     damage(file)
     after = file.stat().st_size
-    proc = subprocess.run(train_cmd("gdro.yaml", small(tmp_path, "run", *DAMAGED_ARGS)), cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        train_cmd("gdro.yaml", small(tmp_path, "run", *DAMAGED_ARGS)),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("rlbal: warning:")]
-    assert warnings == [f"rlbal: warning: checkpoint {run / 'checkpoints' / 'step_2'} is damaged "
-                        f"({why.format(rel=rel, before=before, after=after)}); resuming from the "
-                        "previous one, step_1"]
+    assert warnings == [
+        f"rlbal: warning: checkpoint {run / 'checkpoints' / 'step_2'} is damaged "
+        f"({why.format(rel=rel, before=before, after=after)}); resuming from the "
+        "previous one, step_1"
+    ]
     assert f"[rlbal] resumed from {run / 'checkpoints' / 'step_1'} at step 1" in proc.stdout
     # step 2 again from step 1: the same row as the undamaged run, counters included; step_2 is whole again
     a, b = rows(two_checkpoints)[2], rows(run)[2]
@@ -181,10 +227,16 @@ def test_no_checkpoint_verifies_is_one_error_line(two_checkpoints, tmp_path):
     _truncate(run / "checkpoints" / "step_1" / "trainer_state.json")
     size = (two_checkpoints / "checkpoints" / "step_1" / "trainer_state.json").stat().st_size
     rng = (two_checkpoints / "checkpoints" / "step_2" / "rng.json").stat().st_size
-    proc = subprocess.run(train_cmd("gdro.yaml", small(tmp_path, "run", *DAMAGED_ARGS)), cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        train_cmd("gdro.yaml", small(tmp_path, "run", *DAMAGED_ARGS)),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.splitlines() == [
         f"rlbal: checkpoint error: no checkpoint in {run / 'checkpoints'} verifies (step_2: rng.json has 0 bytes, "
         f"expected {rng}; step_1: trainer_state.json has {size // 2} bytes, expected {size}); move them away or start "
-        "over with run.resume=never"]
+        "over with run.resume=never"
+    ]

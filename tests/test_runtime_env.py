@@ -1,5 +1,6 @@
 """rlbal.runtime_env: the thread count (a pure function, by hand), the environment a run sets for itself, and a
 real run started without launch/env.sh under `taskset -c 0`."""
+
 from __future__ import annotations
 
 import json
@@ -16,20 +17,34 @@ from rlbal.runtime_env import env_defaults, torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 # What launch/env.sh (or a test runner) may have exported: removed so the run must set them itself.
-LAUNCH_VARS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "VLLM_CPU_KVCACHE_SPACE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-               "HF_DATASETS_OFFLINE", "VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR", "TORCH_EXTENSIONS_DIR",
-               "TRITON_CACHE_DIR", "TOKENIZERS_PARALLELISM", "RAY_AUTH_MODE")
+LAUNCH_VARS = (
+    "OMP_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "VLLM_CPU_KVCACHE_SPACE",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "VLLM_CACHE_ROOT",
+    "TORCHINDUCTOR_CACHE_DIR",
+    "TORCH_EXTENSIONS_DIR",
+    "TRITON_CACHE_DIR",
+    "TOKENIZERS_PARALLELISM",
+    "RAY_AUTH_MODE",
+)
 
 
-@pytest.mark.parametrize("cpus, ranks, engines, threads", [
-    (2, 1, 0, 2),    # the 2-core box, one process (learner + in-process engine): both cores
-    (1, 1, 0, 1),    # taskset -c 0
-    (2, 2, 0, 1),    # accelerate with 2 ranks on 2 cores: one each
-    (16, 2, 0, 8),
-    (3, 2, 0, 1),    # 3 // 2: never more threads than cores in all
-    (8, 1, 1, 4),    # learner + a separate vLLM engine process
-    (2, 2, 1, 1),    # more processes than cores: still 1 each
-])
+@pytest.mark.parametrize(
+    "cpus, ranks, engines, threads",
+    [
+        (2, 1, 0, 2),  # the 2-core box, one process (learner + in-process engine): both cores
+        (1, 1, 0, 1),  # taskset -c 0
+        (2, 2, 0, 1),  # accelerate with 2 ranks on 2 cores: one each
+        (16, 2, 0, 8),
+        (3, 2, 0, 1),  # 3 // 2: never more threads than cores in all
+        (8, 1, 1, 4),  # learner + a separate vLLM engine process
+        (2, 2, 1, 1),  # more processes than cores: still 1 each
+    ],
+)
 def test_torch_threads_by_hand(cpus, ranks, engines, threads):
     assert torch_threads(cpus, ranks, engines) == threads
 
@@ -46,11 +61,14 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 
 def test_apply_env_sets_what_is_missing_and_keeps_what_is_given(tmp_path):
-    code = ("import json, os, sys; from rlbal.runtime_env import apply_env; set_ = apply_env(); "
-            "print(json.dumps({'set': sorted(set_), 'env': dict(os.environ), 'torch': 'torch' in sys.modules}))")
+    code = (
+        "import json, os, sys; from rlbal.runtime_env import apply_env; set_ = apply_env(); "
+        "print(json.dumps({'set': sorted(set_), 'env': dict(os.environ), 'torch': 'torch' in sys.modules}))"
+    )
     env = _clean_env(RLBAL_CACHE=str(tmp_path / "cache"), HF_HUB_OFFLINE="0")
-    out = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                                    check=True).stdout)
+    out = json.loads(
+        subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    )
     want = env_defaults(tmp_path / "cache")
     assert out["set"] == sorted(set(want) - {"HF_HUB_OFFLINE", "RLBAL_CACHE"})
     assert out["env"]["HF_HUB_OFFLINE"] == "0"  # the user's explicit choice wins
@@ -68,12 +86,31 @@ def test_a_run_without_launch_env_under_taskset_uses_one_thread_and_a_sized_cach
     pytest.importorskip("vllm")
     if shutil.which("taskset") is None:
         pytest.skip("taskset not installed")
-    args = ["model.path=tiny-sft", "rollout.engine=vllm", "run.max_steps=1", "train.prompts_per_step=4",
-            "rollout.n=2", "rollout.max_new_tokens=8", "data.size=8", "eval.size=1", "eval.k=1", "reward.workers=1",
-            "logging.progress=false", "logging.plots=false", "logging.tensorboard=false",
-            f"run.output_dir={tmp_path}", "run.name=pinned"]
-    proc = subprocess.run(["taskset", "-c", "0", sys.executable, "-m", "rlbal.train", *args], cwd=ROOT,
-                          env=_clean_env(), capture_output=True, text=True, timeout=600)
+    args = [
+        "model.path=tiny-sft",
+        "rollout.engine=vllm",
+        "run.max_steps=1",
+        "train.prompts_per_step=4",
+        "rollout.n=2",
+        "rollout.max_new_tokens=8",
+        "data.size=8",
+        "eval.size=1",
+        "eval.k=1",
+        "reward.workers=1",
+        "logging.progress=false",
+        "logging.plots=false",
+        "logging.tensorboard=false",
+        f"run.output_dir={tmp_path}",
+        "run.name=pinned",
+    ]
+    proc = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-m", "rlbal.train", *args],
+        cwd=ROOT,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     runtime = re.search(r"\[rlbal\] runtime: (.*)", out).group(1)

@@ -45,19 +45,42 @@ def make_round(ids: list[int], bins: list[int], rewards: list[list[float]]) -> R
     """Prompts `ids` (prompt tokens [1, 2]), completions of prompt i scored rewards[i] (correct when 1); the j-th
     completion of a prompt has j + 1 tokens."""
     k = len(ids)
-    prompts = PromptBatch(indices=np.array(ids, dtype=np.int64), keys=[f"k{i}" for i in ids],
-                          prompt_token_ids=[[1, 2]] * k, texts=[f"p{i}" for i in ids],
-                          answers=[f"a{i}" for i in ids], metas=[{"id": i} for i in ids],
-                          difficulty=np.full(k, np.nan))
-    comps = [Completion(prompt_index=p, token_ids=[3] * (j + 1), logprobs=[-0.1] * (j + 1), text=f"c{ids[p]}.{j}",
-                        finish_reason="stop") for p in range(k) for j in range(len(rewards[p]))]
+    prompts = PromptBatch(
+        indices=np.array(ids, dtype=np.int64),
+        keys=[f"k{i}" for i in ids],
+        prompt_token_ids=[[1, 2]] * k,
+        texts=[f"p{i}" for i in ids],
+        answers=[f"a{i}" for i in ids],
+        metas=[{"id": i} for i in ids],
+        difficulty=np.full(k, np.nan),
+    )
+    comps = [
+        Completion(
+            prompt_index=p,
+            token_ids=[3] * (j + 1),
+            logprobs=[-0.1] * (j + 1),
+            text=f"c{ids[p]}.{j}",
+            finish_reason="stop",
+        )
+        for p in range(k)
+        for j in range(len(rewards[p]))
+    ]
     flat = np.array([r for rs in rewards for r in rs], dtype=np.float64)
     ok = flat == 1.0
-    scores = ScoreBatch(scores=flat, outcomes=["correct" if c else "wrong" for c in ok], correct=ok,
-                        reasons=[""] * len(ok), counts={"correct": int(ok.sum()), "wrong": int((~ok).sum())},
-                        seconds=0.0)
-    alloc = Allocation(np.array(ids, dtype=np.int64), np.array(bins, dtype=np.int64), np.ones(k),
-                       np.array([len(r) for r in rewards], dtype=np.int64))
+    scores = ScoreBatch(
+        scores=flat,
+        outcomes=["correct" if c else "wrong" for c in ok],
+        correct=ok,
+        reasons=[""] * len(ok),
+        counts={"correct": int(ok.sum()), "wrong": int((~ok).sum())},
+        seconds=0.0,
+    )
+    alloc = Allocation(
+        np.array(ids, dtype=np.int64),
+        np.array(bins, dtype=np.int64),
+        np.ones(k),
+        np.array([len(r) for r in rewards], dtype=np.int64),
+    )
     return Round(prompts, alloc, GenerationResult(comps, prompts.prompt_token_ids), scores)
 
 
@@ -76,8 +99,12 @@ def test_select_keeps_the_kept_prompts_with_their_completions_and_scores():
     r = the_step().generated[0].select(np.array([0, 2]))
     assert r.prompts.indices.tolist() == [10, 12] and r.prompts.answers == ["a10", "a12"]
     assert r.alloc.bins.tolist() == [0, 1] and r.alloc.counts.tolist() == [2, 2]
-    assert [(c.prompt_index, c.text) for c in r.gen.completions] == [(0, "c10.0"), (0, "c10.1"), (1, "c12.0"),
-                                                                      (1, "c12.1")]
+    assert [(c.prompt_index, c.text) for c in r.gen.completions] == [
+        (0, "c10.0"),
+        (0, "c10.1"),
+        (1, "c12.0"),
+        (1, "c12.1"),
+    ]
     assert r.scores.scores.tolist() == [1.0, 0.0, 0.0, 0.0] and r.scores.counts == {"correct": 1, "wrong": 3}
     assert r.group_scores("band")[1].tolist() == [2, 2]
 
@@ -92,8 +119,13 @@ def test_score_sends_each_completion_with_its_own_prompts_answer_and_meta():
 
     r = the_step().generated[1]
     assert score(Recorder(), r.prompts, r.gen) == "scores"
-    assert calls == [(["c13.0", "c13.1", "c14.0", "c14.1"], ["a13", "a13", "a14", "a14"],
-                      [{"id": 13}, {"id": 13}, {"id": 14}, {"id": 14}])]
+    assert calls == [
+        (
+            ["c13.0", "c13.1", "c14.0", "c14.1"],
+            ["a13", "a13", "a14", "a14"],
+            [{"id": 13}, {"id": 13}, {"id": 14}, {"id": 14}],
+        )
+    ]
 
 
 def test_sampling_seed_is_a_function_of_run_seed_step_and_round():
@@ -130,8 +162,9 @@ def test_build_batch_weights_only_the_trained_groups_and_spreads_them_over_their
     assert batch.prompt_id_B.tolist() == [10, 10, 12, 12, 13, 13, 14, 14]
     assert batch.group_B.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
     assert batch.weight_B.tolist() == [4.0, 4.0, 1.0, 1.0, 2.0, 2.0, 0.5, 0.5]
-    torch.testing.assert_close(batch.advantages_B, torch.tensor([1, -1, 0, 0, 1, -1, 0, 0]) / SQRT2, rtol=1e-5,
-                               atol=1e-6)
+    torch.testing.assert_close(
+        batch.advantages_B, torch.tensor([1, -1, 0, 0, 1, -1, 0, 0]) / SQRT2, rtol=1e-5, atol=1e-6
+    )
     assert correct_B.tolist() == [True, False, False, False, True, False, True, True]
 
 

@@ -12,6 +12,7 @@ No ray / vllm / deepspeed here. One step, for one micro-batch `mb` of the global
 
 Formulas and papers: docs/losses.md.
 """
+
 from rlbal.algo.advantages import ADVANTAGES, AdvantageOptions, advantage_metrics, compute_advantages, group_stats
 from rlbal.algo.aggregation import (
     AGGREGATIONS,
@@ -36,9 +37,31 @@ from rlbal.algo.losses import (
 from rlbal.algo.tokens import masked_mean, seq_token_mean, token_entropy, token_logprobs
 
 __all__ = [
-    "ADVANTAGES", "AGGREGATIONS", "IS_MODES", "KL_ESTIMATORS", "POLICY_LOSSES", "AdvantageOptions",
-    "AggregationContext", "LossInputs", "LossOptions", "LossOutput", "advantage_metrics", "aggregate",
-    "bapo_positive_share", "bin_contributions", "bin_share_metrics", "check_compatible", "clipped_surrogate",
-    "compute_advantages", "engine_is_weights", "group_stats", "kl_penalty", "masked_mean", "policy_loss",
-    "seq_token_mean", "sequence_coefficients", "token_entropy", "token_logprobs",
+    "ADVANTAGES",
+    "AGGREGATIONS",
+    "IS_MODES",
+    "KL_ESTIMATORS",
+    "POLICY_LOSSES",
+    "AdvantageOptions",
+    "AggregationContext",
+    "LossInputs",
+    "LossOptions",
+    "LossOutput",
+    "advantage_metrics",
+    "aggregate",
+    "bapo_positive_share",
+    "bin_contributions",
+    "bin_share_metrics",
+    "check_compatible",
+    "clipped_surrogate",
+    "compute_advantages",
+    "engine_is_weights",
+    "group_stats",
+    "kl_penalty",
+    "masked_mean",
+    "policy_loss",
+    "seq_token_mean",
+    "sequence_coefficients",
+    "token_entropy",
+    "token_logprobs",
 ]

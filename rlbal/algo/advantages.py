@@ -17,6 +17,7 @@ Then, in this order: optional clipping to [-clip, clip], optional multiplication
 Apply the Prompt-GDRO weight once: here (for trainers whose loss has no weight input, e.g. TRL) or via
 `LossInputs.weight_B` (rlbal's learner, which also needs the unweighted per-response signal).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -115,8 +116,10 @@ def compute_advantages(
 ) -> Tensor:
     """(B,) float32 advantages of estimator `name`, clipped, then multiplied by `weight_B` if given."""
     if rewards_B.shape != group_B.shape or rewards_B.dim() != 1:
-        raise ValueError(f"compute_advantages: rewards_B {tuple(rewards_B.shape)} and group_B "
-                         f"{tuple(group_B.shape)} must be equal 1-d shapes")
+        raise ValueError(
+            f"compute_advantages: rewards_B {tuple(rewards_B.shape)} and group_B "
+            f"{tuple(group_B.shape)} must be equal 1-d shapes"
+        )
     adv_B = ADVANTAGES.get(name)(rewards_B, group_B.to(torch.int64), opts)
     if opts.clip is not None:
         adv_B = adv_B.clamp(-opts.clip, opts.clip)
@@ -129,7 +132,15 @@ def advantage_metrics(rewards_B: Tensor, group_B: Tensor, adv_B: Tensor) -> dict
     """Flat metrics: advantage spread, share of rollouts in zero-variance and singleton groups."""
     s = group_stats(rewards_B, group_B)
     flat_B = s.flat_B & (s.count_B > 1)  # exact: all rewards of the group equal
-    vals = torch.stack([adv_B.float().mean(), adv_B.float().abs().mean(), adv_B.float().std(correction=0),
-                        flat_B.float().mean(), (s.count_B == 1).float().mean(), s.count_B.mean()])
+    vals = torch.stack(
+        [
+            adv_B.float().mean(),
+            adv_B.float().abs().mean(),
+            adv_B.float().std(correction=0),
+            flat_B.float().mean(),
+            (s.count_B == 1).float().mean(),
+            s.count_B.mean(),
+        ]
+    )
     keys = ("adv/mean", "adv/abs_mean", "adv/std", "adv/zero_std_frac", "adv/singleton_frac", "adv/group_size_mean")
     return dict(zip(keys, vals.tolist()))

@@ -25,6 +25,7 @@ Modes (N sequences and T masked tokens in the global batch, |y_b| = masked token
     for mb in my_shard.split_by_tokens(8192):
         aggregate(out.loss_BL, mb.completion_mask_BL, ctx, ctx.key_of(mb)).backward()
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -61,11 +62,14 @@ class AggregationContext:
     def __post_init__(self) -> None:
         spec = AGGREGATIONS.get(self.mode)
         if self.dp_size < 1 or self.engine_accum_steps < 1:
-            raise ValueError(f"AggregationContext.dp_size and engine_accum_steps must be >= 1, got "
-                             f"{self.dp_size}, {self.engine_accum_steps}")
+            raise ValueError(
+                f"AggregationContext.dp_size and engine_accum_steps must be >= 1, got "
+                f"{self.dp_size}, {self.engine_accum_steps}"
+            )
         if spec.needs_max_len and not (self.max_len and self.max_len > 0):
-            raise ValueError(f"AggregationContext.max_len must be a positive int for mode {self.mode!r}, "
-                             f"got {self.max_len}")
+            raise ValueError(
+                f"AggregationContext.max_len must be a positive int for mode {self.mode!r}, got {self.max_len}"
+            )
         if self.mode == "group_balanced":
             if self.group_by not in GROUP_BY:
                 raise ValueError(f"AggregationContext.group_by must be one of {GROUP_BY}, got {self.group_by!r}")
@@ -109,9 +113,18 @@ class AggregationContext:
             if key_B is None:
                 raise ValueError(f"AggregationContext.build: mode 'group_balanced' needs key_B (group_by={group_by!r})")
             count_K, share_K = _group_counts_and_shares(m_BL, key_B, unit, shares, num_groups)
-        return cls(mode=mode, num_tokens=float(m_BL.sum().item()), num_seqs=float(m_BL.shape[0]), max_len=max_len,
-                   group_by=group_by, unit=unit, count_K=count_K, share_K=share_K, dp_size=dp_size,
-                   engine_accum_steps=engine_accum_steps)
+        return cls(
+            mode=mode,
+            num_tokens=float(m_BL.sum().item()),
+            num_seqs=float(m_BL.shape[0]),
+            max_len=max_len,
+            group_by=group_by,
+            unit=unit,
+            count_K=count_K,
+            share_K=share_K,
+            dp_size=dp_size,
+            engine_accum_steps=engine_accum_steps,
+        )
 
     @classmethod
     def from_batch(cls, batch: RolloutBatch, mode: str, **kwargs) -> AggregationContext:
@@ -134,15 +147,17 @@ def _group_counts_and_shares(
     """(K,) counts in `unit` per group over the global batch and (K,) shares renormalised over present groups."""
     if unit not in UNITS:
         raise ValueError(f"AggregationContext.unit must be one of {UNITS}, got {unit!r}")
-    K = max(int(key_B.max().item()) + 1 if key_B.numel() else 0, num_groups or 0,
-            len(shares) if shares is not None else 0)
+    K = max(
+        int(key_B.max().item()) + 1 if key_B.numel() else 0, num_groups or 0, len(shares) if shares is not None else 0
+    )
     per_seq_B = m_BL.sum(-1) if unit == "token" else torch.ones(m_BL.shape[0], device=m_BL.device)
     count_K = torch.zeros(K, device=m_BL.device).index_add_(0, key_B.to(m_BL.device), per_seq_B)
     present_K = (count_K > 0).float()
     raw_K = present_K if shares is None else torch.as_tensor(shares, dtype=torch.float32, device=m_BL.device)
     if shares is not None and (raw_K.shape != (K,) or bool((raw_K < 0).any())):
-        raise ValueError(f"AggregationContext shares must be {K} non-negative numbers (one per group), "
-                         f"got {list(shares)}")
+        raise ValueError(
+            f"AggregationContext shares must be {K} non-negative numbers (one per group), got {list(shares)}"
+        )
     total = (raw_K * present_K).sum()
     if K and float(total) <= 0:
         raise ValueError("AggregationContext shares give zero total weight to the groups present in the batch")
@@ -182,8 +197,9 @@ def _seq_sum_const(mask_BL: Tensor, ctx: AggregationContext, key_B: Tensor | Non
 
 def _group_balanced(mask_BL: Tensor, ctx: AggregationContext, key_B: Tensor | None) -> Tensor:
     if key_B is None:
-        raise ValueError(f"aggregate: mode 'group_balanced' needs key_B (ctx.key_of(micro_batch), "
-                         f"group_by={ctx.group_by!r})")
+        raise ValueError(
+            f"aggregate: mode 'group_balanced' needs key_B (ctx.key_of(micro_batch), group_by={ctx.group_by!r})"
+        )
     k_B = key_B.to(device=mask_BL.device, dtype=torch.int64)
     coef_B = ctx.share_K.to(mask_BL.device)[k_B] / ctx.count_K.to(mask_BL.device)[k_B].clamp(min=1.0)
     return coef_B if ctx.unit == "token" else coef_B / _seq_len_B(mask_BL)

@@ -9,6 +9,7 @@ ValueError: loss 'gspo' uses one ratio per sequence and needs a sequence-level .
 >>> check_compatible("gspo", "seq_mean_token_mean", "grpo") is None
 True
 """
+
 from __future__ import annotations
 
 from rlbal.algo.advantages import ADVANTAGES
@@ -47,14 +48,20 @@ def check_compatible(
         _check_group_balanced(group_by, unit, num_bins)
     if spec.sequence_level and agg.unit_of(unit) != "seq":
         got = f"aggregation {aggregation!r}" + (f" with unit={unit!r}" if agg.unit is None else "")
-        raise ValueError(f"loss {loss!r} uses one ratio per sequence and needs a sequence-level aggregation "
-                         f"('seq_mean_token_mean', or 'group_balanced' with unit='seq'); got {got}")
+        raise ValueError(
+            f"loss {loss!r} uses one ratio per sequence and needs a sequence-level aggregation "
+            f"('seq_mean_token_mean', or 'group_balanced' with unit='seq'); got {got}"
+        )
     if spec.needs_bounds and not bapo_bounds:
-        raise ValueError(f"loss {loss!r} needs per-update clip bounds (c_low, c_high) from the BAPO clip search; "
-                         f"enable the BAPO controller (bapo_bounds=True)")
+        raise ValueError(
+            f"loss {loss!r} needs per-update clip bounds (c_low, c_high) from the BAPO clip search; "
+            f"enable the BAPO controller (bapo_bounds=True)"
+        )
     if agg.needs_max_len and not (max_len and max_len > 0):
-        raise ValueError(f"aggregation {aggregation!r} (Dr. GRPO) divides by num_seqs * max_len and needs max_len, "
-                         f"the generation budget (max_new_tokens); got max_len={max_len}")
+        raise ValueError(
+            f"aggregation {aggregation!r} (Dr. GRPO) divides by num_seqs * max_len and needs max_len, "
+            f"the generation budget (max_new_tokens); got max_len={max_len}"
+        )
     if kl_coef < 0:
         raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
 
@@ -65,5 +72,7 @@ def _check_group_balanced(group_by: str | None, unit: str, num_bins: int | None)
     if unit not in UNITS:
         raise ValueError(f"aggregation 'group_balanced' needs unit in {UNITS}, got {unit!r}")
     if group_by == "bin" and not (num_bins and num_bins >= 1):
-        raise ValueError("aggregation 'group_balanced' with group_by='bin' needs difficulty bins (an online "
-                         f"difficulty classifier with num_bins >= 1); got num_bins={num_bins}")
+        raise ValueError(
+            "aggregation 'group_balanced' with group_by='bin' needs difficulty bins (an online "
+            f"difficulty classifier with num_bins >= 1); got num_bins={num_bins}"
+        )

@@ -13,6 +13,7 @@ Secretly Brings You Off-Policy RL Training", truncated IS; masked variants as in
 
 floor = None means no lower bound. Computed in log space so long sequences never overflow.
 """
+
 from __future__ import annotations
 
 import math

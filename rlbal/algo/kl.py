@@ -9,6 +9,7 @@ With d = log pi_ref(y_t) - log pi_theta(y_t) for y_t ~ pi_theta:
 
     kl_BL = kl_penalty("k3", logp_BL, ref_logp_BL)
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -23,6 +23,7 @@ ratio, `kl_ratio_weighted`, as TRL's default `use_bias_correction_kl`). Log rati
     out = policy_loss("ppo_clip", LossInputs.from_batch(mb, logp_BL), LossOptions(clip_low=0.2, clip_high=0.28))
     loss = aggregate(out.loss_BL, mb.completion_mask_BL, ctx, key_B=mb.bin_B)
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -66,15 +67,17 @@ class LossOptions:
             if not getattr(self, name) > 0:
                 raise ValueError(f"LossOptions.{name} must be > 0, got {getattr(self, name)}")
         if self.clip_low >= 1:
-            raise ValueError(f"LossOptions.clip_low must be < 1 (lower ratio bound 1 - clip_low > 0), "
-                             f"got {self.clip_low}")
+            raise ValueError(
+                f"LossOptions.clip_low must be < 1 (lower ratio bound 1 - clip_low > 0), got {self.clip_low}"
+            )
         if self.dual_clip_c is not None and not self.dual_clip_c > 1:
             raise ValueError(f"LossOptions.dual_clip_c must be > 1 or None, got {self.dual_clip_c}")
         if self.kl_coef < 0:
             raise ValueError(f"LossOptions.kl_coef must be >= 0, got {self.kl_coef}")
         if self.kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(f"LossOptions.kl_estimator must be one of {KL_ESTIMATORS.valid()}, "
-                             f"got {self.kl_estimator!r}")
+            raise ValueError(
+                f"LossOptions.kl_estimator must be one of {KL_ESTIMATORS.valid()}, got {self.kl_estimator!r}"
+            )
         if self.is_mode not in IS_MODES:
             raise ValueError(f"LossOptions.is_mode must be one of {IS_MODES.valid()}, got {self.is_mode!r}")
         if self.is_floor is not None and not 0 < self.is_floor < self.is_cap:
@@ -111,9 +114,16 @@ class LossInputs:
     def from_batch(cls, batch: RolloutBatch, logp_BL: Tensor, logits_BLV: Tensor | None = None) -> LossInputs:
         if batch.advantages_B is None:
             raise ValueError("LossInputs.from_batch: batch.advantages_B is None; compute advantages first")
-        return cls(logp_BL=logp_BL, mask_BL=batch.completion_mask_BL, adv_B=batch.advantages_B,
-                   old_logp_BL=batch.old_logp_BL, weight_B=batch.weight_B, engine_logp_BL=batch.engine_logp_BL,
-                   ref_logp_BL=batch.ref_logp_BL, logits_BLV=logits_BLV)
+        return cls(
+            logp_BL=logp_BL,
+            mask_BL=batch.completion_mask_BL,
+            adv_B=batch.advantages_B,
+            old_logp_BL=batch.old_logp_BL,
+            weight_B=batch.weight_B,
+            engine_logp_BL=batch.engine_logp_BL,
+            ref_logp_BL=batch.ref_logp_BL,
+            logits_BLV=logits_BLV,
+        )
 
 
 @dataclass(frozen=True)
@@ -170,8 +180,12 @@ def ratio_metrics(log_ratio_BL: Tensor, mask_BL: Tensor) -> Metrics:
     lr_BL = log_ratio_BL.detach()
     r_BL = lr_BL.exp()
     r_min, r_max = masked_extrema(r_BL, mask_BL, empty=1.0)
-    return {"loss/ratio_mean": masked_mean(r_BL, mask_BL), "loss/ratio_min": r_min, "loss/ratio_max": r_max,
-            "loss/approx_kl": masked_mean(r_BL - 1.0 - lr_BL, mask_BL)}
+    return {
+        "loss/ratio_mean": masked_mean(r_BL, mask_BL),
+        "loss/ratio_min": r_min,
+        "loss/ratio_max": r_max,
+        "loss/approx_kl": masked_mean(r_BL - 1.0 - lr_BL, mask_BL),
+    }
 
 
 def _token_ratio_loss(logp_BL, old_logp_BL, adv_B, mask_BL, lo, hi, dual_c) -> tuple[Tensor, Tensor, Metrics]:
@@ -215,8 +229,10 @@ def bapo_positive_share(ratio_BL: Tensor, adv_B: Tensor, mask_BL: Tensor, c_low:
     neg = (ra_BL * ((a_BL < 0) & (r_BL > c_low))).sum()
     eff_BL = torch.where(a_BL >= 0, r_BL.clamp(max=c_high), r_BL.clamp(min=c_low)) * a_BL * m_BL
     vpos, vneg = eff_BL.clamp(min=0).sum(), (-eff_BL).clamp(min=0).sum()
-    return {"loss/bapo/pos_share": pos / (pos + neg).clamp(min=1e-30),
-            "loss/bapo/pos_share_value": vpos / (vpos + vneg).clamp(min=1e-30)}
+    return {
+        "loss/bapo/pos_share": pos / (pos + neg).clamp(min=1e-30),
+        "loss/bapo/pos_share_value": vpos / (vpos + vneg).clamp(min=1e-30),
+    }
 
 
 def _bapo(logp_BL, old_logp_BL, adv_B, mask_BL, opts: LossOptions, bounds) -> tuple[Tensor, Tensor, Metrics]:
@@ -256,8 +272,9 @@ def policy_loss(
     if opts.is_mode != "none":
         if inp.engine_logp_BL is None:
             raise ValueError(f"LossOptions.is_mode={opts.is_mode!r} needs LossInputs.engine_logp_BL, got None")
-        w_BL, is_metrics = engine_is_weights(opts.is_mode, old_BL, inp.engine_logp_BL, inp.mask_BL, opts.is_cap,
-                                             opts.is_floor)
+        w_BL, is_metrics = engine_is_weights(
+            opts.is_mode, old_BL, inp.engine_logp_BL, inp.mask_BL, opts.is_cap, opts.is_floor
+        )
         loss_BL, metrics = loss_BL * w_BL, {**metrics, **is_metrics}
     if opts.kl_coef > 0:
         if inp.ref_logp_BL is None:

@@ -8,6 +8,7 @@ it is 0 and never in a loss mask.
     logp_BL = token_logprobs(logits_BLV, input_ids_BL)        # log pi(x_t | x_<t)
     ent_BL = token_entropy(logits_BLV)                        # H(pi(. | x_<t))
 """
+
 from __future__ import annotations
 
 import torch

@@ -9,6 +9,7 @@ samples at the eval temperature and one greedy completion (`rlbal.evaluate.run_e
 prompt, its key, level, the number of correct samples and the greedy outcome, so the comparison can
 bootstrap over prompts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,18 +40,26 @@ def disjoint_heldout(cfg: Any, tokenizer: Any) -> tuple[Any, dict[str, int]]:
     if not keep.any():
         from rlbal.errors import UserError
 
-        raise UserError(f"every held-out prompt of {cfg.eval.source} also occurs in the training data: nothing "
-                        "left to evaluate on (use more distinct problems or a larger eval.size)")
+        raise UserError(
+            f"every held-out prompt of {cfg.eval.source} also occurs in the training data: nothing "
+            "left to evaluate on (use more distinct problems or a larger eval.size)"
+        )
     return _select(held, np.flatnonzero(keep)), dropped
 
 
 def _select(batch: Any, idx: np.ndarray) -> Any:
     import dataclasses
 
-    return dataclasses.replace(batch, indices=batch.indices[idx], keys=[batch.keys[i] for i in idx],
-                               prompt_token_ids=[batch.prompt_token_ids[i] for i in idx],
-                               texts=[batch.texts[i] for i in idx], answers=[batch.answers[i] for i in idx],
-                               metas=[batch.metas[i] for i in idx], difficulty=batch.difficulty[idx])
+    return dataclasses.replace(
+        batch,
+        indices=batch.indices[idx],
+        keys=[batch.keys[i] for i in idx],
+        prompt_token_ids=[batch.prompt_token_ids[i] for i in idx],
+        texts=[batch.texts[i] for i in idx],
+        answers=[batch.answers[i] for i in idx],
+        metas=[batch.metas[i] for i in idx],
+        difficulty=batch.difficulty[idx],
+    )
 
 
 def score_run(run_dir: Path, out: Path, *, size: int, k: int, base: bool = False) -> dict[str, Any]:
@@ -70,20 +79,41 @@ def score_run(run_dir: Path, out: Path, *, size: int, k: int, base: bool = False
     prompts, dropped = disjoint_heldout(cfg, AutoTokenizer.from_pretrained(str(model_dir)))
     engine = make_engine(cfg.rollout.engine, model_dir, **engine_options(cfg))
     try:
-        with RewardExecutor(correctness_spec(cfg), num_workers=cfg.reward.workers, timeout_s=cfg.reward.timeout_s,
-                            threshold=cfg.reward.correct_threshold) as rewards:
-            result = run_eval(engine, prompts, rewards, k=k, temperature=cfg.eval.temperature, top_p=cfg.eval.top_p,
-                              max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.run.seed,
-                              stop=tuple(cfg.rollout.stop))
+        with RewardExecutor(
+            correctness_spec(cfg),
+            num_workers=cfg.reward.workers,
+            timeout_s=cfg.reward.timeout_s,
+            threshold=cfg.reward.correct_threshold,
+        ) as rewards:
+            result = run_eval(
+                engine,
+                prompts,
+                rewards,
+                k=k,
+                temperature=cfg.eval.temperature,
+                top_p=cfg.eval.top_p,
+                max_new_tokens=cfg.rollout.max_new_tokens,
+                seed=cfg.run.seed,
+                stop=tuple(cfg.rollout.stop),
+            )
     finally:
         shutdown = getattr(engine, "shutdown", None)
         if shutdown is not None:
             shutdown()
-    record = {"run_dir": str(run_dir), "step": step, "base": base, "k": k, "temperature": cfg.eval.temperature,
-              "keys": list(prompts.keys), "level": [float(d) for d in prompts.difficulty],
-              "correct": result.samples.correct_matrix().sum(1).tolist(),
-              "greedy": result.samples.greedy_correct().astype(int).tolist(), "dropped_overlap": dropped,
-              "seconds": time.perf_counter() - t0, "metrics": result.metrics}
+    record = {
+        "run_dir": str(run_dir),
+        "step": step,
+        "base": base,
+        "k": k,
+        "temperature": cfg.eval.temperature,
+        "keys": list(prompts.keys),
+        "level": [float(d) for d in prompts.difficulty],
+        "correct": result.samples.correct_matrix().sum(1).tolist(),
+        "greedy": result.samples.greedy_correct().astype(int).tolist(),
+        "dropped_overlap": dropped,
+        "seconds": time.perf_counter() - t0,
+        "metrics": result.metrics,
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(record))

@@ -1,6 +1,7 @@
 """The comparison's report: OUT/report.md (tables with 95 % intervals, paired differences to GRPO, efficiency,
 the honesty checks) and OUT/plots/*.png (held-out curve against generated tokens and wall time, bin shares
 over time, budget vs data share per bin, Prompt-GDRO's weight-vs-data lead-lag, bin migration)."""
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,9 @@ def load_run(plan: Plan, method: str, seed: int) -> RunData:
         import yaml
 
         data.model = yaml.safe_load(cfg.read_text())["model"]["path"]
-    ckpts = sorted((run / "checkpoints").glob("step_*/trainer_state.json"),
-                   key=lambda p: int(p.parent.name.removeprefix("step_")))
+    ckpts = sorted(
+        (run / "checkpoints").glob("step_*/trainer_state.json"), key=lambda p: int(p.parent.name.removeprefix("step_"))
+    )
     if ckpts:
         last = json.loads(ckpts[-1].read_text())
         data.fingerprint = last.get("data_fingerprint")
@@ -69,8 +71,9 @@ def migration(first: dict[str, Any], last: dict[str, Any]) -> tuple[np.ndarray |
     from rlbal.controllers import ClassifierConfig, DifficultyClassifier
 
     states = [s["controllers"]["components"]["classifier"] for s in (first, last)]
-    cfg = ClassifierConfig(**{k: tuple(v) if isinstance(v, list) else v
-                              for k, v in states[0]["identity"]["config"].items()})
+    cfg = ClassifierConfig(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in states[0]["identity"]["config"].items()}
+    )
     clfs = []
     for st in states:
         c = DifficultyClassifier(cfg)
@@ -138,31 +141,40 @@ def level_label(level: float | None) -> str:
 
 
 def accuracy_table(t: Tables, methods: list[str], k: int) -> list[str]:
-    out = [f"| method | runs | level | pass@1 (mean@{k}) | pass@{k} | greedy pass@1 | Δ pass@1 vs GRPO | "
-           f"Δ pass@{k} vs GRPO |", "|---|---|---|---|---|---|---|---|"]
+    out = [
+        f"| method | runs | level | pass@1 (mean@{k}) | pass@{k} | greedy pass@1 | Δ pass@1 vs GRPO | "
+        f"Δ pass@{k} vs GRPO |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for level in [None, *t.levels]:
         for m in methods:
             e = [t.estimates.get((m, metric, level)) for metric in ("pass@1", "pass@k", "greedy")]
             if e[0] is None:
                 continue
             d = [t.diffs.get((m, metric, level)) for metric in ("pass@1", "pass@k")]
-            ds = ["—" if x is None else f"{x.mean:+.3f} [{x.low:+.3f}, {x.high:+.3f}]{' *' * x.excludes_zero}"
-                  for x in d]
+            ds = [
+                "—" if x is None else f"{x.mean:+.3f} [{x.low:+.3f}, {x.high:+.3f}]{' *' * x.excludes_zero}" for x in d
+            ]
             out.append(f"| {m} | {e[0].runs} | {level_label(level)} | {e[0]} | {e[1]} | {e[2]} | {ds[0]} | {ds[1]} |")
     return out
 
 
 def efficiency_table(runs: list[RunData], methods: list[str]) -> list[str]:
-    out = ["| method | rollouts / run | tokens / run | wall min / run | informative rollouts | reward / rollout |",
-           "|---|---|---|---|---|---|"]
+    out = [
+        "| method | rollouts / run | tokens / run | wall min / run | informative rollouts | reward / rollout |",
+        "|---|---|---|---|---|---|",
+    ]
     for m in methods:
         rs = [r for r in runs if r.method == m and r.rows]
         if not rs:
             continue
-        rollouts, tokens, wall = (np.mean([r.total(key) for r in rs]) for key in
-                                  ("rollout/generated", "rollout/generated_tokens", "timing/step"))
-        informative, reward = (np.mean([r.mean(key) for r in rs]) for key in
-                               ("rollout/informative_frac", "rollout/reward_per_rollout"))
+        rollouts, tokens, wall = (
+            np.mean([r.total(key) for r in rs])
+            for key in ("rollout/generated", "rollout/generated_tokens", "timing/step")
+        )
+        informative, reward = (
+            np.mean([r.mean(key) for r in rs]) for key in ("rollout/informative_frac", "rollout/reward_per_rollout")
+        )
         out.append(f"| {m} | {rollouts:.0f} | {tokens:.0f} | {wall / 60:.1f} | {informative:.3f} | {reward:.3f} |")
     return out
 
@@ -175,25 +187,35 @@ def checks(runs: list[RunData], plan: Plan) -> tuple[list[str], bool]:
         spent = {r.method: r.total("rollout/generated") for r in rs}
         equal = len(set(spent.values())) <= 1
         ok &= equal
-        verdict = "equal" if equal else ("NOT EQUAL: compare them per rollout (a variant changed the budget, or "
-                                         "online filtering spent what it needed to fill its batches)")
+        verdict = (
+            "equal"
+            if equal
+            else (
+                "NOT EQUAL: compare them per rollout (a variant changed the budget, or "
+                "online filtering spent what it needed to fill its batches)"
+            )
+        )
         lines.append(f"- seed {seed}: generated rollouts per method {spent} -> {verdict}")
         fps = {r.fingerprint for r in rs if r.fingerprint}
         models = {r.model for r in rs if r.model}
         same = len(fps) <= 1 and len(models) <= 1
         ok &= same
-        lines.append(f"- seed {seed}: training data fingerprint {sorted(f[:12] for f in fps)}, "
-                     f"warm start {sorted(models)} "
-                     f"-> {'the same for every method' if same else 'DIFFERENT'}")
+        lines.append(
+            f"- seed {seed}: training data fingerprint {sorted(f[:12] for f in fps)}, "
+            f"warm start {sorted(models)} "
+            f"-> {'the same for every method' if same else 'DIFFERENT'}"
+        )
         helds = [r.heldout for r in rs if r.heldout]
         if helds:
             keysets = {tuple(h["keys"]) for h in helds}
             ok &= len(keysets) == 1
             dropped = helds[0]["dropped_overlap"]
-            lines.append(f"- seed {seed}: {len(helds[0]['keys'])} held-out prompts, the same for every method: "
-                         f"{'yes' if len(keysets) == 1 else 'NO'}; {sum(dropped.values())} eval prompts dropped "
-                         f"because their text occurs in the training data {dropped or ''}: the held-out set is "
-                         "disjoint from training by construction")
+            lines.append(
+                f"- seed {seed}: {len(helds[0]['keys'])} held-out prompts, the same for every method: "
+                f"{'yes' if len(keysets) == 1 else 'NO'}; {sum(dropped.values())} eval prompts dropped "
+                f"because their text occurs in the training data {dropped or ''}: the held-out set is "
+                "disjoint from training by construction"
+            )
     return lines, ok
 
 
@@ -205,34 +227,59 @@ def write_report(plan: Plan, jobs: list[Any], draws: int, machine: str, seconds:
     base = {s: json.loads(plan.base_heldout(s).read_text()) for s in plan.seeds if plan.base_heldout(s).is_file()}
     plots = make_plots(plan, runs, methods)
     k = plan.eval_k
-    md = [f"# Comparison: {plan.recipe.name}", "",
-          f"Recipe `{plan.recipe}` with overrides `{' '.join(plan.overrides) or '(none)'}`; seeds {plan.seeds}; "
-          f"held-out: the eval section at {plan.eval_size} prompts per (task, level), {k} samples each "
-          f"(T from eval.temperature) plus one greedy, prompts seen in training dropped.",
-          f"Machine: {machine}. Wall time of the whole comparison: {seconds / 60:.1f} min.", "",
-          "## Held-out accuracy of the final policies", "",
-          "Mean over seeds of the per-run mean over prompts; [95 % interval], bootstrap over seeds and over prompts "
-          "within each seed. Δ = paired difference to GRPO on the same seeds and prompts; * = interval excludes 0.", "",
-          *accuracy_table(t, methods, k), ""]
+    md = [
+        f"# Comparison: {plan.recipe.name}",
+        "",
+        f"Recipe `{plan.recipe}` with overrides `{' '.join(plan.overrides) or '(none)'}`; seeds {plan.seeds}; "
+        f"held-out: the eval section at {plan.eval_size} prompts per (task, level), {k} samples each "
+        f"(T from eval.temperature) plus one greedy, prompts seen in training dropped.",
+        f"Machine: {machine}. Wall time of the whole comparison: {seconds / 60:.1f} min.",
+        "",
+        "## Held-out accuracy of the final policies",
+        "",
+        "Mean over seeds of the per-run mean over prompts; [95 % interval], bootstrap over seeds and over prompts "
+        "within each seed. Δ = paired difference to GRPO on the same seeds and prompts; * = interval excludes 0.",
+        "",
+        *accuracy_table(t, methods, k),
+        "",
+    ]
     if base:
         b = {s: prompt_values(h, "pass@1") for s, h in base.items()}
         md += [f"Starting model (step 0) on the same prompts: pass@1 {estimate(b, draws)} over {len(b)} seeds.", ""]
-    md += ["## Compute and efficiency", "", *efficiency_table(runs, methods), "",
-           "Informative rollouts: share of generated rollouts in groups whose rewards are not all equal (a non-zero "
-           "advantage).", "", "## Checks", "", *check_lines,
-           f"- every check passed: {'yes' if ok else 'NO'}", "", "## Configurations tried", ""]
-    md += [f"- `{m.name}`: {m.base} + `{' '.join(m.overrides) or '(no extra overrides)'}`; run overrides "
-           f"`{' '.join(m.run_overrides(plan.recipe_controllers))}`" for m in plan.methods]
+    md += [
+        "## Compute and efficiency",
+        "",
+        *efficiency_table(runs, methods),
+        "",
+        "Informative rollouts: share of generated rollouts in groups whose rewards are not all equal (a non-zero "
+        "advantage).",
+        "",
+        "## Checks",
+        "",
+        *check_lines,
+        f"- every check passed: {'yes' if ok else 'NO'}",
+        "",
+        "## Configurations tried",
+        "",
+    ]
+    md += [
+        f"- `{m.name}`: {m.base} + `{' '.join(m.overrides) or '(no extra overrides)'}`; run overrides "
+        f"`{' '.join(m.run_overrides(plan.recipe_controllers))}`"
+        for m in plan.methods
+    ]
     failed = [j for j in jobs if j.failed]
     if failed:
         md += ["", "## Failed runs", "", *[f"- {j.name}: {j.failed}" for j in failed]]
     md += ["", "## Plots", "", *[f"![{p.stem}](plots/{p.name})" for p in plots], ""]
     path = plan.out / "report.md"
     path.write_text("\n".join(md))
-    (plan.out / "summary.json").write_text(json.dumps(
-        {f"{m}|{metric}|{level_label(level)}": vars(e) for (m, metric, level), e in t.estimates.items()}
-        | {f"diff|{m}|{metric}|{level_label(level)}": vars(e) for (m, metric, level), e in t.diffs.items()},
-        indent=1))
+    (plan.out / "summary.json").write_text(
+        json.dumps(
+            {f"{m}|{metric}|{level_label(level)}": vars(e) for (m, metric, level), e in t.estimates.items()}
+            | {f"diff|{m}|{metric}|{level_label(level)}": vars(e) for (m, metric, level), e in t.diffs.items()},
+            indent=1,
+        )
+    )
     return path
 
 
@@ -268,8 +315,10 @@ def make_plots(plan: Plan, runs: list[RunData], methods: list[str]) -> list[Path
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for m in methods:
         rs = [r for r in runs if r.method == m and r.rows]
-        for ax, xkey, label in ((axes[0], "rollout/generated_tokens", "generated tokens"),
-                                (axes[1], "timing/step", "wall time (s)")):
+        for ax, xkey, label in (
+            (axes[0], "rollout/generated_tokens", "generated tokens"),
+            (axes[1], "timing/step", "wall time (s)"),
+        ):
             xs, ys = [], []
             for r in rs:  # the in-training evals, at the compute spent up to their step
                 spent = np.cumsum([row.get(xkey, 0.0) for row in r.rows])
@@ -296,8 +345,11 @@ def make_plots(plan: Plan, runs: list[RunData], methods: list[str]) -> list[Path
             ax.set_ylabel("bin (0 = hardest)")
         fig.tight_layout()
         paths.append(_save(fig, out / f"{fname}.png"))
-    ro = [m for m in methods if any("controller/rollout_gdro/budget_share/bin_0" in row
-                                    for r in runs if r.method == m for row in r.rows)]
+    ro = [
+        m
+        for m in methods
+        if any("controller/rollout_gdro/budget_share/bin_0" in row for r in runs if r.method == m for row in r.rows)
+    ]
     if ro:
         fig, axes = plt.subplots(1, len(ro), figsize=(4.5 * len(ro), 3.5), squeeze=False)
         for ax, m in zip(axes[0], ro):
@@ -313,8 +365,11 @@ def make_plots(plan: Plan, runs: list[RunData], methods: list[str]) -> list[Path
             ax.legend()
         fig.tight_layout()
         paths.append(_save(fig, out / "budget_vs_data.png"))
-    pg = [m for m in methods if any("controller/prompt_gdro/weight/bin_0" in row
-                                    for r in runs if r.method == m for row in r.rows)]
+    pg = [
+        m
+        for m in methods
+        if any("controller/prompt_gdro/weight/bin_0" in row for r in runs if r.method == m for row in r.rows)
+    ]
     if pg:
         fig, ax = plt.subplots(figsize=(6, 3.5))
         for m in pg:

@@ -16,6 +16,7 @@ pinned to (sched_setaffinity) with its thread counts set to the slot's size, bec
 2-core machine slowed each other about 15x. A run already scored (its heldout.json exists) is not redone,
 so an interrupted comparison continues where it stopped.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,7 +30,11 @@ from pathlib import Path
 from typing import Any
 
 BUILTIN: dict[str, tuple[bool, bool]] = {  # name -> (Prompt-GDRO on, Rollout-GDRO on)
-    "grpo": (False, False), "prompt_gdro": (True, False), "rollout_gdro": (False, True), "gdro": (True, True)}
+    "grpo": (False, False),
+    "prompt_gdro": (True, False),
+    "rollout_gdro": (False, True),
+    "gdro": (True, True),
+}
 
 
 @dataclass(frozen=True)
@@ -59,14 +64,17 @@ def parse_methods(names: str, variants: Sequence[str]) -> list[Method]:
     methods = []
     for name in [n.strip() for n in names.split(",") if n.strip()]:
         if name not in BUILTIN:
-            raise UserError(f"--methods: unknown method {name!r}; built-ins: {', '.join(BUILTIN)} "
-                            "(add your own with --variant \"NAME BASE key=value ...\")")
+            raise UserError(
+                f"--methods: unknown method {name!r}; built-ins: {', '.join(BUILTIN)} "
+                '(add your own with --variant "NAME BASE key=value ...")'
+            )
         methods.append(Method(name, name))
     for text in variants:
         parts = shlex.split(text)
         if len(parts) < 2 or parts[1] not in BUILTIN or any("=" not in p for p in parts[2:]):
-            raise UserError(f"--variant {text!r}: expected \"NAME BASE key=value ...\" with BASE one of "
-                            f"{', '.join(BUILTIN)}")
+            raise UserError(
+                f'--variant {text!r}: expected "NAME BASE key=value ..." with BASE one of {", ".join(BUILTIN)}'
+            )
         methods.append(Method(parts[0], parts[1], tuple(parts[2:])))
     names_seen = [m.name for m in methods]
     if len(set(names_seen)) != len(names_seen) or not methods:
@@ -125,9 +133,15 @@ class Plan:
         return self.out / "runs" / f"base_s{seed}.json"
 
     def train_overrides(self, method: Method, seed: int) -> list[str]:
-        return [*method.run_overrides(self.recipe_controllers), *self.overrides, f"run.seed={seed}",
-                f"run.name={method.name}_s{seed}", f"run.output_dir={self.out / 'runs'}", "logging.plots=false",
-                "logging.progress=false"]
+        return [
+            *method.run_overrides(self.recipe_controllers),
+            *self.overrides,
+            f"run.seed={seed}",
+            f"run.name={method.name}_s{seed}",
+            f"run.output_dir={self.out / 'runs'}",
+            "logging.plots=false",
+            "logging.progress=false",
+        ]
 
     def build(self) -> None:
         """The jobs: per (method, seed) train + score; per seed the starting model's score (on the first method's
@@ -137,12 +151,33 @@ class Plan:
             for m in self.methods:
                 run = self.run_dir(m.name, seed)
                 train = [py, "-m", "rlbal.train", str(self.recipe), *self.train_overrides(m, seed)]
-                score = [py, "-m", "rlbal.compare.heldout", str(run), str(self.heldout(m.name, seed)),
-                         "--size", str(self.eval_size), "--k", str(self.eval_k)]
+                score = [
+                    py,
+                    "-m",
+                    "rlbal.compare.heldout",
+                    str(run),
+                    str(self.heldout(m.name, seed)),
+                    "--size",
+                    str(self.eval_size),
+                    "--k",
+                    str(self.eval_k),
+                ]
                 cmds = [train, score]
                 if m is self.methods[0]:  # the starting model, scored on this seed's held-out prompts
-                    cmds.append([py, "-m", "rlbal.compare.heldout", str(run), str(self.base_heldout(seed)),
-                                 "--size", str(self.eval_size), "--k", str(self.eval_k), "--base"])
+                    cmds.append(
+                        [
+                            py,
+                            "-m",
+                            "rlbal.compare.heldout",
+                            str(run),
+                            str(self.base_heldout(seed)),
+                            "--size",
+                            str(self.eval_size),
+                            "--k",
+                            str(self.eval_k),
+                            "--base",
+                        ]
+                    )
                 done = self.base_heldout(seed) if m is self.methods[0] else self.heldout(m.name, seed)
                 self.jobs.append(Job(f"{m.name}_s{seed}", cmds, self.out / "logs" / f"{m.name}_s{seed}.log", done))
 
@@ -153,20 +188,31 @@ def slots(parallel: int, cores_per_run: int) -> list[list[int]]:
 
     cpus = sorted(os.sched_getaffinity(0))
     if parallel < 1 or cores_per_run < 1 or parallel * cores_per_run > len(cpus):
-        raise UserError(f"--parallel {parallel} x --cores-per-run {cores_per_run} needs that many CPUs; this process "
-                        f"may use {len(cpus)} ({cpus})")
-    return [cpus[i * cores_per_run:(i + 1) * cores_per_run] for i in range(parallel)]
+        raise UserError(
+            f"--parallel {parallel} x --cores-per-run {cores_per_run} needs that many CPUs; this process "
+            f"may use {len(cpus)} ({cpus})"
+        )
+    return [cpus[i * cores_per_run : (i + 1) * cores_per_run] for i in range(parallel)]
 
 
 def _start(job: Job, cpus: list[int]) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": str(len(cpus)), "MKL_NUM_THREADS": str(len(cpus)),
-           "RLBAL_PINNED_CPUS": ",".join(map(str, cpus))}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(len(cpus)),
+        "MKL_NUM_THREADS": str(len(cpus)),
+        "RLBAL_PINNED_CPUS": ",".join(map(str, cpus)),
+    }
     job.log.parent.mkdir(parents=True, exist_ok=True)
     fh = open(job.log, "a")
     fh.write(f"\n$ {shlex.join(job.commands[job.step])}   # cpus {cpus}\n")
     fh.flush()
-    job.proc = subprocess.Popen(job.commands[job.step], stdout=fh, stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+    job.proc = subprocess.Popen(
+        job.commands[job.step],
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        env=env,
+        preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+    )
     fh.close()
     job.started = time.perf_counter()
 

@@ -16,6 +16,7 @@ prompts and seeds cancels. Intervals are percentile intervals of B draws from a 
     >>> round(method_mean(x), 3), bootstrap_ci(x, draws=200, seed=0)[0] <= 0.75 <= bootstrap_ci(x, draws=200, seed=0)[1]
     (0.75, True)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -62,8 +63,10 @@ def paired(x: Scores, base: Scores) -> Scores:
         raise ValueError("paired: the two methods share no seed")
     for s in common:
         if x[s].shape != base[s].shape:
-            raise ValueError(f"paired: seed {s} has {x[s].size} prompts against the baseline's {base[s].size}; "
-                             "a paired difference needs the same held-out prompts")
+            raise ValueError(
+                f"paired: seed {s} has {x[s].size} prompts against the baseline's {base[s].size}; "
+                "a paired difference needs the same held-out prompts"
+            )
     return {s: x[s] - base[s] for s in common}
 
 

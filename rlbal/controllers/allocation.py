@@ -16,6 +16,7 @@ counts (most valuable allocation at an exact total, ties to the allocation close
     >>> variance_values(np.array([0.25, 0.0]), np.arange(2, 7), n_bar=4.0, v_ref=0.25)[:, [0, 2]].round(3).tolist()
     [[-8.0, -4.0], [-0.0, -0.0]]
 """
+
 from __future__ import annotations
 
 import math
@@ -51,8 +52,14 @@ def beta_moment(m1_C, m2_C, a, b) -> np.ndarray:
     for c in np.flatnonzero((spread_C > _SPREAD_FLOOR) & (m1_C > 0) & (m1_C < 1)):
         kappa = m1_C[c] * (1 - m1_C[c]) / spread_C[c] - 1.0  # a + b of the Beta fit (> 0)
         al, be = m1_C[c] * kappa, (1 - m1_C[c]) * kappa
-        out[c] = math.exp(math.lgamma(al + a) + math.lgamma(be + b) - math.lgamma(al + be + a + b)
-                          - math.lgamma(al) - math.lgamma(be) + math.lgamma(al + be))
+        out[c] = math.exp(
+            math.lgamma(al + a)
+            + math.lgamma(be + b)
+            - math.lgamma(al + be + a + b)
+            - math.lgamma(al)
+            - math.lgamma(be)
+            + math.lgamma(al + be)
+        )
     return out
 
 
@@ -91,8 +98,9 @@ def soft_targets(values_KA, arms_A, eta: float, gamma: float, mu: float) -> tupl
     return mean_K, p_KA @ arms**2 - mean_K**2
 
 
-def solve_price(values_KA, counts_K, arms_A, eta: float, gamma: float, n_bar: float,
-                mu0: float = 0.0) -> tuple[float, np.ndarray]:
+def solve_price(
+    values_KA, counts_K, arms_A, eta: float, gamma: float, n_bar: float, mu0: float = 0.0
+) -> tuple[float, np.ndarray]:
     """The price mu at which the classes' expected arms spend the budget: sum_k c_k E[n_k] = n_bar sum_k c_k.
 
     The spend is strictly decreasing in mu (its derivative is -eta (1-gamma) sum_k c_k Var[n_k]), so a
@@ -165,7 +173,7 @@ def apportion(bins_N, x_C, total: int, n_min: int, n_max: int) -> np.ndarray:
         if not room_C.any():
             raise ValueError(f"apportion: total {total} is outside [n_min, n_max] x {bins_N.size} prompts")
         key_C = np.where(room_C, -resid_C if extra > 0 else resid_C, np.inf)
-        order = np.argsort(key_C, kind="stable")[:min(abs(extra), int(room_C.sum()))]
+        order = np.argsort(key_C, kind="stable")[: min(abs(extra), int(room_C.sum()))]
         base_C[order] += 1 if extra > 0 else -1
         extra = int(total - base_C.sum())
     per_C, left_C = np.divmod(base_C, np.maximum(c_C, 1))

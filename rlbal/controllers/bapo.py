@@ -33,6 +33,7 @@ step to the max instead, which differs only when (max - start) is not a multiple
 Options: `order="code"` raises the lower bound first (the released code); `target="pos_neg_ratio"` reads
 rho0 as the code's pos/neg ratio target (share rho0 <-> ratio rho0 / (1 - rho0)).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -227,7 +228,7 @@ def _masked_tokens(ratio, adv, mask) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
-    tail = target[len(target) - len(shape):] if shape else ()
+    tail = target[len(target) - len(shape) :] if shape else ()
     return len(shape) <= len(target) and all(d in (1, t) for d, t in zip(shape, tail))
 
 

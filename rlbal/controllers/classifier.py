@@ -29,6 +29,7 @@ uint32 count of ones in the window and an int8 stored bin. At H = 50 that is 17 
     >>> clf.estimate([7, 8]).round(3).tolist(), clf.classify([7, 8]).tolist()
     ([0.667, 0.0], [2, 0])
 """
+
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
@@ -79,8 +80,9 @@ class ClassifierConfig:
             if e.size and (e.min() <= 0.0 or e.max() >= 1.0 or np.any(np.diff(e) <= 0.0)):
                 raise ValueError(f"ClassifierConfig.edges must be strictly increasing in (0, 1), got {self.edges}")
             if len(self.edges) + 1 != self.num_bins:
-                raise ValueError(f"ClassifierConfig.num_bins must be len(edges) + 1 = {len(self.edges) + 1}, "
-                                 f"got {self.num_bins}")
+                raise ValueError(
+                    f"ClassifierConfig.num_bins must be len(edges) + 1 = {len(self.edges) + 1}, got {self.num_bins}"
+                )
         if not 1 <= self.num_bins <= 100:
             raise ValueError(f"ClassifierConfig.num_bins must be in [1, 100], got {self.num_bins}")
         if not 0 <= self.window <= MAX_WINDOW:
@@ -110,8 +112,9 @@ def bin_of(acc_N: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.searchsorted(edges, acc_N, side="right").astype(np.int64)
 
 
-def hysteresis_bin(old_N: np.ndarray, raw_N: np.ndarray, acc_N: np.ndarray, edges: np.ndarray,
-                   delta: float) -> np.ndarray:
+def hysteresis_bin(
+    old_N: np.ndarray, raw_N: np.ndarray, acc_N: np.ndarray, edges: np.ndarray, delta: float
+) -> np.ndarray:
     """(N,) new bin: the farthest bin toward `raw` whose near boundary `acc` clears by `delta` (spec 6.2).
 
     Moving up into bin b needs acc >= edge_{b-1} + delta; moving down into bin b needs acc <= edge_b - delta;
@@ -191,8 +194,10 @@ class DifficultyClassifier:
 
     def _grow(self, max_id: int) -> None:
         if max_id >= self.config.max_prompts:
-            raise ValueError(f"prompt id {max_id} >= ClassifierConfig.max_prompts={self.config.max_prompts}; "
-                             "ids must be dense indices (map other keys with KeyIndex)")
+            raise ValueError(
+                f"prompt id {max_id} >= ClassifierConfig.max_prompts={self.config.max_prompts}; "
+                "ids must be dense indices (map other keys with KeyIndex)"
+            )
         capacity = self.capacity
         if max_id < capacity:
             return
@@ -355,10 +360,17 @@ class DifficultyClassifier:
 
     def state_dict(self) -> dict[str, Any]:
         h = self._high
-        return {"kind": "classifier", "identity": {"config": config_dict(self.config)}, "high": h,
-                "tracked": self._tracked, "last_counts": self._last_counts.tolist(),
-                "window": encode_array(self._window[:h]), "seen": encode_array(self._seen[:h]),
-                "hits": encode_array(self._hits[:h]), "bin": encode_array(self._bin[:h])}
+        return {
+            "kind": "classifier",
+            "identity": {"config": config_dict(self.config)},
+            "high": h,
+            "tracked": self._tracked,
+            "last_counts": self._last_counts.tolist(),
+            "window": encode_array(self._window[:h]),
+            "seen": encode_array(self._seen[:h]),
+            "hits": encode_array(self._hits[:h]),
+            "bin": encode_array(self._bin[:h]),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         check_state(state, "classifier", {"config": config_dict(self.config)})
@@ -408,7 +420,9 @@ class KeyIndex:
     def state_dict(self) -> dict[str, Any]:
         bad = [k for k in self._keys if not isinstance(k, (str, int))]
         if bad:
-            raise TypeError(f"KeyIndex.state_dict needs str or int keys to stay JSON-exact, got {type(bad[0]).__name__}")
+            raise TypeError(
+                f"KeyIndex.state_dict needs str or int keys to stay JSON-exact, got {type(bad[0]).__name__}"
+            )
         return {"kind": "key_index", "keys": list(self._keys)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

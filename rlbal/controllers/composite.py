@@ -14,6 +14,7 @@ Per step (the driver's order):
     >>> a.bins.tolist(), a.counts.tolist(), a.weights.tolist()
     ([0, 0, 0, 0], [4, 4, 4, 4], [1.0, 1.0, 1.0, 1.0])
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,12 +31,19 @@ from rlbal.controllers.sampling import BinSampler
 class Controllers:
     """Owns the classifier and the optional controllers; checkpoints them together under their names."""
 
-    def __init__(self, classifier: DifficultyClassifier, prompt_gdro: PromptGDRO | None = None,
-                 rollout: RolloutGDRO | None = None, n_rollouts: int = 4, sampler: BinSampler | None = None) -> None:
+    def __init__(
+        self,
+        classifier: DifficultyClassifier,
+        prompt_gdro: PromptGDRO | None = None,
+        rollout: RolloutGDRO | None = None,
+        n_rollouts: int = 4,
+        sampler: BinSampler | None = None,
+    ) -> None:
         for name, ctl in (("prompt_gdro", prompt_gdro), ("rollout", rollout)):
             if ctl is not None and ctl.class_names != classifier.class_names:
-                raise ValueError(f"Controllers.{name} has classes {ctl.class_names}, the classifier "
-                                 f"{classifier.class_names}")
+                raise ValueError(
+                    f"Controllers.{name} has classes {ctl.class_names}, the classifier {classifier.class_names}"
+                )
         if n_rollouts < 1:
             raise ValueError(f"Controllers.n_rollouts must be >= 1, got {n_rollouts}")
         sampling = prompt_gdro is not None and prompt_gdro.config.realise == "sampling"
@@ -45,9 +53,14 @@ class Controllers:
         self.n_rollouts = n_rollouts
 
     @classmethod
-    def from_configs(cls, classifier: ClassifierConfig = ClassifierConfig(), prompt_gdro: PromptGDROConfig | None = None,
-                     rollout: RolloutGDROConfig | None = None, n_rollouts: int = 4,
-                     num_prompts: int | None = None) -> Controllers:
+    def from_configs(
+        cls,
+        classifier: ClassifierConfig = ClassifierConfig(),
+        prompt_gdro: PromptGDROConfig | None = None,
+        rollout: RolloutGDROConfig | None = None,
+        n_rollouts: int = 4,
+        num_prompts: int | None = None,
+    ) -> Controllers:
         """Build every component; the GDRO controllers get the classifier's classes. Prompt-GDRO's sampling form
         draws from the pool of dense ids 0..num_prompts-1 and needs the classifier's separate `unseen` class."""
         clf = DifficultyClassifier(classifier)
@@ -57,18 +70,26 @@ class Controllers:
         sampler = None
         if prompt_gdro is not None and prompt_gdro.realise == "sampling":
             if classifier.unseen != "separate":
-                raise ValueError("Prompt-GDRO realise='sampling' needs ClassifierConfig.unseen='separate' (never-"
-                                 "observed prompts form their own class to be drawn from)")
+                raise ValueError(
+                    "Prompt-GDRO realise='sampling' needs ClassifierConfig.unseen='separate' (never-"
+                    "observed prompts form their own class to be drawn from)"
+                )
             if num_prompts is None:
                 raise ValueError("Prompt-GDRO realise='sampling' needs num_prompts (the pool size)")
-            sampler = BinSampler(num_prompts, len(names), start_class=len(names) - 1, seed=prompt_gdro.seed, names=names)
+            sampler = BinSampler(
+                num_prompts, len(names), start_class=len(names) - 1, seed=prompt_gdro.seed, names=names
+            )
         return cls(clf, pg, ro, n_rollouts, sampler)
 
     @property
     def components(self) -> dict[str, Any]:
         """Active components by name (the checkpoint's keys)."""
-        parts = {"classifier": self.classifier, "prompt_gdro": self.prompt_gdro, "rollout": self.rollout,
-                 "sampler": self.sampler}
+        parts = {
+            "classifier": self.classifier,
+            "prompt_gdro": self.prompt_gdro,
+            "rollout": self.rollout,
+            "sampler": self.sampler,
+        }
         return {name: part for name, part in parts.items() if part is not None}
 
     def decide(self, ids) -> Allocation:
@@ -120,8 +141,11 @@ class Controllers:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": "controllers", "n_rollouts": self.n_rollouts,
-                "components": {name: part.state_dict() for name, part in self.components.items()}}
+        return {
+            "kind": "controllers",
+            "n_rollouts": self.n_rollouts,
+            "components": {name: part.state_dict() for name, part in self.components.items()},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("kind") != "controllers":

@@ -33,6 +33,7 @@ A prompt seen twice within one fill is judged once: later copies are dropped as 
 is never kept twice and a second draw cannot rescue a prompt the first one rejected (`drop_duplicates`;
 the driver's keep-everything filter, used when no filter is configured, keeps copies).
 """
+
 from __future__ import annotations
 
 import logging

@@ -28,6 +28,7 @@ recovers the uniform objective (sampling then only moves compute toward the adve
     >>> g.weights([0, 1, 1]).round(4).tolist()
     [1.3425, 0.8287, 0.8287]
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -89,21 +90,31 @@ class PromptGDROConfig:
     """Seed of the sampler's own RNG (realise='sampling')."""
 
     def __post_init__(self) -> None:
-        for name, allowed in (("weight_form", WEIGHT_FORMS), ("average_over", AVERAGE_OVER), ("realise", REALISE),
-                              ("normalise", get_args(Normalise))):
+        for name, allowed in (
+            ("weight_form", WEIGHT_FORMS),
+            ("average_over", AVERAGE_OVER),
+            ("realise", REALISE),
+            ("normalise", get_args(Normalise)),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"PromptGDROConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        checks = (("eta", self.eta > 0, "> 0"), ("gamma", 0 <= self.gamma <= 1, "in [0, 1]"),
-                  ("ema_beta", 0 < self.ema_beta <= 1, "in (0, 1]"),
-                  ("share_floor", 0 <= self.share_floor <= 1, "in [0, 1]"),
-                  ("score_clip", self.score_clip is None or self.score_clip > 0, "> 0 or None"),
-                  ("omega_max", self.omega_max >= 1, ">= 1"), ("seed", self.seed >= 0, ">= 0"))
+        checks = (
+            ("eta", self.eta > 0, "> 0"),
+            ("gamma", 0 <= self.gamma <= 1, "in [0, 1]"),
+            ("ema_beta", 0 < self.ema_beta <= 1, "in (0, 1]"),
+            ("share_floor", 0 <= self.share_floor <= 1, "in [0, 1]"),
+            ("score_clip", self.score_clip is None or self.score_clip > 0, "> 0 or None"),
+            ("omega_max", self.omega_max >= 1, ">= 1"),
+            ("seed", self.seed >= 0, ">= 0"),
+        )
         for name, ok, rule in checks:
             if not ok:
                 raise ValueError(f"PromptGDROConfig.{name} must be {rule}, got {getattr(self, name)!r}")
         if self.is_weights and self.realise != "sampling":
-            raise ValueError("PromptGDROConfig.is_weights applies to realise='sampling' only (advantage weights "
-                             "are the objective's weights themselves)")
+            raise ValueError(
+                "PromptGDROConfig.is_weights applies to realise='sampling' only (advantage weights "
+                "are the objective's weights themselves)"
+            )
 
 
 # ---- pure pieces ---------------------------------------------------------------------------------------
@@ -156,8 +167,9 @@ def entropy(p_C: np.ndarray) -> float:
 class PromptGDRO:
     """Class scores + the realisation chosen in the config. `num_classes` comes from the classifier."""
 
-    def __init__(self, config: PromptGDROConfig = PromptGDROConfig(), num_classes: int = 10,
-                 names: tuple[str, ...] | None = None) -> None:
+    def __init__(
+        self, config: PromptGDROConfig = PromptGDROConfig(), num_classes: int = 10, names: tuple[str, ...] | None = None
+    ) -> None:
         if num_classes < 1:
             raise ValueError(f"PromptGDRO.num_classes must be >= 1, got {num_classes}")
         self.config = config
@@ -174,7 +186,9 @@ class PromptGDRO:
     def _bins(self, bins) -> np.ndarray:
         bins_N = np.asarray(bins, np.int64).reshape(-1)
         if bins_N.size and (bins_N.min() < 0 or bins_N.max() >= self.num_classes):
-            raise ValueError(f"PromptGDRO: bins must lie in [0, {self.num_classes}), got {bins_N.min()}..{bins_N.max()}")
+            raise ValueError(
+                f"PromptGDRO: bins must lie in [0, {self.num_classes}), got {bins_N.min()}..{bins_N.max()}"
+            )
         return bins_N
 
     def distribution(self, present=None) -> np.ndarray:
@@ -224,8 +238,13 @@ class PromptGDRO:
         """q over all classes (weight/), scores, last multipliers, counts and reward means, weight entropy."""
         q_C = self.distribution()
         out: dict[str, float] = {}
-        for key, values in (("weight", q_C), ("score", self.scores), ("multiplier", self._last_mult),
-                            ("count", self._last_count), ("reward_mean", self._last_reward)):
+        for key, values in (
+            ("weight", q_C),
+            ("score", self.scores),
+            ("multiplier", self._last_mult),
+            ("count", self._last_count),
+            ("reward_mean", self._last_reward),
+        ):
             out.update({f"controller/prompt_gdro/{key}/{n}": float(v) for n, v in zip(self.class_names, values)})
         out["controller/prompt_gdro/weight_entropy"] = entropy(q_C)
         out["controller/prompt_gdro/weight_max"] = float(q_C.max())
@@ -235,9 +254,15 @@ class PromptGDRO:
         return {"config": config_dict(self.config), "class_names": list(self.class_names)}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": "prompt_gdro", "identity": self._identity(), "scores": self.scores.tolist(),
-                "seen": self.seen.tolist(), "last_count": self._last_count.tolist(),
-                "last_reward": self._last_reward.tolist(), "last_mult": self._last_mult.tolist()}
+        return {
+            "kind": "prompt_gdro",
+            "identity": self._identity(),
+            "scores": self.scores.tolist(),
+            "seen": self.seen.tolist(),
+            "last_count": self._last_count.tolist(),
+            "last_reward": self._last_reward.tolist(),
+            "last_mult": self._last_mult.tolist(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         check_state(state, "prompt_gdro", self._identity())

@@ -22,6 +22,7 @@ arms. The trainer computes it and passes it in `PromptResult.loss_signal`:
 
 The reward-derived ones are computed by `reward_signal`; the surrogate ones by the learner.
 """
+
 from __future__ import annotations
 
 import base64
@@ -84,8 +85,15 @@ class PromptResult:
     def __post_init__(self) -> None:
         if self.trained is None:
             object.__setattr__(self, "trained", np.ones(np.shape(self.ids), bool))
-        spec = {"ids": np.int64, "bins": np.int64, "n_rollouts": np.int64, "n_correct": np.int64,
-                "reward_mean": np.float64, "loss_signal": np.float64, "trained": bool}
+        spec = {
+            "ids": np.int64,
+            "bins": np.int64,
+            "n_rollouts": np.int64,
+            "n_correct": np.int64,
+            "reward_mean": np.float64,
+            "loss_signal": np.float64,
+            "trained": bool,
+        }
         _columns(self, spec)
         if self.ids.size and self.ids.min() < 0:
             raise ValueError(f"PromptResult.ids must be >= 0, got {self.ids.min()}")
@@ -104,12 +112,20 @@ class PromptResult:
     def select(self, mask) -> PromptResult:
         """The rows where `mask` (N,) bool is set."""
         m = np.asarray(mask, bool)
-        return PromptResult(self.ids[m], self.bins[m], self.n_rollouts[m], self.n_correct[m], self.reward_mean[m],
-                            self.loss_signal[m], self.trained[m])
+        return PromptResult(
+            self.ids[m],
+            self.bins[m],
+            self.n_rollouts[m],
+            self.n_correct[m],
+            self.reward_mean[m],
+            self.loss_signal[m],
+            self.trained[m],
+        )
 
     @classmethod
-    def from_responses(cls, ids, bins, prompt_index_R, correct_R, reward_R, *, signal: str = "failure_rate",
-                       loss_R=None, trained=None) -> PromptResult:
+    def from_responses(
+        cls, ids, bins, prompt_index_R, correct_R, reward_R, *, signal: str = "failure_rate", loss_R=None, trained=None
+    ) -> PromptResult:
         """Aggregate per-response arrays (R responses of N prompts) into one row per prompt.
 
         prompt_index_R: (R,) position 0..N-1 of each response's prompt in `ids`
@@ -151,8 +167,10 @@ def reward_signal(name: str, n_correct_N, n_rollouts_N, reward_mean_N, reward_va
         return np.asarray(reward_var_N, np.float64).copy()
     if name == "neg_sq_stderr":
         return -np.asarray(reward_var_N, np.float64) / n_N
-    raise ValueError(f"reward_signal: {name!r} is not computed from rewards; valid names: {REWARD_SIGNALS} "
-                     f"(the learner computes 'surrogate' and 'surrogate_kl')")
+    raise ValueError(
+        f"reward_signal: {name!r} is not computed from rewards; valid names: {REWARD_SIGNALS} "
+        f"(the learner computes 'surrogate' and 'surrogate_kl')"
+    )
 
 
 def clipped_surrogate_signal(adv_R, ratio_RL, mask_RL, clip_low: float, clip_high: float) -> np.ndarray:

@@ -28,6 +28,7 @@ mixture makes the most probable joint allocation a corner one (2 <-> 12 flicker)
     >>> r.allocate([0, 0, 1, 2]).tolist()                   # no outcomes yet: equal priors -> uniform
     [4, 4, 4, 4]
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -83,11 +84,15 @@ class RolloutGDROConfig:
     def __post_init__(self) -> None:
         if self.allocator not in ALLOCATORS:
             raise ValueError(f"RolloutGDROConfig.allocator must be one of {ALLOCATORS}, got {self.allocator!r}")
-        checks = (("n_min", self.n_min >= 2, ">= 2"), ("n_max", self.n_min <= self.n_max <= 64, "in [n_min, 64]"),
-                  ("n_bar", self.n_min <= self.n_bar <= self.n_max, "in [n_min, n_max]"),
-                  ("eta", self.eta > 0, "> 0"), ("gamma", 0 <= self.gamma < 1, "in [0, 1)"),
-                  ("stats_ema_beta", 0 < self.stats_ema_beta <= 1, "in (0, 1]"),
-                  ("var_prior", 0 <= self.var_prior <= 0.25, "in [0, 0.25]"))
+        checks = (
+            ("n_min", self.n_min >= 2, ">= 2"),
+            ("n_max", self.n_min <= self.n_max <= 64, "in [n_min, 64]"),
+            ("n_bar", self.n_min <= self.n_bar <= self.n_max, "in [n_min, n_max]"),
+            ("eta", self.eta > 0, "> 0"),
+            ("gamma", 0 <= self.gamma < 1, "in [0, 1)"),
+            ("stats_ema_beta", 0 < self.stats_ema_beta <= 1, "in (0, 1]"),
+            ("var_prior", 0 <= self.var_prior <= 0.25, "in [0, 0.25]"),
+        )
         for name, ok, rule in checks:
             if not ok:
                 raise ValueError(f"RolloutGDROConfig.{name} must be {rule}, got {getattr(self, name)!r}")
@@ -101,8 +106,12 @@ class RolloutGDROConfig:
 class RolloutGDRO:
     """Per-class outcome statistics -> rollout count per prompt. `num_classes` from the classifier."""
 
-    def __init__(self, config: RolloutGDROConfig = RolloutGDROConfig(), num_classes: int = 10,
-                 names: tuple[str, ...] | None = None) -> None:
+    def __init__(
+        self,
+        config: RolloutGDROConfig = RolloutGDROConfig(),
+        num_classes: int = 10,
+        names: tuple[str, ...] | None = None,
+    ) -> None:
         if num_classes < 1:
             raise ValueError(f"RolloutGDRO.num_classes must be >= 1, got {num_classes}")
         self.config = config
@@ -114,8 +123,14 @@ class RolloutGDRO:
         self.m2 = np.full(num_classes, 0.5 - config.var_prior)  # E[p^2] per class: v = m1 - m2 = var_prior
         self.seen = np.zeros(num_classes, bool)
         self.mu = 0.0  # the price of the last allocation (warm start of the next solve)
-        self._last: dict[str, Any] = {"bins": np.zeros(0, np.int64), "n": np.zeros(0, np.int64), "total": 0,
-                                      "price": 0.0, "delta": 0.0, "n_class": np.full(num_classes, np.nan)}
+        self._last: dict[str, Any] = {
+            "bins": np.zeros(0, np.int64),
+            "n": np.zeros(0, np.int64),
+            "total": 0,
+            "price": 0.0,
+            "delta": 0.0,
+            "n_class": np.full(num_classes, np.nan),
+        }
 
     @property
     def var(self) -> np.ndarray:
@@ -125,7 +140,9 @@ class RolloutGDRO:
     def _bins(self, bins) -> np.ndarray:
         bins_N = np.asarray(bins, np.int64).reshape(-1)
         if bins_N.size and (bins_N.min() < 0 or bins_N.max() >= self.num_classes):
-            raise ValueError(f"RolloutGDRO: bins must lie in [0, {self.num_classes}), got {bins_N.min()}..{bins_N.max()}")
+            raise ValueError(
+                f"RolloutGDRO: bins must lie in [0, {self.num_classes}), got {bins_N.min()}..{bins_N.max()}"
+            )
         return bins_N
 
     def budget(self, n_prompts: int) -> int:
@@ -207,13 +224,23 @@ class RolloutGDRO:
 
     def _record(self, bins_N, n_N, total: int) -> None:
         counts_C = np.bincount(bins_N, minlength=self.num_classes)
-        n_class_C = np.divide(np.bincount(bins_N, n_N, minlength=self.num_classes), counts_C,
-                              out=np.full(self.num_classes, np.nan), where=counts_C > 0)
+        n_class_C = np.divide(
+            np.bincount(bins_N, n_N, minlength=self.num_classes),
+            counts_C,
+            out=np.full(self.num_classes, np.nan),
+            where=counts_C > 0,
+        )
         both = np.isfinite(n_class_C) & np.isfinite(self._last["n_class"])  # prompt-weighted over classes in both
         gap_C = np.abs(n_class_C - self._last["n_class"])
         delta = float(counts_C[both] @ gap_C[both] / counts_C[both].sum()) if both.any() else 0.0
-        self._last = {"bins": bins_N.copy(), "n": n_N.copy(), "total": int(total), "price": self.mu,
-                      "delta": delta, "n_class": n_class_C}
+        self._last = {
+            "bins": bins_N.copy(),
+            "n": n_N.copy(),
+            "total": int(total),
+            "price": self.mu,
+            "delta": delta,
+            "n_class": n_class_C,
+        }
 
     def metrics(self) -> dict[str, float]:
         """Last allocation (min/max/mean/std, entropy of the per-class budget shares, budget, per-class mean n and
@@ -229,14 +256,22 @@ class RolloutGDRO:
         spent_C = np.bincount(bins_N, n_N, minlength=self.num_classes)
         share_C = spent_C / spent_C.sum()
         p = share_C[share_C > 0]
-        stats = {"alloc/min": n_N.min(), "alloc/max": n_N.max(), "alloc/mean": n_N.mean(), "alloc/std": n_N.std(),
-                 "alloc/entropy": -(p * np.log(p)).sum(), "alloc/delta": self._last["delta"],
-                 "budget/total": self._last["total"], "budget/spent": n_N.sum(),
-                 "budget/shortfall": self._last["total"] - n_N.sum()}
+        stats = {
+            "alloc/min": n_N.min(),
+            "alloc/max": n_N.max(),
+            "alloc/mean": n_N.mean(),
+            "alloc/std": n_N.std(),
+            "alloc/entropy": -(p * np.log(p)).sum(),
+            "alloc/delta": self._last["delta"],
+            "budget/total": self._last["total"],
+            "budget/spent": n_N.sum(),
+            "budget/shortfall": self._last["total"] - n_N.sum(),
+        }
         out.update({pre + k: float(v) for k, v in stats.items()})
         out.update({f"{pre}budget_share/{name}": float(v) for name, v in zip(self.class_names, share_C)})
-        out.update({f"{pre}n/{name}": float(v) for name, v in zip(self.class_names, self._last["n_class"])
-                    if np.isfinite(v)})  # classes absent from the batch have no count (plots leave them blank)
+        out.update(
+            {f"{pre}n/{name}": float(v) for name, v in zip(self.class_names, self._last["n_class"]) if np.isfinite(v)}
+        )  # classes absent from the batch have no count (plots leave them blank)
         return out
 
     def _identity(self) -> dict[str, Any]:
@@ -244,11 +279,22 @@ class RolloutGDRO:
 
     def state_dict(self) -> dict[str, Any]:
         last = self._last
-        return {"kind": "rollout_gdro", "identity": self._identity(), "m1": self.m1.tolist(), "m2": self.m2.tolist(),
-                "seen": self.seen.tolist(), "mu": self.mu,
-                "last": {"bins": last["bins"].tolist(), "n": last["n"].tolist(), "total": last["total"],
-                         "price": last["price"], "delta": last["delta"],
-                         "n_class": [None if np.isnan(v) else float(v) for v in last["n_class"]]}}
+        return {
+            "kind": "rollout_gdro",
+            "identity": self._identity(),
+            "m1": self.m1.tolist(),
+            "m2": self.m2.tolist(),
+            "seen": self.seen.tolist(),
+            "mu": self.mu,
+            "last": {
+                "bins": last["bins"].tolist(),
+                "n": last["n"].tolist(),
+                "total": last["total"],
+                "price": last["price"],
+                "delta": last["delta"],
+                "n_class": [None if np.isnan(v) else float(v) for v in last["n_class"]],
+            },
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         check_state(state, "rollout_gdro", self._identity())
@@ -257,6 +303,11 @@ class RolloutGDRO:
         self.seen = np.asarray(state["seen"], bool)
         self.mu = float(state["mu"])
         last = state["last"]
-        self._last = {"bins": np.asarray(last["bins"], np.int64), "n": np.asarray(last["n"], np.int64),
-                      "total": int(last["total"]), "price": float(last["price"]), "delta": float(last["delta"]),
-                      "n_class": np.array([np.nan if v is None else v for v in last["n_class"]], np.float64)}
+        self._last = {
+            "bins": np.asarray(last["bins"], np.int64),
+            "n": np.asarray(last["n"], np.int64),
+            "total": int(last["total"]),
+            "price": float(last["price"]),
+            "delta": float(last["delta"]),
+            "n_class": np.array([np.nan if v is None else v for v in last["n_class"]], np.float64),
+        }

@@ -17,6 +17,7 @@ asked for). 9 bytes per prompt (order, pos, class).
     >>> s.move([0, 1, 4], [0, 1, 0]); s.members(0).tolist(), s.members(1).tolist(), s.sizes().tolist()
     ([0, 4], [1], [2, 1, 3])
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,11 +30,14 @@ from rlbal.controllers.records import check_state, decode_array, encode_array, r
 class BinSampler:
     """Prompts grouped by class (see the module docstring); `draw(k, q)` samples ids by class probabilities."""
 
-    def __init__(self, num_prompts: int, num_classes: int, start_class: int, seed: int = 0,
-                 names: tuple[str, ...] | None = None) -> None:
+    def __init__(
+        self, num_prompts: int, num_classes: int, start_class: int, seed: int = 0, names: tuple[str, ...] | None = None
+    ) -> None:
         if num_prompts < 1 or not 0 <= start_class < num_classes:
-            raise ValueError(f"BinSampler needs num_prompts >= 1 and 0 <= start_class < num_classes, got "
-                             f"{num_prompts}, {start_class}, {num_classes}")
+            raise ValueError(
+                f"BinSampler needs num_prompts >= 1 and 0 <= start_class < num_classes, got "
+                f"{num_prompts}, {start_class}, {num_classes}"
+            )
         if num_classes > 127 or num_prompts >= 2**31:
             raise ValueError(f"BinSampler supports < 128 classes and < 2^31 prompts, got {num_classes}, {num_prompts}")
         self.num_prompts, self.num_classes, self.start_class = int(num_prompts), int(num_classes), int(start_class)
@@ -41,7 +45,7 @@ class BinSampler:
         self.pos = np.arange(num_prompts, dtype=np.int32)
         self.cls = np.full(num_prompts, start_class, np.int8)
         self.start = np.zeros(num_classes + 1, np.int64)
-        self.start[start_class + 1:] = num_prompts
+        self.start[start_class + 1 :] = num_prompts
         self.rng = np.random.default_rng(seed)
         self.names = names or tuple(f"class_{c}" for c in range(num_classes))
         self._last_drawn = np.zeros(num_classes, np.int64)
@@ -52,7 +56,7 @@ class BinSampler:
 
     def members(self, c: int) -> np.ndarray:
         """(size_c,) ids of class c (in segment order)."""
-        return self.order[self.start[c]:self.start[c + 1]]
+        return self.order[self.start[c] : self.start[c + 1]]
 
     def _swap(self, i: int, j: int) -> None:
         a, b = int(self.order[i]), int(self.order[j])
@@ -105,7 +109,9 @@ class BinSampler:
 
     def metrics(self) -> dict[str, float]:
         """Share of the pool in each class, and share of the last draw (compare with Prompt-GDRO's weight/)."""
-        out = {f"controller/sampler/pool_share/{n}": float(v) for n, v in zip(self.names, self.sizes() / self.num_prompts)}
+        out = {
+            f"controller/sampler/pool_share/{n}": float(v) for n, v in zip(self.names, self.sizes() / self.num_prompts)
+        }
         drawn = self._last_drawn / max(int(self._last_drawn.sum()), 1)
         out.update({f"controller/sampler/drawn_share/{n}": float(v) for n, v in zip(self.names, drawn)})
         return out
@@ -114,9 +120,14 @@ class BinSampler:
         return {"num_prompts": self.num_prompts, "num_classes": self.num_classes, "start_class": self.start_class}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": "bin_sampler", "identity": self._identity(), "order": encode_array(self.order),
-                "start": self.start.tolist(), "rng": rng_state(self.rng),
-                "last_drawn": self._last_drawn.tolist()}
+        return {
+            "kind": "bin_sampler",
+            "identity": self._identity(),
+            "order": encode_array(self.order),
+            "start": self.start.tolist(),
+            "rng": rng_state(self.rng),
+            "last_drawn": self._last_drawn.tolist(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         check_state(state, "bin_sampler", self._identity())

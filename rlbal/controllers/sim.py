@@ -18,6 +18,7 @@ marked. With `learn_rate > 0` a trained group with a non-zero advantage nudges i
 
 `python -m rlbal.controllers.sim` prints the allocator table of docs/controllers.md.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,8 +32,13 @@ from rlbal.controllers.filtering import FilterConfig, GroupFilter
 from rlbal.controllers.records import REWARD_SIGNALS, PromptResult, reward_signal, rng_from_state, rng_state
 from rlbal.controllers.rollout_gdro import RolloutGDROConfig
 
-BANDS: tuple[tuple[str, float, float], ...] = (("p=0", 0.0, 0.0), ("(0,.2)", 0.0, 0.2), ("[.2,.8]", 0.2, 0.8),
-                                                ("(.8,1)", 0.8, 1.0), ("p=1", 1.0, 1.0))
+BANDS: tuple[tuple[str, float, float], ...] = (
+    ("p=0", 0.0, 0.0),
+    ("(0,.2)", 0.0, 0.2),
+    ("[.2,.8]", 0.2, 0.8),
+    ("(.8,1)", 0.8, 1.0),
+    ("p=1", 1.0, 1.0),
+)
 
 
 @dataclass(frozen=True)
@@ -217,13 +223,28 @@ class Simulator:
             delta.append(m.get("controller/rollout_gdro/alloc/delta", np.nan))
             q.append(no_q if pg is None else pg.distribution())
         flat = {k: np.concatenate([g[k] for g in groups]) for k in groups[0]}
-        return SimTrace(flat["step"], flat["ids"], flat["bins"], flat["counts"], flat["correct"], flat["weights"],
-                        flat["trained"], flat["band"], np.asarray(mu), np.asarray(delta), np.asarray(q))
+        return SimTrace(
+            flat["step"],
+            flat["ids"],
+            flat["bins"],
+            flat["counts"],
+            flat["correct"],
+            flat["weights"],
+            flat["trained"],
+            flat["band"],
+            np.asarray(mu),
+            np.asarray(delta),
+            np.asarray(q),
+        )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": "simulator", "rng": rng_state(self.rng), "p": self.p_P.tolist(),
-                "controllers": self.controllers.state_dict(),
-                "filter": self.filter.state_dict() if self.filter is not None else None}
+        return {
+            "kind": "simulator",
+            "rng": rng_state(self.rng),
+            "p": self.p_P.tolist(),
+            "controllers": self.controllers.state_dict(),
+            "filter": self.filter.state_dict() if self.filter is not None else None,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("kind") != "simulator":
@@ -238,9 +259,19 @@ class Simulator:
 # ---- the allocator table ------------------------------------------------------------------------------
 
 
-def allocator_table(prompts: SyntheticPrompts, *, classifier: ClassifierConfig, n_bar: int, n_max: int,
-                    steps: int, batch_size: int, seeds=(0, 1, 2), filter: FilterConfig | None = None,
-                    learn_rate: float = 0.0, warmup: int = 0) -> list[dict[str, Any]]:
+def allocator_table(
+    prompts: SyntheticPrompts,
+    *,
+    classifier: ClassifierConfig,
+    n_bar: int,
+    n_max: int,
+    steps: int,
+    batch_size: int,
+    seeds=(0, 1, 2),
+    filter: FilterConfig | None = None,
+    learn_rate: float = 0.0,
+    warmup: int = 0,
+) -> list[dict[str, Any]]:
     """One row per allocator (uniform, bandit, sqrt, knapsack), each averaged over `seeds`: informative share of
     the rollouts, budget share per true band, mean |change| of per-class counts per step, final price, and
     (with learning) the pool's mean p at the end. Steps before `warmup` are left out of the averages."""
@@ -250,30 +281,53 @@ def allocator_table(prompts: SyntheticPrompts, *, classifier: ClassifierConfig, 
         for seed in seeds:
             ro = None if name == "uniform" else RolloutGDROConfig(allocator=name, n_bar=n_bar, n_max=n_max)
             ctl = Controllers.from_configs(classifier, rollout=ro, n_rollouts=n_bar)
-            sim = Simulator(prompts, ctl, SimConfig(batch_size=batch_size, filter=filter, learn_rate=learn_rate,
-                                                    seed=seed))
+            sim = Simulator(
+                prompts, ctl, SimConfig(batch_size=batch_size, filter=filter, learn_rate=learn_rate, seed=seed)
+            )
             t = sim.run(steps)
-            stats.append((t.informative_frac(warmup), t.budget_share_by_band(warmup),
-                          np.nanmean(t.delta_S[warmup:]) if ro else 0.0, t.mu_S[-1] if ro else np.nan,
-                          float(sim.p_P.mean())))
+            stats.append(
+                (
+                    t.informative_frac(warmup),
+                    t.budget_share_by_band(warmup),
+                    np.nanmean(t.delta_S[warmup:]) if ro else 0.0,
+                    t.mu_S[-1] if ro else np.nan,
+                    float(sim.p_P.mean()),
+                )
+            )
         inf, share, delta, mu, pbar = zip(*stats)
-        rows.append({"allocator": name, "informative": float(np.mean(inf)), "informative_sd": float(np.std(inf)),
-                     "band_share": np.mean(share, 0), "delta": float(np.mean(delta)), "mu": float(np.mean(mu)),
-                     "mean_p": float(np.mean(pbar))})
+        rows.append(
+            {
+                "allocator": name,
+                "informative": float(np.mean(inf)),
+                "informative_sd": float(np.std(inf)),
+                "band_share": np.mean(share, 0),
+                "delta": float(np.mean(delta)),
+                "mu": float(np.mean(mu)),
+                "mean_p": float(np.mean(pbar)),
+            }
+        )
     return rows
 
 
 def format_table(rows: list[dict[str, Any]], prompts: SyntheticPrompts) -> str:
     """The table as markdown (band shares next to the bands' share of the pool)."""
     pool = np.bincount(prompts.bands(), minlength=len(BANDS)) / len(prompts)
-    head = ("| allocator | informative rollouts | " + " | ".join(f"budget {b[0]}" for b in BANDS)
-            + " | mean abs change / step | price | mean p at end |")
-    lines = [head, "|" + "---|" * (len(BANDS) + 5),
-             "| (pool share) | | " + " | ".join(f"{v:.3f}" for v in pool) + " | | | |"]
+    head = (
+        "| allocator | informative rollouts | "
+        + " | ".join(f"budget {b[0]}" for b in BANDS)
+        + " | mean abs change / step | price | mean p at end |"
+    )
+    lines = [
+        head,
+        "|" + "---|" * (len(BANDS) + 5),
+        "| (pool share) | | " + " | ".join(f"{v:.3f}" for v in pool) + " | | | |",
+    ]
     for r in rows:
-        lines.append(f"| {r['allocator']} | {r['informative']:.3f} ± {r['informative_sd']:.3f} | "
-                     + " | ".join(f"{v:.3f}" for v in r["band_share"])
-                     + f" | {r['delta']:.3f} | {r['mu']:.3g} | {r['mean_p']:.3f} |")
+        lines.append(
+            f"| {r['allocator']} | {r['informative']:.3f} ± {r['informative_sd']:.3f} | "
+            + " | ".join(f"{v:.3f}" for v in r["band_share"])
+            + f" | {r['delta']:.3f} | {r['mu']:.3g} | {r['mean_p']:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -281,12 +335,17 @@ def main() -> None:
     """The docs table: a realistic pool, static and learning, without and with a [0.2, 0.8] band filter."""
     prompts = SyntheticPrompts.mixture(2000, never=0.25, always=0.15, a=0.6, b=0.6, seed=0)
     clf = ClassifierConfig(num_bins=5, window=50, hysteresis=0.03)
-    settings = (("static pool", {}), ("learning pool (learn_rate 0.3)", {"learn_rate": 0.3}),
-                ("band filter [0.2, 0.8]", {"filter": FilterConfig()}))
+    settings = (
+        ("static pool", {}),
+        ("learning pool (learn_rate 0.3)", {"learn_rate": 0.3}),
+        ("band filter [0.2, 0.8]", {"filter": FilterConfig()}),
+    )
     for title, kw in settings:
         rows = allocator_table(prompts, classifier=clf, n_bar=8, n_max=16, steps=300, batch_size=64, warmup=50, **kw)
-        print(f"\n{title}: 2000 prompts (25% p=0, 15% p=1, 60% p~Beta(.6,.6)), 64 prompts x 8 rollouts, "
-              f"5 bins, 300 steps (first 50 left out), 3 seeds\n")
+        print(
+            f"\n{title}: 2000 prompts (25% p=0, 15% p=1, 60% p~Beta(.6,.6)), 64 prompts x 8 rollouts, "
+            f"5 bins, 300 steps (first 50 left out), 3 seeds\n"
+        )
         print(format_table(rows, prompts))
 
 

@@ -10,16 +10,17 @@ Modules: records (DataError, PromptTable, PromptDataset, PromptBatch), templatin
 files (readers + field mapping), procedural (reasoning-gym levels), gsm8k (vendored), dataset
 (specs -> PromptDataset), prompt_source (the shuffled, resumable stream). See docs/data.md.
 """
+
 from rlbal.data.dataset import (
-                                FilesSpec,
-                                GSM8KSpec,
-                                ProceduralSpec,
-                                SourceSpec,
-                                build_dataset,
-                                format_from_config,
-                                load_prompts,
-                                load_table,
-                                spec_from_config,
+    FilesSpec,
+    GSM8KSpec,
+    ProceduralSpec,
+    SourceSpec,
+    build_dataset,
+    format_from_config,
+    load_prompts,
+    load_table,
+    spec_from_config,
 )
 from rlbal.data.files import FieldMap, read_rows, read_table
 from rlbal.data.gsm8k import gsm8k, parse_answer
@@ -29,8 +30,32 @@ from rlbal.data.records import DataError, PromptBatch, PromptDataset, PromptTabl
 from rlbal.data.templating import BOXED_INSTRUCTION, PromptFormat, build_messages, render
 
 __all__ = [
-    "BOXED_INSTRUCTION", "DataError", "FieldMap", "FilesSpec", "GSM8KSpec", "LEVELS", "ProceduralSpec",
-    "PromptBatch", "PromptDataset", "PromptFormat", "PromptSource", "PromptStream", "SampledSource", "PromptTable",
-    "SourceSpec", "build_dataset", "build_messages", "concat_tables", "format_from_config", "gsm8k", "load_prompts", "load_table",
-    "parse_answer", "procedural_table", "read_rows", "read_table", "render", "spec_from_config",
+    "BOXED_INSTRUCTION",
+    "DataError",
+    "FieldMap",
+    "FilesSpec",
+    "GSM8KSpec",
+    "LEVELS",
+    "ProceduralSpec",
+    "PromptBatch",
+    "PromptDataset",
+    "PromptFormat",
+    "PromptSource",
+    "PromptStream",
+    "SampledSource",
+    "PromptTable",
+    "SourceSpec",
+    "build_dataset",
+    "build_messages",
+    "concat_tables",
+    "format_from_config",
+    "gsm8k",
+    "load_prompts",
+    "load_table",
+    "parse_answer",
+    "procedural_table",
+    "read_rows",
+    "read_table",
+    "render",
+    "spec_from_config",
 ]

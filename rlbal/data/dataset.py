@@ -11,6 +11,7 @@ Sources are typed specs, each with one registered loader that returns a `PromptT
 
 Dense index i of the dataset is its i-th kept row, in source order; dropped rows get no index.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -125,16 +126,26 @@ def length_keep_mask(table: PromptTable, lengths_N: np.ndarray, fmt: PromptForma
     keep_N = lengths_N <= fmt.max_prompt_tokens
     if fmt.too_long == "error" and not keep_N.all():
         i = int(np.argmin(keep_N))
-        raise DataError(f"{table.where(i)}: prompt is {lengths_N[i]} tokens after templating, longer than "
-                        f"max_prompt_tokens={fmt.max_prompt_tokens} (too_long='drop' drops such rows)")
+        raise DataError(
+            f"{table.where(i)}: prompt is {lengths_N[i]} tokens after templating, longer than "
+            f"max_prompt_tokens={fmt.max_prompt_tokens} (too_long='drop' drops such rows)"
+        )
     if not keep_N.any():
-        raise DataError(f"{table.source}: empty dataset: all {len(keep_N)} prompts are longer than "
-                        f"max_prompt_tokens={fmt.max_prompt_tokens} (dropped by too_long='drop')")
+        raise DataError(
+            f"{table.source}: empty dataset: all {len(keep_N)} prompts are longer than "
+            f"max_prompt_tokens={fmt.max_prompt_tokens} (dropped by too_long='drop')"
+        )
     return keep_N
 
 
-def fingerprint(keys: list[str], answers: list[str], metas: list[dict[str, Any]], difficulty_N: np.ndarray,
-                token_ids_flat: np.ndarray, offsets: np.ndarray) -> str:
+def fingerprint(
+    keys: list[str],
+    answers: list[str],
+    metas: list[dict[str, Any]],
+    difficulty_N: np.ndarray,
+    token_ids_flat: np.ndarray,
+    offsets: np.ndarray,
+) -> str:
     """sha256 over everything a training step reads from the dataset, in row order."""
     h = hashlib.sha256()
     for part in (keys, answers):
@@ -161,8 +172,15 @@ def build_dataset(table: PromptTable, tokenizer: Any, fmt: PromptFormat = Prompt
     keys, answers = [table.keys[i] for i in kept], [table.answers[i] for i in kept]
     metas, difficulty_N = [table.metas[i] for i in kept], table.difficulty[kept]
     return PromptDataset(
-        name=table.name, source=table.source, keys=keys, texts=[texts[i] for i in kept], answers=answers,
-        metas=metas, difficulty=difficulty_N, token_ids_flat=flat, offsets=offsets,
+        name=table.name,
+        source=table.source,
+        keys=keys,
+        texts=[texts[i] for i in kept],
+        answers=answers,
+        metas=metas,
+        difficulty=difficulty_N,
+        token_ids_flat=flat,
+        offsets=offsets,
         fingerprint=fingerprint(keys, answers, metas, difficulty_N, flat, offsets),
         n_dropped=int(len(table) - len(kept)),
     )
@@ -184,12 +202,21 @@ def spec_from_config(data: Any, seed: int) -> SourceSpec:
 
 def field_map_from_config(data: Any) -> FieldMap:
     """The column mapping of an `rlbal.config.DataConfig` (training files and eval files alike)."""
-    return FieldMap(prompt=data.prompt_field, answer=data.answer_field, id=data.id_field,
-                    difficulty=data.difficulty_field, difficulty_levels=tuple(data.difficulty_levels))
+    return FieldMap(
+        prompt=data.prompt_field,
+        answer=data.answer_field,
+        id=data.id_field,
+        difficulty=data.difficulty_field,
+        difficulty_levels=tuple(data.difficulty_levels),
+    )
 
 
 def format_from_config(data: Any) -> PromptFormat:
     """The prompt format and length policy of an `rlbal.config.DataConfig`."""
-    return PromptFormat(system_prompt=data.system_prompt, instruction=data.instruction,
-                        use_chat_template=data.use_chat_template, max_prompt_tokens=data.max_prompt_tokens,
-                        too_long=data.too_long)
+    return PromptFormat(
+        system_prompt=data.system_prompt,
+        instruction=data.instruction,
+        use_chat_template=data.use_chat_template,
+        max_prompt_tokens=data.max_prompt_tokens,
+        too_long=data.too_long,
+    )

@@ -9,6 +9,7 @@ default key "<name>:<row>" uses) and the field:
 
     table = read_table("data/train.jsonl", FieldMap(prompt="question", id="uid"))
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -158,8 +159,11 @@ def _read_saved_dataset(path: Path, split: str | None) -> list[dict[str, Any]]:
 
 
 READERS: dict[str, Callable[[Path], list[dict[str, Any]]]] = {
-    ".jsonl": read_jsonl, ".jsonl.gz": read_jsonl, ".json": _read_json,
-    ".parquet": _read_parquet, ".arrow": _read_arrow,
+    ".jsonl": read_jsonl,
+    ".jsonl.gz": read_jsonl,
+    ".json": _read_json,
+    ".parquet": _read_parquet,
+    ".arrow": _read_arrow,
 }
 
 
@@ -186,8 +190,9 @@ def read_rows(path: str | Path, split: str | None = None) -> list[dict[str, Any]
         return _read_saved_dataset(path, split)
     suffix = next((s for s in SUFFIXES if path.name.endswith(s)), None)
     if suffix is None:
-        raise DataError(f"{path.name}: unsupported file type; use one of {', '.join(SUFFIXES)} "
-                        "or a saved dataset folder")
+        raise DataError(
+            f"{path.name}: unsupported file type; use one of {', '.join(SUFFIXES)} or a saved dataset folder"
+        )
     return READERS[suffix](path)
 
 
@@ -212,12 +217,15 @@ def _prompt(value: Any, name: str, where: str) -> list[dict[str, str]]:
             raise DataError(f"{where}: field {name!r} is empty")
         return [{"role": "user", "content": value}]
     if not isinstance(value, (list, tuple)) or not value:
-        raise DataError(f"{where}: field {name!r} must be a non-empty string or list of chat messages, "
-                        f"got {type(value).__name__}")
+        raise DataError(
+            f"{where}: field {name!r} must be a non-empty string or list of chat messages, got {type(value).__name__}"
+        )
     for j, m in enumerate(value):
         if not isinstance(m, dict) or not isinstance(m.get("content"), str) or m.get("role") not in ROLES:
-            raise DataError(f"{where}: field {name!r} message {j} must be {{'role': one of {'/'.join(ROLES)}, "
-                            f"'content': str}}, got {m!r}"[:300])
+            raise DataError(
+                f"{where}: field {name!r} message {j} must be {{'role': one of {'/'.join(ROLES)}, "
+                f"'content': str}}, got {m!r}"[:300]
+            )
     if not any(m["role"] == "user" for m in value):
         raise DataError(f"{where}: field {name!r} has no 'user' message")
     return [{"role": m["role"], "content": m["content"]} for m in value]
@@ -226,8 +234,9 @@ def _prompt(value: Any, name: str, where: str) -> list[dict[str, str]]:
 def _scalar_text(value: Any, name: str, where: str, kinds: tuple[type, ...]) -> str:
     # bool is an int subclass, but True is never a meaningful answer or id
     if isinstance(value, bool) or not isinstance(value, kinds):
-        raise DataError(f"{where}: field {name!r} must be {' or '.join(k.__name__ for k in kinds)}, "
-                        f"got {type(value).__name__}")
+        raise DataError(
+            f"{where}: field {name!r} must be {' or '.join(k.__name__ for k in kinds)}, got {type(value).__name__}"
+        )
     if isinstance(value, float) and not math.isfinite(value):
         raise DataError(f"{where}: field {name!r} is {value} (a missing value in the file?)")
     text = str(value).strip()
@@ -289,8 +298,11 @@ def table_from_rows(rows: Sequence[dict[str, Any]], fields: FieldMap, name: str,
         where = row_where(source, r)
         messages.append(_prompt(require_field(row, fields.prompt, where), fields.prompt, where))
         answers.append(_scalar_text(require_field(row, fields.answer, where), fields.answer, where, (str, int, float)))
-        keys.append(_scalar_text(require_field(row, fields.id, where), fields.id, where, (str, int))
-                    if fields.id else f"{name}:{r}")
+        keys.append(
+            _scalar_text(require_field(row, fields.id, where), fields.id, where, (str, int))
+            if fields.id
+            else f"{name}:{r}"
+        )
         value = _difficulty(row, fields.difficulty, where) if fields.difficulty else math.nan
         if isinstance(value, str):
             labels[r] = value
@@ -300,18 +312,29 @@ def table_from_rows(rows: Sequence[dict[str, Any]], fields: FieldMap, name: str,
     numeric = np.flatnonzero(np.isfinite(difficulty))
     if labels and numeric.size:
         first = min(labels)
-        raise DataError(f"{row_where(source, int(numeric[0]))}: field {fields.difficulty!r} is a number, but "
-                        f"{row_where(source, first)} holds the string level {labels[first]!r}; use one kind per column")
+        raise DataError(
+            f"{row_where(source, int(numeric[0]))}: field {fields.difficulty!r} is a number, but "
+            f"{row_where(source, first)} holds the string level {labels[first]!r}; use one kind per column"
+        )
     for r, label in labels.items():
         metas[r] = {**metas[r], DIFFICULTY_LABEL: label}
-    table = PromptTable(name=name, sources=(source,), keys=keys, messages=messages, answers=answers, metas=metas,
-                        difficulty=difficulty, rows=np.arange(len(rows), dtype=np.int64),
-                        source_index=np.zeros(len(rows), dtype=np.int32))
+    table = PromptTable(
+        name=name,
+        sources=(source,),
+        keys=keys,
+        messages=messages,
+        answers=answers,
+        metas=metas,
+        difficulty=difficulty,
+        rows=np.arange(len(rows), dtype=np.int64),
+        source_index=np.zeros(len(rows), dtype=np.int32),
+    )
     return code_difficulty_labels(table, fields.difficulty_levels) if labels else table
 
 
-def read_table(path: str | Path, fields: FieldMap = FieldMap(), split: str | None = None,
-               name: str | None = None) -> PromptTable:
+def read_table(
+    path: str | Path, fields: FieldMap = FieldMap(), split: str | None = None, name: str | None = None
+) -> PromptTable:
     """One file or saved dataset folder as a validated `PromptTable`."""
     path = Path(path).expanduser()
     rows = read_rows(path, split)

@@ -8,6 +8,7 @@ kept in meta.
     table = gsm8k("test")      # PromptTable, keys 'gsm8k/test/0' ...
     table.answers[0]           # '18'
 """
+
 from __future__ import annotations
 
 import re
@@ -54,10 +55,16 @@ def gsm8k(split: str = "train") -> PromptTable:
         solutions.append(solution)
     n = len(rows)
     return PromptTable(
-        name=f"gsm8k-{split}", sources=(f"gsm8k/{path.name}",),
+        name=f"gsm8k-{split}",
+        sources=(f"gsm8k/{path.name}",),
         keys=[f"gsm8k/{split}/{r}" for r in range(n)],
-        messages=[[{"role": "user", "content": require_field(row, "question", row_where(path.name, r))}]
-                  for r, row in enumerate(rows)],
-        answers=answers, metas=[{"solution": s} for s in solutions],
-        difficulty=np.full(n, np.nan), rows=np.arange(n, dtype=np.int64), source_index=np.zeros(n, dtype=np.int32),
+        messages=[
+            [{"role": "user", "content": require_field(row, "question", row_where(path.name, r))}]
+            for r, row in enumerate(rows)
+        ],
+        answers=answers,
+        metas=[{"solution": s} for s in solutions],
+        difficulty=np.full(n, np.nan),
+        rows=np.arange(n, dtype=np.int64),
+        source_index=np.zeros(n, dtype=np.int32),
     )

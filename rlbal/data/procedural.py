@@ -11,6 +11,7 @@ metadata in its meta, which is what reasoning-gym's scorer needs:
     entry = {"answer": table.answers[i], "metadata": table.metas[i]["metadata"]}  # all a scorer reads
     reasoning_gym.get_score_answer_fn(table.metas[i]["task"])(completion_answer, entry)
 """
+
 from __future__ import annotations
 
 import zlib
@@ -31,16 +32,51 @@ LEVELS: dict[str, dict[int, dict[str, Any]]] = {
         5: dict(min_terms=4, max_terms=4, min_digits=3, max_digits=3),
     },
     "basic_arithmetic": {
-        1: dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1, operators=("+", "-"),
-                allow_parentheses=False, allow_negation=False),
-        2: dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1, operators=("+", "-", "*"),
-                allow_parentheses=False, allow_negation=False),
-        3: dict(min_terms=3, max_terms=3, min_digits=1, max_digits=2, operators=("+", "-", "*"),
-                allow_parentheses=False, allow_negation=False),
-        4: dict(min_terms=3, max_terms=4, min_digits=2, max_digits=2, operators=("+", "-", "*", "/"),
-                allow_parentheses=True, allow_negation=False),
-        5: dict(min_terms=4, max_terms=5, min_digits=2, max_digits=3, operators=("+", "-", "*", "/"),
-                allow_parentheses=True, allow_negation=True),
+        1: dict(
+            min_terms=2,
+            max_terms=2,
+            min_digits=1,
+            max_digits=1,
+            operators=("+", "-"),
+            allow_parentheses=False,
+            allow_negation=False,
+        ),
+        2: dict(
+            min_terms=2,
+            max_terms=2,
+            min_digits=1,
+            max_digits=1,
+            operators=("+", "-", "*"),
+            allow_parentheses=False,
+            allow_negation=False,
+        ),
+        3: dict(
+            min_terms=3,
+            max_terms=3,
+            min_digits=1,
+            max_digits=2,
+            operators=("+", "-", "*"),
+            allow_parentheses=False,
+            allow_negation=False,
+        ),
+        4: dict(
+            min_terms=3,
+            max_terms=4,
+            min_digits=2,
+            max_digits=2,
+            operators=("+", "-", "*", "/"),
+            allow_parentheses=True,
+            allow_negation=False,
+        ),
+        5: dict(
+            min_terms=4,
+            max_terms=5,
+            min_digits=2,
+            max_digits=3,
+            operators=("+", "-", "*", "/"),
+            allow_parentheses=True,
+            allow_negation=True,
+        ),
     },
     "countdown": {
         1: dict(min_numbers=3, max_numbers=3, min_value=1, max_value=10, min_target=10, max_target=50),
@@ -105,8 +141,11 @@ def procedural_table(tasks: Sequence[str], levels: Sequence[int], size: int | Se
         raise DataError(f"procedural data: {len(levels)} levels need as many sizes, got {list(size)}")
     for task in tasks:
         mine = [lv for lv in levels if lv in LEVELS[task]]
-        rows += [(task, lv, f"{task}/L{lv}/s{seed}/{j}", e)
-                 for lv in mine for j, e in enumerate(generate_entries(task, lv, sizes[lv], seed))]
+        rows += [
+            (task, lv, f"{task}/L{lv}/s{seed}/{j}", e)
+            for lv in mine
+            for j, e in enumerate(generate_entries(task, lv, sizes[lv], seed))
+        ]
     return PromptTable(
         name="procedural",
         sources=(f"procedural({','.join(tasks)}; seed={seed})",),

@@ -12,6 +12,7 @@ Refills for online filtering are just more `next(k)` calls: they continue the sa
     other = PromptSource(dataset, seed=0); other.load_state_dict(state)
     assert (other.next(4).indices == src.next(4).indices).all()
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol
@@ -69,7 +70,7 @@ class PromptSource:
         n, parts = len(self._order), []
         while k > 0:
             take = min(k, n - self.position)
-            parts.append(self._order[self.position:self.position + take])
+            parts.append(self._order[self.position : self.position + take])
             self.position, k = self.position + take, k - take
             if self.position == n:
                 self.epoch, self.position = self.epoch + 1, 0
@@ -81,31 +82,45 @@ class PromptSource:
         return self.dataset.batch(self.next_indices(k))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "shuffle": self.shuffle, "epoch": self.epoch, "position": self.position,
-                "num_prompts": len(self.dataset), "fingerprint": self.dataset.fingerprint}
+        return {
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "epoch": self.epoch,
+            "position": self.position,
+            "num_prompts": len(self.dataset),
+            "fingerprint": self.dataset.fingerprint,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from `state`; refuses a checkpoint taken on different prompts or settings."""
         if state["fingerprint"] != self.dataset.fingerprint or state["num_prompts"] != len(self.dataset):
-            raise DataError(f"prompt source checkpoint is for another dataset ({state['num_prompts']} prompts, "
-                            f"fingerprint {state['fingerprint'][:12]}) but {self.dataset.source} has "
-                            f"{len(self.dataset)} prompts, fingerprint {self.dataset.fingerprint[:12]}: "
-                            f"the data file, tokenizer or prompt format changed")
+            raise DataError(
+                f"prompt source checkpoint is for another dataset ({state['num_prompts']} prompts, "
+                f"fingerprint {state['fingerprint'][:12]}) but {self.dataset.source} has "
+                f"{len(self.dataset)} prompts, fingerprint {self.dataset.fingerprint[:12]}: "
+                f"the data file, tokenizer or prompt format changed"
+            )
         for name in ("seed", "shuffle"):
             if state[name] != getattr(self, name):
-                raise ValueError(f"prompt source checkpoint has {name}={state[name]!r}, "
-                                 f"this source {name}={getattr(self, name)!r}")
+                raise ValueError(
+                    f"prompt source checkpoint has {name}={state[name]!r}, this source {name}={getattr(self, name)!r}"
+                )
         if not 0 <= state["position"] < len(self.dataset) or state["epoch"] < 0:
-            raise ValueError(f"prompt source checkpoint cursor out of range: epoch {state['epoch']}, "
-                             f"position {state['position']} of {len(self.dataset)}")
+            raise ValueError(
+                f"prompt source checkpoint cursor out of range: epoch {state['epoch']}, "
+                f"position {state['position']} of {len(self.dataset)}"
+            )
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self._order = self.epoch_order(self.epoch)
 
     def metrics(self) -> dict[str, float]:
         """'data/epoch' as a fraction (1.5 = half-way through the second epoch); the dataset's size and the
         prompts its too-long policy dropped ('data/num_prompts', 'data/dropped_too_long')."""
-        return {"data/epoch": self.epoch + self.position / len(self.dataset),
-                "data/num_prompts": float(len(self.dataset)), "data/dropped_too_long": float(self.dataset.n_dropped)}
+        return {
+            "data/epoch": self.epoch + self.position / len(self.dataset),
+            "data/num_prompts": float(len(self.dataset)),
+            "data/dropped_too_long": float(self.dataset.n_dropped),
+        }
 
 
 class SampledSource:
@@ -128,14 +143,20 @@ class SampledSource:
         return self.dataset.batch(ids)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": "sampled", "drawn": self.drawn, "num_prompts": len(self.dataset),
-                "fingerprint": self.dataset.fingerprint}
+        return {
+            "kind": "sampled",
+            "drawn": self.drawn,
+            "num_prompts": len(self.dataset),
+            "fingerprint": self.dataset.fingerprint,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("kind") != "sampled" or state["fingerprint"] != self.dataset.fingerprint:
-            raise DataError(f"prompt source checkpoint ({state.get('kind', 'shuffled')}, fingerprint "
-                            f"{state['fingerprint'][:12]}) does not match a sampled source over {self.dataset.source} "
-                            f"(fingerprint {self.dataset.fingerprint[:12]}): same data and Prompt-GDRO realisation needed")
+            raise DataError(
+                f"prompt source checkpoint ({state.get('kind', 'shuffled')}, fingerprint "
+                f"{state['fingerprint'][:12]}) does not match a sampled source over {self.dataset.source} "
+                f"(fingerprint {self.dataset.fingerprint[:12]}): same data and Prompt-GDRO realisation needed"
+            )
         self.drawn = int(state["drawn"])
 
     def metrics(self) -> dict[str, float]:

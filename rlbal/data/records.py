@@ -7,6 +7,7 @@
 Ids: `index` is the dense row position in the loaded dataset (int64, what controllers key their
 per-prompt history by); `key` is a string id (the mapped id field, else "<name>:<row>").
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,9 +56,16 @@ class PromptTable:
     source_index: np.ndarray
 
     def __post_init__(self) -> None:
-        _check_lengths("PromptTable", len(self.keys), messages=self.messages, answers=self.answers,
-                       metas=self.metas, difficulty=self.difficulty, rows=self.rows,
-                       source_index=self.source_index)
+        _check_lengths(
+            "PromptTable",
+            len(self.keys),
+            messages=self.messages,
+            answers=self.answers,
+            metas=self.metas,
+            difficulty=self.difficulty,
+            rows=self.rows,
+            source_index=self.source_index,
+        )
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -116,8 +124,16 @@ class PromptBatch:
     def __post_init__(self) -> None:
         if self.indices.dtype != np.int64 or self.indices.ndim != 1:
             raise ValueError(f"PromptBatch.indices must be 1-D int64, got {self.indices.dtype} {self.indices.shape}")
-        _check_lengths("PromptBatch", len(self.indices), keys=self.keys, prompt_token_ids=self.prompt_token_ids,
-                       texts=self.texts, answers=self.answers, metas=self.metas, difficulty=self.difficulty)
+        _check_lengths(
+            "PromptBatch",
+            len(self.indices),
+            keys=self.keys,
+            prompt_token_ids=self.prompt_token_ids,
+            texts=self.texts,
+            answers=self.answers,
+            metas=self.metas,
+            difficulty=self.difficulty,
+        )
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -148,11 +164,14 @@ class PromptDataset:
 
     def __post_init__(self) -> None:
         n = len(self.keys)
-        _check_lengths("PromptDataset", n, texts=self.texts, answers=self.answers, metas=self.metas,
-                       difficulty=self.difficulty)
+        _check_lengths(
+            "PromptDataset", n, texts=self.texts, answers=self.answers, metas=self.metas, difficulty=self.difficulty
+        )
         if len(self.offsets) != n + 1 or self.offsets[-1] != len(self.token_ids_flat):
-            raise ValueError(f"PromptDataset.offsets must have N+1={n + 1} entries ending at "
-                             f"{len(self.token_ids_flat)}, got {len(self.offsets)} ending at {self.offsets[-1]}")
+            raise ValueError(
+                f"PromptDataset.offsets must have N+1={n + 1} entries ending at "
+                f"{len(self.token_ids_flat)}, got {len(self.offsets)} ending at {self.offsets[-1]}"
+            )
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -163,7 +182,7 @@ class PromptDataset:
         return np.diff(self.offsets)
 
     def token_ids(self, i: int) -> list[int]:
-        return self.token_ids_flat[self.offsets[i]:self.offsets[i + 1]].tolist()
+        return self.token_ids_flat[self.offsets[i] : self.offsets[i + 1]].tolist()
 
     def batch(self, indices: np.ndarray) -> PromptBatch:
         """The prompts at dense `indices` (k,), in that order."""
@@ -183,6 +202,9 @@ class PromptDataset:
     def metrics(self) -> dict[str, float]:
         """Flat summary for the run log."""
         lengths = self.prompt_lengths
-        return {"data/num_prompts": float(len(self)), "data/dropped_too_long": float(self.n_dropped),
-                "data/prompt_len_mean": float(lengths.mean()) if len(self) else 0.0,
-                "data/prompt_len_max": float(lengths.max()) if len(self) else 0.0}
+        return {
+            "data/num_prompts": float(len(self)),
+            "data/dropped_too_long": float(self.n_dropped),
+            "data/prompt_len_mean": float(lengths.mean()) if len(self) else 0.0,
+            "data/prompt_len_max": float(lengths.max()) if len(self) else 0.0,
+        }

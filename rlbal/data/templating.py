@@ -7,6 +7,7 @@ model (`rlbal.assets`) and the RL prompt datasets format prompts identically:
     # [{'role': 'user', 'content': '2 + 3 =\\nPut the final answer in \\\\boxed{}.'}]
     texts, ids = render(tokenizer, [messages], PromptFormat())
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -67,8 +68,9 @@ def plain_text(messages: Sequence[Message]) -> str:
     return "".join(m["content"] + "\n" for m in messages)
 
 
-def render(tokenizer: Any, conversations: Sequence[Sequence[Message]],
-           fmt: PromptFormat) -> tuple[list[str], list[list[int]]]:
+def render(
+    tokenizer: Any, conversations: Sequence[Sequence[Message]], fmt: PromptFormat
+) -> tuple[list[str], list[list[int]]]:
     """Chat texts and their token ids for many prompts at once (one batched tokenizer call).
 
     The template adds any BOS itself, so tokenising the text adds no special tokens again.
@@ -77,10 +79,13 @@ def render(tokenizer: Any, conversations: Sequence[Sequence[Message]],
         return [], []
     if fmt.use_chat_template:
         if not tokenizer.chat_template:
-            raise ValueError("PromptFormat.use_chat_template=True but the tokenizer has no chat_template "
-                             "(use a chat model or set use_chat_template=False)")
-        texts = tokenizer.apply_chat_template([list(c) for c in conversations], tokenize=False,
-                                              add_generation_prompt=True)
+            raise ValueError(
+                "PromptFormat.use_chat_template=True but the tokenizer has no chat_template "
+                "(use a chat model or set use_chat_template=False)"
+            )
+        texts = tokenizer.apply_chat_template(
+            [list(c) for c in conversations], tokenize=False, add_generation_prompt=True
+        )
     else:
         texts = [plain_text(c) for c in conversations]
     # verbose=False: over-long prompts are the length policy's business, not a tokenizer warning

@@ -7,6 +7,7 @@ Modules: learner (Learner), loss (StepLoss), backends (TorchBackend, AccelerateB
 (OneProcess, ProcessGroup: shards and reductions), contracts (the Protocols: PolicyLearner, LearnerBackend,
 DataParallelWorld; UpdateResult), model, checkpoint, state_io.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,7 +21,12 @@ def make_learner(cfg: Any, backend: Any = None) -> Any:
     from rlbal.learner.loss import StepLoss
 
     backend = backend if backend is not None else make_backend(cfg.learner.backend)
-    loss = StepLoss(cfg.algo, bapo=cfg.controllers.bapo, max_new_tokens=cfg.rollout.max_new_tokens,
-                    temperature=cfg.rollout.temperature, num_bins=cfg.controllers.classifier.num_bins,
-                    world_size=backend.world.world_size)
+    loss = StepLoss(
+        cfg.algo,
+        bapo=cfg.controllers.bapo,
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        temperature=cfg.rollout.temperature,
+        num_bins=cfg.controllers.classifier.num_bins,
+        world_size=backend.world.world_size,
+    )
     return Learner(cfg.model, cfg.learner, loss, seed=cfg.run.seed, max_steps=cfg.run.max_steps, backend=backend)

@@ -55,7 +55,9 @@ def replicated_state_dict(model) -> dict[str, torch.Tensor]:
 class TorchBackend:
     """Plain torch, model replicated on every rank of `world` (see the module docstring)."""
 
-    def __init__(self, device: str | torch.device | None = None, world: OneProcess | ProcessGroup | None = None) -> None:
+    def __init__(
+        self, device: str | torch.device | None = None, world: OneProcess | ProcessGroup | None = None
+    ) -> None:
         self.device = torch.device(device) if device is not None else default_device()
         self.world = world if world is not None else OneProcess()
 
@@ -142,8 +144,13 @@ class AccelerateBackend:
 
     def load_optimizer(self, opt, folder: Path) -> None:
         if self.engine is not None:
-            self.engine.load_checkpoint(str(folder / "deepspeed"), tag="state", load_module_strict=False,
-                                        load_optimizer_states=True, load_lr_scheduler_states=False)
+            self.engine.load_checkpoint(
+                str(folder / "deepspeed"),
+                tag="state",
+                load_module_strict=False,
+                load_optimizer_states=True,
+                load_lr_scheduler_states=False,
+            )
         else:
             opt.load_state_dict(load_tree(folder, "optimizer"))
 
@@ -154,8 +161,12 @@ class AccelerateBackend:
 def accelerate_env(ds_config_file: str | Path) -> dict[str, str]:
     """What `accelerate launch --config_file zero2.yaml` exports, so `AccelerateBackend` builds DeepSpeed ZeRO
     from `ds_config_file` inside a Ray actor (process group and rank variables come from `init_world`)."""
-    return {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_CONFIG_FILE": str(ds_config_file),
-            "ACCELERATE_DEEPSPEED_ZERO3_INIT": "false", "ACCELERATE_MIXED_PRECISION": "no"}
+    return {
+        "ACCELERATE_USE_DEEPSPEED": "true",
+        "ACCELERATE_DEEPSPEED_CONFIG_FILE": str(ds_config_file),
+        "ACCELERATE_DEEPSPEED_ZERO3_INIT": "false",
+        "ACCELERATE_MIXED_PRECISION": "no",
+    }
 
 
 def make_backend(kind: str, rank_world: tuple[int, int] | None = None) -> TorchBackend | AccelerateBackend:

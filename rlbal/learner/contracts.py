@@ -1,10 +1,10 @@
 """What the training loop and the learner agree on, and what a learner needs from its backend.
 
-    PolicyLearner     the loop's view of a learner: `rlbal.learner.Learner` (one process, or a rank of
-                      `accelerate launch`) and the Ray `LearnerGroup` (W learner actors) both satisfy it
-    UpdateResult      what one policy update hands back to the loop
-    LearnerBackend    how the model and optimizer run: `TorchBackend`, `AccelerateBackend` (rlbal.learner.backends)
-    DataParallelWorld the ranks a backend spans: `OneProcess`, `ProcessGroup` (rlbal.learner.world)
+PolicyLearner     the loop's view of a learner: `rlbal.learner.Learner` (one process, or a rank of
+                  `accelerate launch`) and the Ray `LearnerGroup` (W learner actors) both satisfy it
+UpdateResult      what one policy update hands back to the loop
+LearnerBackend    how the model and optimizer run: `TorchBackend`, `AccelerateBackend` (rlbal.learner.backends)
+DataParallelWorld the ranks a backend spans: `OneProcess`, `ProcessGroup` (rlbal.learner.world)
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ class PolicyLearner(Protocol):
         """One policy update on the step's batch (epochs x mini-batches x micro-batches)."""
         ...
 
-    def score(self, prompt_token_ids: Sequence[Sequence[int]],
-              completion_token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
+    def score(
+        self, prompt_token_ids: Sequence[Sequence[int]], completion_token_ids: Sequence[Sequence[int]]
+    ) -> list[list[float]]:
         """log p(completion token | prefix) under the current policy (T = 1), one list per pair."""
         ...
 

@@ -9,6 +9,7 @@ world size (the backend averages gradients over ranks).
 
 `rlbal.learner.make_learner(cfg)` builds one from a config; the learner itself takes only the sections it reads.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,8 +36,9 @@ class Learner:
     backend's); seed: run.seed; max_steps: run.max_steps (the length of the learning-rate schedule).
     """
 
-    def __init__(self, model: Any, lc: Any, loss: StepLoss, *, seed: int, max_steps: int,
-                 backend: LearnerBackend | None = None) -> None:
+    def __init__(
+        self, model: Any, lc: Any, loss: StepLoss, *, seed: int, max_steps: int, backend: LearnerBackend | None = None
+    ) -> None:
         self.lc = lc
         self.backend = backend or TorchBackend()
         torch.manual_seed(seed)
@@ -104,8 +106,9 @@ class Learner:
         totals: dict[str, float] = {}
         for i, idx in enumerate(micro):
             mb = shard.select(idx)
-            logp_BL, ent_BL = token_logprobs(self.model, mb.input_ids_BL, mb.attention_mask_BL, self.temperature,
-                                             with_entropy=True)
+            logp_BL, ent_BL = token_logprobs(
+                self.model, mb.input_ids_BL, mb.attention_mask_BL, self.temperature, with_entropy=True
+            )
             loss, m, sig_b = self.loss(mb, logp_BL, ctx, entropy_BL=ent_BL)
             self.backend.backward(loss, last=i == len(micro) - 1)  # loss already carries the data-parallel scale
             sig[shard_idx[idx]] = sig_b.double()
@@ -137,7 +140,7 @@ class Learner:
         for p, c in zip(prompt_token_ids, completion_token_ids, strict=True):
             ids_1L = torch.tensor([list(p) + list(c)], device=self.device)
             logp_1L = token_logprobs(self.model, ids_1L, torch.ones_like(ids_1L), 1.0)
-            out.append(logp_1L[0, len(p):].float().cpu().tolist())
+            out.append(logp_1L[0, len(p) :].float().cpu().tolist())
         return out
 
     def export_weights(self) -> dict[str, torch.Tensor]:
@@ -151,7 +154,9 @@ class Learner:
         tied = getattr(model.config, "tie_word_embeddings", False)
         bad = [k for k in missing if not (tied and k == "lm_head.weight")]
         if bad or unexpected:
-            raise RuntimeError(f"checkpoint weights do not match the model: missing {bad[:5]}, unexpected {unexpected[:5]}")
+            raise RuntimeError(
+                f"checkpoint weights do not match the model: missing {bad[:5]}, unexpected {unexpected[:5]}"
+            )
 
     def save_model(self, folder, is_main: bool) -> None:
         state = self.export_weights()
@@ -166,8 +171,15 @@ class Learner:
         """Optimizer (the backend's format), scheduler, update counter and the learner's RNG."""
         self.backend.save_optimizer(self.optimizer, folder)
         if is_main:
-            save_tree({"scheduler": self.scheduler.state_dict(), "updates": self.updates,
-                       "rng": self._rng.bit_generator.state}, folder, "learner")
+            save_tree(
+                {
+                    "scheduler": self.scheduler.state_dict(),
+                    "updates": self.updates,
+                    "rng": self._rng.bit_generator.state,
+                },
+                folder,
+                "learner",
+            )
 
     def load_state(self, folder: Path) -> None:
         self.backend.load_optimizer(self.optimizer, folder)

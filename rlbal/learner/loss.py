@@ -6,6 +6,7 @@ the global token count, so they do not depend on how the batch was split. Extrem
 `_max`) are carried as `_max:<name>` entries (a minimum as the maximum of its negation) and merged with max
 over micro-batches and ranks (`merge_sums`, `rlbal.learner.world.all_reduce_sums`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -71,14 +72,28 @@ class StepLoss:
     shares); world_size: data-parallel ranks (each rank's loss carries the factor, see rlbal.learner.backends).
     """
 
-    def __init__(self, algo: Any, *, bapo: Any = None, max_new_tokens: int, temperature: float, num_bins: int,
-                 world_size: int = 1) -> None:
+    def __init__(
+        self,
+        algo: Any,
+        *,
+        bapo: Any = None,
+        max_new_tokens: int,
+        temperature: float,
+        num_bins: int,
+        world_size: int = 1,
+    ) -> None:
         self.algo = algo
         self.entry = POLICY_LOSSES.get(algo.loss)
-        self.opts = LossOptions(clip_low=algo.clip_low, clip_high=algo.clip_high,
-                                dual_clip_c=algo.dual_clip_c if self.entry.dual_clip else None,
-                                kl_coef=algo.kl_coef, kl_estimator=algo.kl_estimator, is_mode=algo.is_correction,
-                                is_cap=algo.is_cap, temperature=temperature or 1.0)
+        self.opts = LossOptions(
+            clip_low=algo.clip_low,
+            clip_high=algo.clip_high,
+            dual_clip_c=algo.dual_clip_c if self.entry.dual_clip else None,
+            kl_coef=algo.kl_coef,
+            kl_estimator=algo.kl_estimator,
+            is_mode=algo.is_correction,
+            is_cap=algo.is_cap,
+            temperature=temperature or 1.0,
+        )
         self.bapo = bapo
         self.max_len = max_new_tokens
         self.num_bins = num_bins + 2  # room for the 'unseen' / 'excluded' classes
@@ -102,8 +117,9 @@ class StepLoss:
     def context(self, mini: RolloutBatch, ratio_BL: Tensor | None = None) -> StepContext:
         """Global normalisers of the mini-batch; BAPO bounds from the current ratios (None = ratio 1)."""
         a = self.algo
-        agg = AggregationContext.from_batch(mini, a.aggregation, max_len=self.max_len, group_by=a.group_by,
-                                            unit=a.group_unit, dp_size=self.world_size)
+        agg = AggregationContext.from_batch(
+            mini, a.aggregation, max_len=self.max_len, group_by=a.group_by, unit=a.group_unit, dp_size=self.world_size
+        )
         if self.bapo is None:
             return StepContext(agg, None, {})
         from rlbal.controllers.bapo import bapo_search
@@ -113,8 +129,9 @@ class StepLoss:
         found = bapo_search(ratio, mini.advantages_B.double().cpu().numpy()[:, None], mask.cpu().numpy(), self.bapo)
         return StepContext(agg, (found.c_low, found.c_high), found.metrics())
 
-    def __call__(self, mb: RolloutBatch, logp_BL: Tensor, ctx: StepContext,
-                 entropy_BL: Tensor | None = None) -> tuple[Tensor, dict[str, float], Tensor]:
+    def __call__(
+        self, mb: RolloutBatch, logp_BL: Tensor, ctx: StepContext, entropy_BL: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, float], Tensor]:
         """(scalar loss to backpropagate, token-weighted metric sums, (B,) per-response signal)."""
         out = policy_loss(self.algo.loss, LossInputs.from_batch(mb, logp_BL), self.opts, bounds=ctx.bounds)
         mask = mb.completion_mask_BL
@@ -148,7 +165,7 @@ class StepLoss:
         out = {k: v / tokens for k, v in sums.items() if not k.startswith("_") and k != "loss/total"}
         for k, v in sums.items():
             if k.startswith(MAX_PREFIX):
-                name = k[len(MAX_PREFIX):]
+                name = k[len(MAX_PREFIX) :]
                 out[name] = -v if name.endswith("_min") else v
         out["loss/total"] = sums.get("loss/total", 0.0)
         bins = {k: v for k, v in sums.items() if k.startswith("_bin_")}

@@ -1,4 +1,5 @@
 """Policy-model helpers shared by the learner, the reference model and evaluation: loading and per-token logprobs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,8 +37,13 @@ def load_tokenizer(path: str | Path):
     return tok
 
 
-def token_logprobs(model, input_ids_BL: torch.Tensor, attention_mask_BL: torch.Tensor,
-                   temperature: float = 1.0, with_entropy: bool = False):
+def token_logprobs(
+    model,
+    input_ids_BL: torch.Tensor,
+    attention_mask_BL: torch.Tensor,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+):
     """One forward of `model`: (B, L) logprobs aligned with input_ids (rlbal.algo.tokens convention), with the
     logits divided by the sampling temperature so the ratio compares the distribution the engine sampled from;
     plus (B, L) entropies of the predicting distributions (a metric, no gradient) when with_entropy."""

@@ -7,6 +7,7 @@ structure and every other value to JSON. Loading never executes code from the ch
     >>> load_tree(d, "s")
     {'a': tensor([1., 1.]), 'b': [1, (2.5, 'x')], 3: {'c': None}}
 """
+
 from __future__ import annotations
 
 import json

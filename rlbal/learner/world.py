@@ -126,8 +126,10 @@ def all_reduce_sums(m: dict[str, float], device: torch.device) -> dict[str, floa
     """Metric sums over ranks: `_max:` entries by max (rlbal.learner.loss.merge_sums), the rest by sum.
     Every rank must pass the same keys."""
     out = {}
-    for op, keys in ((tdist.ReduceOp.SUM, sorted(k for k in m if not k.startswith(MAX_PREFIX))),
-                     (tdist.ReduceOp.MAX, sorted(k for k in m if k.startswith(MAX_PREFIX)))):
+    for op, keys in (
+        (tdist.ReduceOp.SUM, sorted(k for k in m if not k.startswith(MAX_PREFIX))),
+        (tdist.ReduceOp.MAX, sorted(k for k in m if k.startswith(MAX_PREFIX))),
+    ):
         if keys:
             t = torch.tensor([m[k] for k in keys], dtype=torch.float64, device=device)
             tdist.all_reduce(t, op=op)
@@ -164,7 +166,7 @@ def all_reduce_mean_grads(params: list[torch.nn.Parameter], world_size: int, buc
         offset = 0
         for i, g in zip(bucket, grads):
             n = g.numel()
-            params[i].grad = flat[offset: offset + n].view_as(params[i])  # a view: no second copy
+            params[i].grad = flat[offset : offset + n].view_as(params[i])  # a view: no second copy
             offset += n
 
 
@@ -172,8 +174,19 @@ def init_world(rank: int, world_size: int, master_addr: str, master_port: int, t
     """Join the learner process group (gloo on CPU, NCCL on GPU) and export the torchrun-style variables
     (MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK) that DeepSpeed and accelerate read. Returns the backend."""
     backend = "nccl" if torch.cuda.is_available() else "gloo"
-    os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
-    tdist.init_process_group(backend, init_method=f"tcp://{master_addr}:{master_port}", rank=rank,
-                             world_size=world_size, timeout=timedelta(seconds=timeout_s))
+    os.environ.update(
+        MASTER_ADDR=master_addr,
+        MASTER_PORT=str(master_port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK="0",
+        LOCAL_WORLD_SIZE="1",
+    )
+    tdist.init_process_group(
+        backend,
+        init_method=f"tcp://{master_addr}:{master_port}",
+        rank=rank,
+        world_size=world_size,
+        timeout=timedelta(seconds=timeout_s),
+    )
     return backend

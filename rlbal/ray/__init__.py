@@ -12,9 +12,19 @@ Modules: placement (bundles, prompt splits, loud waits), rollout_group, learner_
 rlbal.learner's own backends on a world they form), orchestrator (start-up, tear-down, parts), async_loop
 (one-step-off generation), records (WeightsRef, RayStats). See docs/ray.md.
 """
+
 from rlbal.ray.orchestrator import RayOrchestrator, build_ray_parts, loop_for
 from rlbal.ray.placement import PlacementPlan, RayStartupError, plan_placement, split_prompts
 from rlbal.ray.records import RayStats, WeightsRef
 
-__all__ = ["build_ray_parts", "loop_for", "RayOrchestrator", "PlacementPlan", "RayStartupError", "plan_placement",
-           "split_prompts", "RayStats", "WeightsRef"]
+__all__ = [
+    "build_ray_parts",
+    "loop_for",
+    "RayOrchestrator",
+    "PlacementPlan",
+    "RayStartupError",
+    "plan_placement",
+    "split_prompts",
+    "RayStats",
+    "WeightsRef",
+]

@@ -17,6 +17,7 @@ what makes the stale batch's update correct. Controllers decide step t+1 before 
 bins lag by one step). No generation is in flight when a checkpoint is written: on checkpoint steps the
 next step is not prefetched, so a resumed run continues exactly like an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import time
@@ -47,13 +48,15 @@ def submit_round(cfg: Any, parts: Parts, step: int, round_: int, want: int, time
         prompts = parts.source.next(want)
     with timer("decide"):
         alloc = parts.controllers.decide(prompts.indices)
-    pending = parts.engine.submit_generate(prompts.prompt_token_ids, alloc.counts.tolist(),
-                                           sampling_for(cfg, step, round_))
+    pending = parts.engine.submit_generate(
+        prompts.prompt_token_ids, alloc.counts.tolist(), sampling_for(cfg, step, round_)
+    )
     return Ahead(prompts, alloc, pending, parts.engine.version)
 
 
-def fill_batch(cfg: Any, parts: Parts, step: int, ahead: Ahead | None,
-               timer: StageTimer) -> tuple[StepRounds, np.ndarray]:
+def fill_batch(
+    cfg: Any, parts: Parts, step: int, ahead: Ahead | None, timer: StageTimer
+) -> tuple[StepRounds, np.ndarray]:
     """Rounds of step `step` (the first one maybe submitted earlier) and (rounds, 2) [version, kept sequences]."""
     rounds = StepRounds()
     versions = []
@@ -82,8 +85,13 @@ def staleness(learner_version: int, versions_R2: np.ndarray) -> float:
     return float(((learner_version - versions_R2[:, 0]) * weights).sum() / max(weights.sum(), 1.0))
 
 
-def async_train_loop(cfg: Any, parts: Parts, state: LoopState, save: Callable[[LoopState], None],
-                     evaluate: Callable[[int], dict[str, float]]) -> LoopState:
+def async_train_loop(
+    cfg: Any,
+    parts: Parts,
+    state: LoopState,
+    save: Callable[[LoopState], None],
+    evaluate: Callable[[int], dict[str, float]],
+) -> LoopState:
     """`train_loop`'s contract (same arguments, metrics, checkpoints) with one-step-off generation."""
     ahead: Ahead | None = None
     while state.step < cfg.run.max_steps:

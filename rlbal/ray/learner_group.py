@@ -16,6 +16,7 @@ Faults. A learner rank that dies (or raises) stops the job: the group kills ever
 wait in a collective until its timeout) and raises `LearnerGroupError`; `run.resume=auto` then continues
 from the last complete checkpoint.
 """
+
 from __future__ import annotations
 
 import socket
@@ -107,8 +108,12 @@ class LearnerGroup:
     `stats.metrics()` (the orchestrator's `ray/...` counters) ride along with every update's metrics.
     """
 
-    def __init__(self, actors: Sequence[Any], stats: RayStats,
-                 around_update: tuple[Callable[[], None], Callable[[], None]] | None = None) -> None:
+    def __init__(
+        self,
+        actors: Sequence[Any],
+        stats: RayStats,
+        around_update: tuple[Callable[[], None], Callable[[], None]] | None = None,
+    ) -> None:
         if not actors:
             raise ValueError("LearnerGroup needs at least one learner actor")
         self.actors = list(actors)
@@ -182,7 +187,8 @@ class LearnerGroup:
                 self.shutdown()
                 raise LearnerGroupError(
                     f"learner rank {refs.index(ref)} died during {method}: the job stops here; run again with "
-                    f"run.resume=auto to continue from the last complete checkpoint") from err
+                    f"run.resume=auto to continue from the last complete checkpoint"
+                ) from err
             except ray.exceptions.RayTaskError:
                 self.shutdown()  # the other ranks would wait in a collective for this one
                 raise
@@ -194,5 +200,8 @@ def form_world(actors: Sequence[Any], timeout_s: float) -> list[str]:
     from rlbal.ray.placement import wait_all
 
     [(addr, port)] = wait_all([actors[0].address.remote()], timeout_s, "learner rank 0 address")
-    return wait_all([a.setup.remote(addr, port, timeout_s) for a in actors], timeout_s,
-                    "learner process group (init_process_group + model load)")
+    return wait_all(
+        [a.setup.remote(addr, port, timeout_s) for a in actors],
+        timeout_s,
+        "learner process group (init_process_group + model load)",
+    )

@@ -11,6 +11,7 @@ connect (or start a local cluster) -> reserve the placement group -> start rollo
 all answer a ping -> learner ranks form their process group and load the model. Any failure tears down what
 was started. `parts.close()` (via `RolloutGroup.shutdown`) kills every actor and frees the bundles.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,10 +30,23 @@ from rlbal.ray.rollout_group import RolloutGroup
 # Environment the actors need even when the cluster was started from another shell (`ray start`): offline
 # hub, caches of compiled kernels, vLLM's CPU KV-cache size, the quiet console's log levels (rlbal.console;
 # its vLLM logging-config file is a local path, so it is not forwarded). Copied from the driver when set there.
-FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "RLBAL_CACHE", "VLLM_CACHE_ROOT",
-                 "VLLM_CPU_KVCACHE_SPACE", "TORCHINDUCTOR_CACHE_DIR", "TORCH_EXTENSIONS_DIR", "TRITON_CACHE_DIR",
-                 "TOKENIZERS_PARALLELISM", "HF_HOME", "VLLM_LOGGING_LEVEL", "HF_HUB_DISABLE_PROGRESS_BARS",
-                 "TORCH_CPP_LOG_LEVEL", "OMP_WAIT_POLICY")
+FORWARDED_ENV = (
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "RLBAL_CACHE",
+    "VLLM_CACHE_ROOT",
+    "VLLM_CPU_KVCACHE_SPACE",
+    "TORCHINDUCTOR_CACHE_DIR",
+    "TORCH_EXTENSIONS_DIR",
+    "TRITON_CACHE_DIR",
+    "TOKENIZERS_PARALLELISM",
+    "HF_HOME",
+    "VLLM_LOGGING_LEVEL",
+    "HF_HUB_DISABLE_PROGRESS_BARS",
+    "TORCH_CPP_LOG_LEVEL",
+    "OMP_WAIT_POLICY",
+)
 
 
 def connect(address: str | None) -> None:
@@ -82,18 +96,30 @@ class RayOrchestrator:
         self.pg = create_placement_group(plan, self.timeout_s)
         res = dict(num_cpus=r.cpus_per_actor, num_gpus=r.gpus_per_actor, runtime_env=actor_env())
         Rollout = remote_rollout_actor(max_restarts=self.max_restarts, max_task_retries=0, **res)
-        self.rollout_actors = [Rollout.options(**bundle_options(self.pg, b)).remote(
-            self.cfg.rollout.engine, str(model_path), **engine_opts) for b in plan.rollout_bundle]
+        self.rollout_actors = [
+            Rollout.options(**bundle_options(self.pg, b)).remote(
+                self.cfg.rollout.engine, str(model_path), **engine_opts
+            )
+            for b in plan.rollout_bundle
+        ]
         Learner = learner_actor_class(**res)
         world = len(plan.learner_bundle)
-        self.learner_actors = [Learner.options(**bundle_options(self.pg, b)).remote(self.cfg, rank, world)
-                               for rank, b in enumerate(plan.learner_bundle)]
+        self.learner_actors = [
+            Learner.options(**bundle_options(self.pg, b)).remote(self.cfg, rank, world)
+            for rank, b in enumerate(plan.learner_bundle)
+        ]
         # The world forms while the engines start (both load the model: they overlap).
         pings = [a.ping.remote() for a in self.rollout_actors]
         form_world(self.learner_actors, self.timeout_s)
         incarnations = [reply.incarnation for reply in wait_all(pings, self.timeout_s, "rollout actors (engine start)")]
-        rollouts = RolloutGroup(self.rollout_actors, incarnations, self.stats, timeout_s=self.timeout_s,
-                                max_restarts=self.max_restarts, on_shutdown=self.teardown)
+        rollouts = RolloutGroup(
+            self.rollout_actors,
+            incarnations,
+            self.stats,
+            timeout_s=self.timeout_s,
+            max_restarts=self.max_restarts,
+            on_shutdown=self.teardown,
+        )
         # Colocated engines sleep while the learners update; with async_steps=1 they generate meanwhile instead.
         around = (rollouts.sleep, rollouts.wake) if r.placement == "colocated" and not r.async_steps else None
         return rollouts, LearnerGroup(self.learner_actors, self.stats, around_update=around)
@@ -117,11 +143,15 @@ def build_ray_parts(cfg: Any, run_dir: Path) -> Any:
     connect(cfg.ray.address)
     orch = RayOrchestrator(cfg)
     t0 = time.perf_counter()
-    rollouts, learners = orch.start(model_folder(cfg), engine_options(cfg))  # built once; actors on other nodes need the same path
+    rollouts, learners = orch.start(
+        model_folder(cfg), engine_options(cfg)
+    )  # built once; actors on other nodes need the same path
     r = cfg.ray
-    print(f"[rlbal.ray] {r.rollout_actors} rollout actor(s) ({cfg.rollout.engine}) + {r.learner_ranks} learner rank(s) "
-          f"({cfg.learner.backend}), {r.placement}, async_steps={r.async_steps}: up in {time.perf_counter() - t0:.1f}s",
-          flush=True)
+    print(
+        f"[rlbal.ray] {r.rollout_actors} rollout actor(s) ({cfg.rollout.engine}) + {r.learner_ranks} learner rank(s) "
+        f"({cfg.learner.backend}), {r.placement}, async_steps={r.async_steps}: up in {time.perf_counter() - t0:.1f}s",
+        flush=True,
+    )
     return assemble_parts(cfg, run_dir, rollouts, learners)
 
 

@@ -14,6 +14,7 @@ Then the Ray part: `create_placement_group` reserves the bundles and fails loudl
 for and what the cluster has) when they are not granted within the init timeout: Ray itself would leave a
 group that does not fit PENDING forever, without an error.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -59,8 +60,9 @@ def _bundle(cpus: float, gpus: float, actors: int) -> dict[str, float]:
     return out
 
 
-def plan_placement(rollout_actors: int, learner_ranks: int, placement: str, cpus_per_actor: float,
-                   gpus_per_actor: float = 0.0) -> PlacementPlan:
+def plan_placement(
+    rollout_actors: int, learner_ranks: int, placement: str, cpus_per_actor: float, gpus_per_actor: float = 0.0
+) -> PlacementPlan:
     """Bundles for K rollout actors and W learner ranks.
 
     colocated:      max(K, W) bundles; bundle b hosts rollout actor b (b < K) and learner rank b (b < W), and
@@ -74,11 +76,13 @@ def plan_placement(rollout_actors: int, learner_ranks: int, placement: str, cpus
     ({'CPU': 1.0, 'GPU': 1.0}, {'CPU': 1.0, 'GPU': 1.0}, {'CPU': 1.0, 'GPU': 1.0})
     """
     if rollout_actors < 1 or learner_ranks < 1:
-        raise ValueError(f"plan_placement: rollout_actors={rollout_actors} and learner_ranks={learner_ranks} "
-                         "must both be >= 1")
+        raise ValueError(
+            f"plan_placement: rollout_actors={rollout_actors} and learner_ranks={learner_ranks} must both be >= 1"
+        )
     if cpus_per_actor <= 0 or gpus_per_actor < 0:
-        raise ValueError(f"plan_placement: cpus_per_actor={cpus_per_actor} must be > 0 and "
-                         f"gpus_per_actor={gpus_per_actor} >= 0")
+        raise ValueError(
+            f"plan_placement: cpus_per_actor={cpus_per_actor} must be > 0 and gpus_per_actor={gpus_per_actor} >= 0"
+        )
     K, W = rollout_actors, learner_ranks
     if placement == "colocated":
         sizes = [(b < K) + (b < W) for b in range(max(K, W))]
@@ -154,7 +158,8 @@ def create_placement_group(plan: PlacementPlan, timeout_s: float) -> Any:
         raise RayStartupError(
             f"placement group still pending after {timeout_s:g}s (ray.init_timeout_s): it needs {plan.total()} in "
             f"bundles {list(plan.bundles)}, the cluster has {ray.available_resources()} free of "
-            f"{ray.cluster_resources()}; lower ray.cpus_per_actor / gpus_per_actor or the actor counts")
+            f"{ray.cluster_resources()}; lower ray.cpus_per_actor / gpus_per_actor or the actor counts"
+        )
     return pg
 
 
@@ -162,8 +167,9 @@ def bundle_options(pg: Any, bundle: int) -> dict[str, Any]:
     """`.options(...)` keyword arguments that pin an actor to one bundle of `pg`."""
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    return {"scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group=pg,
-                                                                    placement_group_bundle_index=bundle)}
+    return {
+        "scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=bundle)
+    }
 
 
 def wait_all(refs: Sequence[Any], timeout_s: float, what: str) -> list[Any]:
@@ -173,6 +179,8 @@ def wait_all(refs: Sequence[Any], timeout_s: float, what: str) -> list[Any]:
     ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
     if pending:
         late = [i for i, r in enumerate(refs) if r in set(pending)]
-        raise RayStartupError(f"{what}: {len(pending)} of {len(refs)} not up after {timeout_s:g}s "
-                              f"(ray.init_timeout_s), indices {late}; free resources: {ray.available_resources()}")
+        raise RayStartupError(
+            f"{what}: {len(pending)} of {len(refs)} not up after {timeout_s:g}s "
+            f"(ray.init_timeout_s), indices {late}; free resources: {ray.available_resources()}"
+        )
     return ray.get(list(refs))

@@ -4,6 +4,7 @@
 `NumpyWeights` (numpy arrays are zero-copy on `ray.get`); every rollout actor receives the same
 reference. `RayStats`: the orchestrator's counters and last timings, as flat `ray/...` metrics.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,9 +51,14 @@ class RayStats:
     staleness: float = 0.0  # learner updates between the weights that generated the batch and the update
 
     def metrics(self) -> dict[str, float]:
-        return {"ray/actor_restarts": float(self.actor_restarts),
-                "ray/regenerated_prompts": float(self.regenerated_prompts),
-                "ray/weight_sync/put_s": self.weight_put_s, "ray/weight_sync/load_s": self.weight_load_s,
-                "ray/weight_sync/mbytes": self.weight_mbytes, "ray/generate_imbalance": self.generate_imbalance,
-                "ray/overhead/generate_s": self.generate_overhead_s, "ray/overhead/update_s": self.update_overhead_s,
-                "rollout/staleness": self.staleness}
+        return {
+            "ray/actor_restarts": float(self.actor_restarts),
+            "ray/regenerated_prompts": float(self.regenerated_prompts),
+            "ray/weight_sync/put_s": self.weight_put_s,
+            "ray/weight_sync/load_s": self.weight_load_s,
+            "ray/weight_sync/mbytes": self.weight_mbytes,
+            "ray/generate_imbalance": self.generate_imbalance,
+            "ray/overhead/generate_s": self.generate_overhead_s,
+            "ray/overhead/update_s": self.update_overhead_s,
+            "rollout/staleness": self.staleness,
+        }

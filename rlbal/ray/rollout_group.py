@@ -18,6 +18,7 @@ kept. An actor out of restarts raises `RolloutActorLost`.
     result = group.generate(prompt_ids, counts=[2, 7, 3], sampling=SamplingSpec(max_new_tokens=64, seed=0))
     group.update_weights(learner_group.export_weights())
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,8 +74,16 @@ class PendingGeneration:
 class RolloutGroup:
     """The rollout actors of a run (see the module docstring)."""
 
-    def __init__(self, actors: Sequence[Any], incarnations: Sequence[str], stats: RayStats, *, timeout_s: float,
-                 max_restarts: int, on_shutdown: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        actors: Sequence[Any],
+        incarnations: Sequence[str],
+        stats: RayStats,
+        *,
+        timeout_s: float,
+        max_restarts: int,
+        on_shutdown: Callable[[], None] | None = None,
+    ) -> None:
         if len(actors) != len(incarnations) or not actors:
             raise ValueError(f"RolloutGroup: {len(actors)} actors but {len(incarnations)} incarnations (need >= 1)")
         self.actors = list(actors)
@@ -91,42 +100,59 @@ class RolloutGroup:
         return self.weights.version if self.weights is not None else 0
 
     # ------------------------------------------------------------------ generation
-    def submit_generate(self, prompt_token_ids: Sequence[Sequence[int]], counts: Sequence[int],
-                        sampling: SamplingSpec) -> PendingGeneration:
+    def submit_generate(
+        self, prompt_token_ids: Sequence[Sequence[int]], counts: Sequence[int], sampling: SamplingSpec
+    ) -> PendingGeneration:
         """Send every actor its chunk and return at once (actors run calls in the order they were sent)."""
         self._settle_sync()
         counts = [int(c) for c in counts]
         chunks = split_prompts(counts, len(self.actors))
         seeds = chunk_seeds(sampling.seed, counts, chunks)
-        calls = {k: Call("generate", ([list(p) for p in prompt_token_ids[a:b]], counts[a:b],
-                                      dataclasses.replace(sampling, seed=seeds[k])), prompts=b - a)
-                 for k, (a, b) in enumerate(chunks) if sum(counts[a:b]) > 0}
+        calls = {
+            k: Call(
+                "generate",
+                ([list(p) for p in prompt_token_ids[a:b]], counts[a:b], dataclasses.replace(sampling, seed=seeds[k])),
+                prompts=b - a,
+            )
+            for k, (a, b) in enumerate(chunks)
+            if sum(counts[a:b]) > 0
+        }
         return PendingGeneration(self._start(calls), chunks, [list(p) for p in prompt_token_ids])
 
     def collect(self, pending: PendingGeneration) -> GenerationResult:
         """Wait for a submitted generate (recovering from actor faults) and gather completions in prompt order."""
         values = self._finish(pending.flight)
-        completions = [dataclasses.replace(c, prompt_index=c.prompt_index + pending.chunks[k][0])
-                       for k in sorted(values) for c in values[k].completions]
+        completions = [
+            dataclasses.replace(c, prompt_index=c.prompt_index + pending.chunks[k][0])
+            for k in sorted(values)
+            for c in values[k].completions
+        ]
         actor_s = np.array([values[k].timings.get("generate", 0.0) for k in sorted(values)] or [0.0])
         self.stats.generate_imbalance = float(actor_s.max() / max(actor_s.mean(), 1e-9))
         wall = time.perf_counter() - pending.flight.started
         self.stats.generate_overhead_s = wall - float(actor_s.max())  # calls, transfers, gathering
-        return GenerationResult(completions, pending.prompt_token_ids,
-                                {"generate": wall, "generate_actor_max": float(actor_s.max())})
+        return GenerationResult(
+            completions, pending.prompt_token_ids, {"generate": wall, "generate_actor_max": float(actor_s.max())}
+        )
 
-    def generate(self, prompt_token_ids: Sequence[Sequence[int]], counts: Sequence[int],
-                 sampling: SamplingSpec) -> GenerationResult:
+    def generate(
+        self, prompt_token_ids: Sequence[Sequence[int]], counts: Sequence[int], sampling: SamplingSpec
+    ) -> GenerationResult:
         return self.collect(self.submit_generate(prompt_token_ids, counts, sampling))
 
-    def score(self, prompt_token_ids: Sequence[Sequence[int]],
-              completion_token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
+    def score(
+        self, prompt_token_ids: Sequence[Sequence[int]], completion_token_ids: Sequence[Sequence[int]]
+    ) -> list[list[float]]:
         """Engine logprobs of given completions, pairs split over the actors (every actor scores a part)."""
         self._settle_sync()
-        chunks = split_prompts([len(p) + len(c) for p, c in zip(prompt_token_ids, completion_token_ids)],
-                               len(self.actors))
-        calls = {k: Call("score", (list(prompt_token_ids[a:b]), list(completion_token_ids[a:b])), prompts=b - a)
-                 for k, (a, b) in enumerate(chunks) if b > a}
+        chunks = split_prompts(
+            [len(p) + len(c) for p, c in zip(prompt_token_ids, completion_token_ids)], len(self.actors)
+        )
+        calls = {
+            k: Call("score", (list(prompt_token_ids[a:b]), list(completion_token_ids[a:b])), prompts=b - a)
+            for k, (a, b) in enumerate(chunks)
+            if b > a
+        }
         values = self._finish(self._start(calls))
         return [row for k in sorted(values) for row in values[k]]
 
@@ -223,8 +249,10 @@ class RolloutGroup:
         self.restarts[k] += 1
         self.stats.actor_restarts += 1
         old, self.known[k] = self.known[k], incarnation
-        msg = (f"[rlbal.ray] rollout actor {k} {why}: restart {self.restarts[k]}/{self.max_restarts} "
-               f"(incarnation {old[:8]} -> {incarnation[:8]}); weights re-sent, its prompts regenerated")
+        msg = (
+            f"[rlbal.ray] rollout actor {k} {why}: restart {self.restarts[k]}/{self.max_restarts} "
+            f"(incarnation {old[:8]} -> {incarnation[:8]}); weights re-sent, its prompts regenerated"
+        )
         log.warning(msg)
         print(msg, flush=True)  # also in `ray job logs` / the console, whatever logging is configured
 
@@ -236,12 +264,15 @@ class RolloutGroup:
             try:
                 return ray.get(self.actors[k].ping.remote(), timeout=max(deadline - time.monotonic(), 0.1)).incarnation
             except ray.exceptions.ActorDiedError as err:
-                raise RolloutActorLost(f"rollout actor {k} is dead for good after {self.restarts[k]} restarts "
-                                       f"(max_restarts={self.max_restarts})") from err
+                raise RolloutActorLost(
+                    f"rollout actor {k} is dead for good after {self.restarts[k]} restarts "
+                    f"(max_restarts={self.max_restarts})"
+                ) from err
             except (ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError) as err:
                 if time.monotonic() > deadline:
-                    raise RolloutActorLost(f"rollout actor {k} did not come back within {self.timeout_s:g}s "
-                                           "(ray.init_timeout_s)") from err
+                    raise RolloutActorLost(
+                        f"rollout actor {k} did not come back within {self.timeout_s:g}s (ray.init_timeout_s)"
+                    ) from err
             time.sleep(0.2)
 
 

@@ -8,15 +8,25 @@
 Importing this package loads neither vLLM nor Ray: engines import their backend when built, and
 `rlbal.rollout.actor.remote_rollout_actor` imports Ray when called. See docs/engines.md.
 """
+
 from rlbal.rollout.engine import (
-                                  FINISH_REASONS,
-                                  Completion,
-                                  GenerationResult,
-                                  RolloutEngine,
-                                  SamplingSpec,
-                                  validate_request,
+    FINISH_REASONS,
+    Completion,
+    GenerationResult,
+    RolloutEngine,
+    SamplingSpec,
+    validate_request,
 )
 from rlbal.rollout.factory import ENGINES, make_engine, register_engine
 
-__all__ = ["FINISH_REASONS", "Completion", "GenerationResult", "RolloutEngine", "SamplingSpec", "validate_request",
-           "ENGINES", "make_engine", "register_engine"]
+__all__ = [
+    "FINISH_REASONS",
+    "Completion",
+    "GenerationResult",
+    "RolloutEngine",
+    "SamplingSpec",
+    "validate_request",
+    "ENGINES",
+    "make_engine",
+    "register_engine",
+]

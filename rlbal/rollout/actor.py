@@ -12,6 +12,7 @@ sees it change knows a restart lost the weights and must send them again. Weight
 be copied and deserialised), and become tensors sharing that memory (`weight_sync.from_numpy`).
 The class itself has no Ray dependency, so it also runs (and is tested) in-process.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -42,8 +43,9 @@ class RolloutActor:
     def ping(self) -> ActorReply:
         return ActorReply(self.incarnation, None)
 
-    def generate(self, prompt_token_ids: Sequence[Sequence[int]], counts: Sequence[int],
-                 sampling: SamplingSpec) -> ActorReply:
+    def generate(
+        self, prompt_token_ids: Sequence[Sequence[int]], counts: Sequence[int], sampling: SamplingSpec
+    ) -> ActorReply:
         result: GenerationResult = self.engine.generate(prompt_token_ids, counts, sampling)
         return ActorReply(self.incarnation, result)
 
@@ -54,8 +56,9 @@ class RolloutActor:
         state: Mapping[str, Any] = from_numpy(weights) if isinstance(weights, NumpyWeights) else weights
         return ActorReply(self.incarnation, self.engine.update_weights(state))
 
-    def score(self, prompt_token_ids: Sequence[Sequence[int]],
-              completion_token_ids: Sequence[Sequence[int]]) -> ActorReply:
+    def score(
+        self, prompt_token_ids: Sequence[Sequence[int]], completion_token_ids: Sequence[Sequence[int]]
+    ) -> ActorReply:
         return ActorReply(self.incarnation, self.engine.score(prompt_token_ids, completion_token_ids))
 
     def sleep(self) -> ActorReply:

@@ -7,6 +7,7 @@ different prompts different counts), with one shared set of sampling settings. O
     result = engine.generate(prompt_token_ids, counts=[2, 7, 3], sampling=SamplingSpec(max_new_tokens=64))
     assert [sum(c.prompt_index == i for c in result.completions) for i in range(3)] == [2, 7, 3]
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -110,8 +111,9 @@ class RolloutEngine(Protocol):
         """Sample counts[i] completions for prompt i (counts may differ; 0 is allowed and yields none)."""
         ...
 
-    def score(self, prompt_token_ids: Sequence[Sequence[int]],
-              completion_token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
+    def score(
+        self, prompt_token_ids: Sequence[Sequence[int]], completion_token_ids: Sequence[Sequence[int]]
+    ) -> list[list[float]]:
         """log p(completion token | prefix) of given completions (T = 1, full vocabulary), one list per pair:
         the engine's side of the post-sync check (`rlbal.driver.check_sync`)."""
         ...
@@ -124,8 +126,7 @@ class RolloutEngine(Protocol):
         """Free accelerator memory for a colocated learner (no-op where unsupported)."""
         ...
 
-    def wake(self) -> None:
-        ...
+    def wake(self) -> None: ...
 
     def metrics(self) -> dict[str, float]:
         """The engine's own numbers for the step's log row (e.g. `weight_sync/*` of the last sync), no timings."""
@@ -136,8 +137,12 @@ class RolloutEngine(Protocol):
         ...
 
 
-def validate_request(prompt_token_ids: Sequence[Sequence[int]], counts: Sequence[int], sampling: SamplingSpec,
-                     max_model_len: int | None = None) -> None:
+def validate_request(
+    prompt_token_ids: Sequence[Sequence[int]],
+    counts: Sequence[int],
+    sampling: SamplingSpec,
+    max_model_len: int | None = None,
+) -> None:
     """Raise ValueError unless `generate(prompt_token_ids, counts, sampling)` is well formed for an engine whose
     context holds `max_model_len` tokens (prompt + max_new_tokens must fit; None = unchecked).
 
@@ -157,5 +162,7 @@ def validate_request(prompt_token_ids: Sequence[Sequence[int]], counts: Sequence
     if max_model_len is not None:
         too_long = [i for i, p in enumerate(prompt_token_ids) if len(p) + sampling.max_new_tokens > max_model_len]
         if too_long:
-            raise ValueError(f"generate: prompts {too_long[:5]} + max_new_tokens={sampling.max_new_tokens} exceed "
-                             f"max_model_len={max_model_len}")
+            raise ValueError(
+                f"generate: prompts {too_long[:5]} + max_new_tokens={sampling.max_new_tokens} exceed "
+                f"max_model_len={max_model_len}"
+            )

@@ -57,7 +57,9 @@ def register_engine(name: str, build: EngineBuilder, options: tuple[str, ...] = 
     """Add an engine kind (a name already taken raises); `options`: the RECIPE_OPTIONS its constructor takes."""
     unknown = set(options) - set(RECIPE_OPTIONS)
     if unknown:
-        raise ValueError(f"register_engine({name!r}): unknown recipe options {sorted(unknown)}; known: {RECIPE_OPTIONS}")
+        raise ValueError(
+            f"register_engine({name!r}): unknown recipe options {sorted(unknown)}; known: {RECIPE_OPTIONS}"
+        )
     ENGINES.add(name, EngineKind(build, tuple(options)))
 
 
@@ -67,9 +69,16 @@ def engine_kwargs(kind: str, opts: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in opts.items() if k not in RECIPE_OPTIONS or k in takes}
 
 
-def make_engine(kind: str, model_path: str | Path, *, dtype: str = "auto", seed: int = 0,
-                max_model_len: int | None = None, gpu_memory_utilization: float | None = None,
-                **opts: Any) -> RolloutEngine:
+def make_engine(
+    kind: str,
+    model_path: str | Path,
+    *,
+    dtype: str = "auto",
+    seed: int = 0,
+    max_model_len: int | None = None,
+    gpu_memory_utilization: float | None = None,
+    **opts: Any,
+) -> RolloutEngine:
     """An engine of `kind` ("vllm" or "hf", or a registered name) for the HF folder `model_path`.
 
     >>> make_engine("sglang", "/nowhere")

@@ -20,6 +20,7 @@ with top_k=0, top_p=1); greedy (T=0) gives log_softmax(logits).
 `share_module=learner_model` generates with the learner's own module (colocated, no copy): then
 `update_weights` has nothing to move and returns 0.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -101,7 +102,7 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tenso
     width = int(lens_B.max())
     ids_BP = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     for i, p in enumerate(prompts):
-        ids_BP[i, width - len(p):] = torch.as_tensor(p, dtype=torch.long)
+        ids_BP[i, width - len(p) :] = torch.as_tensor(p, dtype=torch.long)
     return ids_BP, (torch.arange(width) >= width - lens_B[:, None]).long()
 
 
@@ -116,7 +117,7 @@ def chunk_rows(lengths_R: np.ndarray, new_tokens: int, max_batch_tokens: int) ->
     for stop in range(1, len(order) + 1):
         width = lengths_R[order[stop - 1]] + new_tokens  # sorted: the last row is the widest
         if stop - start > 1 and (stop - start) * width > max_batch_tokens:
-            chunks.append(order[start:stop - 1])
+            chunks.append(order[start : stop - 1])
             start = stop - 1
     chunks.append(order[start:])
     return [c for c in chunks if len(c)]
@@ -125,19 +126,31 @@ def chunk_rows(lengths_R: np.ndarray, new_tokens: int, max_batch_tokens: int) ->
 class HFEngine:
     """transformers `generate` behind the `RolloutEngine` contract (see the module docstring)."""
 
-    def __init__(self, model_path: str | Path, *, dtype: str = "auto", seed: int = 0, device: str | None = None,
-                 max_batch_tokens: int = 65536, share_module: torch.nn.Module | None = None,
-                 max_model_len: int | None = None) -> None:
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        dtype: str = "auto",
+        seed: int = 0,
+        device: str | None = None,
+        max_batch_tokens: int = 65536,
+        share_module: torch.nn.Module | None = None,
+        max_model_len: int | None = None,
+    ) -> None:
         if max_batch_tokens < 1:
             raise ValueError(f"HFEngine.max_batch_tokens must be >= 1, got {max_batch_tokens}")
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
         self.shared = share_module is not None
-        default_device = next(share_module.parameters()).device if self.shared else (
-            "cuda" if torch.cuda.is_available() else "cpu")
+        default_device = (
+            next(share_module.parameters()).device if self.shared else ("cuda" if torch.cuda.is_available() else "cpu")
+        )
         self.device = torch.device(device or default_device)
         torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-        self.model = share_module if self.shared else AutoModelForCausalLM.from_pretrained(
-            str(model_path), dtype=torch_dtype).to(self.device).eval()
+        self.model = (
+            share_module
+            if self.shared
+            else AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch_dtype).to(self.device).eval()
+        )
         self.seed, self.max_batch_tokens = seed, max_batch_tokens
         self.max_model_len = max_model_len or self.model.config.max_position_embeddings
         self._calls = 0
@@ -153,8 +166,9 @@ class HFEngine:
 
     # ------------------------------------------------------------------ generation
 
-    def generate(self, prompt_token_ids: Sequence[Sequence[int]], counts: Sequence[int],
-                 sampling: SamplingSpec) -> GenerationResult:
+    def generate(
+        self, prompt_token_ids: Sequence[Sequence[int]], counts: Sequence[int], sampling: SamplingSpec
+    ) -> GenerationResult:
         validate_request(prompt_token_ids, counts, sampling, self.max_model_len)
         with Stopwatch() as sw:
             prompt_R = np.repeat(np.arange(len(counts)), counts)  # prompt index per row, grouped by prompt
@@ -167,13 +181,16 @@ class HFEngine:
                 for r, out in zip(chunk, outs):
                     rows[r] = out
             texts = self.tokenizer.batch_decode([r[0] for r in rows], skip_special_tokens=True)
-            completions = [Completion(int(p), toks, lps, text, "stop" if stopped else "length")
-                           for p, (toks, lps, stopped), text in zip(prompt_R, rows, texts)]
+            completions = [
+                Completion(int(p), toks, lps, text, "stop" if stopped else "length")
+                for p, (toks, lps, stopped), text in zip(prompt_R, rows, texts)
+            ]
         return GenerationResult(completions, [list(p) for p in prompt_token_ids], {"generate": sw.seconds})
 
     @torch.inference_mode()
-    def _generate_rows(self, prompts: list[Sequence[int]], sampling: SamplingSpec,
-                       seed: int) -> list[tuple[list[int], list[float], bool]]:
+    def _generate_rows(
+        self, prompts: list[Sequence[int]], sampling: SamplingSpec, seed: int
+    ) -> list[tuple[list[int], list[float], bool]]:
         """One left-padded `generate`: (tokens, logprobs, stopped) per row."""
         ids_BP, mask_BP = (t.to(self.device) for t in left_pad(prompts, self.pad_id))
         tracker = _StepTracker(len(prompts), self.eos_ids.to(self.device), self._stop_criterion(sampling.stop))
@@ -181,13 +198,19 @@ class HFEngine:
         # Our warpers replace generate's own (T = 1, top-k/top-p off), so the tracker sees the final scores.
         knobs = dict(do_sample=False) if sampling.greedy else dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0)
         config = GenerationConfig(**self._token_ids, **knobs, max_new_tokens=sampling.max_new_tokens, use_cache=True)
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), \
-                _eval_mode(self.model, GenerationConfig(**self._token_ids)):
+        with (
+            torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []),
+            _eval_mode(self.model, GenerationConfig(**self._token_ids)),
+        ):
             torch.manual_seed(seed)
-            out_BL = self.model.generate(input_ids=ids_BP, attention_mask=mask_BP, generation_config=config,
-                                         logits_processor=processors,
-                                         stopping_criteria=StoppingCriteriaList([_AfterSample(tracker)]))
-        new_BT = out_BL[:, ids_BP.shape[1]:]
+            out_BL = self.model.generate(
+                input_ids=ids_BP,
+                attention_mask=mask_BP,
+                generation_config=config,
+                logits_processor=processors,
+                stopping_criteria=StoppingCriteriaList([_AfterSample(tracker)]),
+            )
+        new_BT = out_BL[:, ids_BP.shape[1] :]
         steps = new_BT.shape[1]
         logp_BT = torch.stack(tracker.logp_steps, dim=1)[:, :steps]
         length_B = torch.where(tracker.end_B >= 0, tracker.end_B + 1, steps).tolist()
@@ -202,18 +225,19 @@ class HFEngine:
     # ------------------------------------------------------------------ scoring and weights
 
     @torch.inference_mode()
-    def score(self, prompt_token_ids: Sequence[Sequence[int]],
-              completion_token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
+    def score(
+        self, prompt_token_ids: Sequence[Sequence[int]], completion_token_ids: Sequence[Sequence[int]]
+    ) -> list[list[float]]:
         """log p(completion token | prefix) under the model (T = 1, full vocabulary), one list per pair."""
         seqs = [list(p) + list(c) for p, c in zip(prompt_token_ids, completion_token_ids, strict=True)]
         width = max(map(len, seqs))
         out: list[list[float]] = []
         rows_per_call = max(1, self.max_batch_tokens // width)
         for start in range(0, len(seqs), rows_per_call):
-            part = seqs[start:start + rows_per_call]
+            part = seqs[start : start + rows_per_call]
             ids_BL = torch.full((len(part), width), self.pad_id, dtype=torch.long)
             for i, s in enumerate(part):
-                ids_BL[i, :len(s)] = torch.as_tensor(s)  # right padding: causal attention never sees it
+                ids_BL[i, : len(s)] = torch.as_tensor(s)  # right padding: causal attention never sees it
             with _eval_mode(self.model):
                 logits_BLV = self.model(input_ids=ids_BL.to(self.device)).logits.float()
             tgt_BL = ids_BL[:, 1:].to(self.device)
@@ -221,7 +245,7 @@ class HFEngine:
             rows = logp_BL.tolist()
             for i, row in enumerate(rows):
                 p, c = len(prompt_token_ids[start + i]), len(completion_token_ids[start + i])
-                out.append(row[p - 1:p - 1 + c])
+                out.append(row[p - 1 : p - 1 + c])
         return out
 
     @torch.no_grad()
@@ -232,8 +256,9 @@ class HFEngine:
                 own = self.model.state_dict(keep_vars=True)
                 unknown = sorted(set(state_dict) - set(own))
                 if unknown:
-                    raise ValueError(f"update_weights: {len(unknown)} names the model does not have, "
-                                     f"e.g. {unknown[:3]}")
+                    raise ValueError(
+                        f"update_weights: {len(unknown)} names the model does not have, e.g. {unknown[:3]}"
+                    )
                 for name, tensor in with_tied_aliases(state_dict, self.aliases).items():
                     own[name].copy_(tensor)
         nbytes = 0 if self.shared else state_nbytes(state_dict)

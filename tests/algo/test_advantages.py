@@ -1,4 +1,5 @@
 """Advantage estimators over ragged groups: hand-derived values and a plain-loop reference."""
+
 import math
 import random
 
@@ -60,8 +61,13 @@ def test_singleton_groups_get_exactly_zero(name):
 
 def test_clip_then_weight():
     # dr_grpo on {0, 10}: -5, +5; clip at 2 -> -2, +2; weights 3 and 0.5 -> -6, +1
-    adv = compute_advantages("dr_grpo", torch.tensor([0.0, 10.0]), torch.tensor([0, 0]), AdvantageOptions(clip=2.0),
-                             weight_B=torch.tensor([3.0, 0.5]))
+    adv = compute_advantages(
+        "dr_grpo",
+        torch.tensor([0.0, 10.0]),
+        torch.tensor([0, 0]),
+        AdvantageOptions(clip=2.0),
+        weight_B=torch.tensor([3.0, 0.5]),
+    )
     assert adv.tolist() == [-6.0, 1.0]
 
 
@@ -107,11 +113,14 @@ def test_unknown_estimator_lists_valid_names():
         compute_advantages("ppo", REWARDS, GROUPS)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(std="sample"), "AdvantageOptions.std must be 'bessel' or 'population', got 'sample'"),
-    (dict(eps=-1.0), "AdvantageOptions.eps must be >= 0, got -1.0"),
-    (dict(clip=0.0), "AdvantageOptions.clip must be > 0 or None, got 0.0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(std="sample"), "AdvantageOptions.std must be 'bessel' or 'population', got 'sample'"),
+        (dict(eps=-1.0), "AdvantageOptions.eps must be >= 0, got -1.0"),
+        (dict(clip=0.0), "AdvantageOptions.clip must be > 0 or None, got 0.0"),
+    ],
+)
 def test_options_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         AdvantageOptions(**kwargs)

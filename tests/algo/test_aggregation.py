@@ -1,4 +1,5 @@
 """Aggregation modes by hand, context validation, and sharding invariance of real gradients."""
+
 import dataclasses
 import random
 
@@ -23,21 +24,24 @@ BINS = torch.tensor([0, 1, 1])
 PROMPTS = torch.tensor([0, 1, 0])
 
 
-@pytest.mark.parametrize("mode, kw, key, expected", [
-    ("token_mean", {}, None, 25 / 7),  # DAPO: 25 / 7 = 3.571429
-    ("seq_mean_token_mean", {}, None, (2 + 4 + 5) / 3),  # GRPO: 3.666667
-    ("seq_sum_const", dict(max_len=4), None, 25 / (3 * 4)),  # Dr. GRPO: 2.083333
-    # bins uniform, unit seq: 0.5 * 2 + 0.5 * mean(4, 5) = 3.25
-    ("group_balanced", dict(group_by="bin", unit="seq"), BINS, 3.25),
-    # bins uniform, unit token: bin 0 token mean 6/3 = 2, bin 1 (4 + 15)/4 = 4.75 -> 0.5*2 + 0.5*4.75 = 3.375
-    ("group_balanced", dict(group_by="bin", unit="token"), BINS, 3.375),
-    # given shares 0.2 / 0.8: 0.2 * 2 + 0.8 * 4.5 = 4.0
-    ("group_balanced", dict(group_by="bin", unit="seq", shares=[0.2, 0.8]), BINS, 4.0),
-    # shares for an absent bin 2 are dropped and the rest renormalised: (0.1, 0.4) / 0.5 = (0.2, 0.8) -> 4.0
-    ("group_balanced", dict(group_by="bin", unit="seq", shares=[0.1, 0.4, 0.5]), BINS, 4.0),
-    # prompts uniform, unit seq: prompt 0 = mean(2, 5) = 3.5, prompt 1 = 4 -> 3.75
-    ("group_balanced", dict(group_by="prompt", unit="seq"), PROMPTS, 3.75),
-])
+@pytest.mark.parametrize(
+    "mode, kw, key, expected",
+    [
+        ("token_mean", {}, None, 25 / 7),  # DAPO: 25 / 7 = 3.571429
+        ("seq_mean_token_mean", {}, None, (2 + 4 + 5) / 3),  # GRPO: 3.666667
+        ("seq_sum_const", dict(max_len=4), None, 25 / (3 * 4)),  # Dr. GRPO: 2.083333
+        # bins uniform, unit seq: 0.5 * 2 + 0.5 * mean(4, 5) = 3.25
+        ("group_balanced", dict(group_by="bin", unit="seq"), BINS, 3.25),
+        # bins uniform, unit token: bin 0 token mean 6/3 = 2, bin 1 (4 + 15)/4 = 4.75 -> 0.5*2 + 0.5*4.75 = 3.375
+        ("group_balanced", dict(group_by="bin", unit="token"), BINS, 3.375),
+        # given shares 0.2 / 0.8: 0.2 * 2 + 0.8 * 4.5 = 4.0
+        ("group_balanced", dict(group_by="bin", unit="seq", shares=[0.2, 0.8]), BINS, 4.0),
+        # shares for an absent bin 2 are dropped and the rest renormalised: (0.1, 0.4) / 0.5 = (0.2, 0.8) -> 4.0
+        ("group_balanced", dict(group_by="bin", unit="seq", shares=[0.1, 0.4, 0.5]), BINS, 4.0),
+        # prompts uniform, unit seq: prompt 0 = mean(2, 5) = 3.5, prompt 1 = 4 -> 3.75
+        ("group_balanced", dict(group_by="prompt", unit="seq"), PROMPTS, 3.75),
+    ],
+)
 def test_modes_by_hand(mode, kw, key, expected):
     ctx = AggregationContext.build(mode, MASK, key, **kw)
     assert aggregate(LOSS, MASK, ctx, key).item() == pytest.approx(expected, abs=1e-6)
@@ -61,20 +65,34 @@ def test_bin_contributions_and_shares_by_hand():
     # |coef * seq sum| with coef 1/7: bin 0 -> 6/7, bin 1 -> 19/7, bin 2 -> 0
     assert contrib.tolist() == pytest.approx([6 / 7, 19 / 7, 0.0], abs=1e-6)
     assert bin_share_metrics(contrib) == pytest.approx(
-        {"loss/bin_share/bin_0": 6 / 25, "loss/bin_share/bin_1": 19 / 25, "loss/bin_share/bin_2": 0.0}, abs=1e-6)
+        {"loss/bin_share/bin_0": 6 / 25, "loss/bin_share/bin_1": 19 / 25, "loss/bin_share/bin_2": 0.0}, abs=1e-6
+    )
 
 
-@pytest.mark.parametrize("mode, kw, message", [
-    ("seq_sum_const", {}, "AggregationContext.max_len must be a positive int for mode 'seq_sum_const', got None"),
-    ("group_balanced", dict(group_by="difficulty"), "AggregationContext.group_by must be one of"),
-    ("group_balanced", dict(group_by="bin", unit="word"), "AggregationContext.unit must be one of"),
-    ("group_balanced", dict(group_by="bin", shares=[1.0]),
-     r"AggregationContext shares must be 2 non-negative numbers \(one per group\), got \[1.0\]"),
-    ("group_balanced", dict(group_by="bin", shares=[0.0, 0.0, 1.0]),
-     "AggregationContext shares give zero total weight to the groups present in the batch"),
-    ("mean", {}, "unknown loss aggregation 'mean'; valid names: 'group_balanced', 'seq_mean_token_mean', "
-                 "'seq_sum_const', 'token_mean'"),
-])
+@pytest.mark.parametrize(
+    "mode, kw, message",
+    [
+        ("seq_sum_const", {}, "AggregationContext.max_len must be a positive int for mode 'seq_sum_const', got None"),
+        ("group_balanced", dict(group_by="difficulty"), "AggregationContext.group_by must be one of"),
+        ("group_balanced", dict(group_by="bin", unit="word"), "AggregationContext.unit must be one of"),
+        (
+            "group_balanced",
+            dict(group_by="bin", shares=[1.0]),
+            r"AggregationContext shares must be 2 non-negative numbers \(one per group\), got \[1.0\]",
+        ),
+        (
+            "group_balanced",
+            dict(group_by="bin", shares=[0.0, 0.0, 1.0]),
+            "AggregationContext shares give zero total weight to the groups present in the batch",
+        ),
+        (
+            "mean",
+            {},
+            "unknown loss aggregation 'mean'; valid names: 'group_balanced', 'seq_mean_token_mean', "
+            "'seq_sum_const', 'token_mean'",
+        ),
+    ],
+)
 def test_context_validation(mode, kw, message):
     with pytest.raises(ValueError, match=message):
         AggregationContext.build(mode, MASK, BINS, **kw)
@@ -114,15 +132,26 @@ def _random_batch(policy: LinearPolicy) -> RolloutBatch:
             n = rng.choice([0, 1, 2, 5, 8, 11])  # includes an empty completion
             comps.append(Completion(p, [rng.randrange(V) for _ in range(n)], [0.0] * n, "", "stop"))
     rewards = [float(rng.random() < 0.4) for _ in comps]
-    b = RolloutBatch.from_generation(prompts, comps, list(range(100, 109)), [rng.randrange(4) for _ in prompts],
-                                     [rng.uniform(0.2, 2.0) for _ in prompts], rewards, pad_id=0)
+    b = RolloutBatch.from_generation(
+        prompts,
+        comps,
+        list(range(100, 109)),
+        [rng.randrange(4) for _ in prompts],
+        [rng.uniform(0.2, 2.0) for _ in prompts],
+        rewards,
+        pad_id=0,
+    )
     with torch.no_grad():  # pi_old, the engine and the reference are perturbed copies of the policy
         base = policy.logp(b)
         noise = [torch.randn(b.input_ids_BL.shape, generator=torch.Generator().manual_seed(s)) for s in (1, 2, 3)]
     m = b.completion_mask_BL
     return dataclasses.replace(
-        b, old_logp_BL=(base + 0.3 * noise[0]) * m, engine_logp_BL=(base + 0.3 * noise[0] + 0.1 * noise[1]) * m,
-        ref_logp_BL=(base + 0.3 * noise[2]) * m, advantages_B=compute_advantages("grpo", b.rewards_B, b.group_B))
+        b,
+        old_logp_BL=(base + 0.3 * noise[0]) * m,
+        engine_logp_BL=(base + 0.3 * noise[0] + 0.1 * noise[1]) * m,
+        ref_logp_BL=(base + 0.3 * noise[2]) * m,
+        advantages_B=compute_advantages("grpo", b.rewards_B, b.group_B),
+    )
 
 
 def _loss(policy, mb, ctx, loss_name):

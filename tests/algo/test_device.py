@@ -1,4 +1,5 @@
 """The algo path on a CUDA device gives the CPU numbers (no tensor is left on the wrong device)."""
+
 import dataclasses
 
 import pytest
@@ -23,13 +24,31 @@ def _batch() -> RolloutBatch:
     comps = []
     for i in range(12):
         n = 1 + i % 5
-        comps.append(Completion(i % 4, torch.randint(1, 30, (n,), generator=g).tolist(),
-                                (-torch.rand(n, generator=g)).tolist(), "", "stop"))
-    b = RolloutBatch.from_generation([[1, 2], [3], [4, 5, 6], [7]], comps, [10, 11, 12, 13], [0, 1, 1, 2],
-                                     [1.0, 0.5, 2.0, 1.0], torch.rand(12, generator=g).tolist(), pad_id=0)
+        comps.append(
+            Completion(
+                i % 4,
+                torch.randint(1, 30, (n,), generator=g).tolist(),
+                (-torch.rand(n, generator=g)).tolist(),
+                "",
+                "stop",
+            )
+        )
+    b = RolloutBatch.from_generation(
+        [[1, 2], [3], [4, 5, 6], [7]],
+        comps,
+        [10, 11, 12, 13],
+        [0, 1, 1, 2],
+        [1.0, 0.5, 2.0, 1.0],
+        torch.rand(12, generator=g).tolist(),
+        pad_id=0,
+    )
     noise = torch.randn(b.input_ids_BL.shape, generator=g) * 0.6 * b.completion_mask_BL
-    return dataclasses.replace(b, old_logp_BL=b.engine_logp_BL + noise, ref_logp_BL=b.engine_logp_BL - noise,
-                               advantages_B=compute_advantages("grpo", b.rewards_B, b.group_B, AdvantageOptions()))
+    return dataclasses.replace(
+        b,
+        old_logp_BL=b.engine_logp_BL + noise,
+        ref_logp_BL=b.engine_logp_BL - noise,
+        advantages_B=compute_advantages("grpo", b.rewards_B, b.group_B, AdvantageOptions()),
+    )
 
 
 def _run(batch: RolloutBatch, loss_name: str, bounds):
@@ -46,8 +65,9 @@ def _run(batch: RolloutBatch, loss_name: str, bounds):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("loss_name, bounds", [("ppo_clip", None), ("dual_clip", None), ("gspo", None),
-                                               ("bapo", (0.7, 1.6))])
+@pytest.mark.parametrize(
+    "loss_name, bounds", [("ppo_clip", None), ("dual_clip", None), ("gspo", None), ("bapo", (0.7, 1.6))]
+)
 def test_cuda_matches_cpu(loss_name, bounds):
     cpu = _batch()
     want = _run(cpu, loss_name, bounds)

@@ -1,4 +1,5 @@
 """Engine/trainer mismatch correction: truncated and masked IS at token and sequence level, by hand."""
+
 import math
 
 import pytest
@@ -13,18 +14,21 @@ ENG = torch.tensor([[-1.5, -0.2, 0.0]])
 MASK = torch.tensor([[1, 1, 0]]).bool()
 
 
-@pytest.mark.parametrize("mode, cap, floor, expected", [
-    ("none", 2.0, None, [1.0, 1.0]),
-    ("token_truncate", 1.5, None, [1.5, 0.449329]),  # 1.6487 capped at 1.5
-    ("token_truncate", 1.5, 0.5, [1.5, 0.5]),  # and 0.4493 raised to 0.5
-    ("token_mask", 1.5, None, [0.0, 0.449329]),  # 1.6487 > cap -> dropped
-    ("token_mask", 2.0, 0.5, [1.648721, 0.0]),  # 0.4493 < floor -> dropped
-    # sequence: log rho = 0.5 - 0.8 = -0.3 -> 0.740818 for every token
-    ("sequence_truncate", 2.0, None, [0.740818, 0.740818]),
-    ("sequence_truncate", 2.0, 0.9, [0.9, 0.9]),
-    ("sequence_mask", 2.0, 0.8, [0.0, 0.0]),  # 0.7408 < 0.8 -> whole sequence dropped
-    ("sequence_mask", 2.0, 0.5, [0.740818, 0.740818]),
-])
+@pytest.mark.parametrize(
+    "mode, cap, floor, expected",
+    [
+        ("none", 2.0, None, [1.0, 1.0]),
+        ("token_truncate", 1.5, None, [1.5, 0.449329]),  # 1.6487 capped at 1.5
+        ("token_truncate", 1.5, 0.5, [1.5, 0.5]),  # and 0.4493 raised to 0.5
+        ("token_mask", 1.5, None, [0.0, 0.449329]),  # 1.6487 > cap -> dropped
+        ("token_mask", 2.0, 0.5, [1.648721, 0.0]),  # 0.4493 < floor -> dropped
+        # sequence: log rho = 0.5 - 0.8 = -0.3 -> 0.740818 for every token
+        ("sequence_truncate", 2.0, None, [0.740818, 0.740818]),
+        ("sequence_truncate", 2.0, 0.9, [0.9, 0.9]),
+        ("sequence_mask", 2.0, 0.8, [0.0, 0.0]),  # 0.7408 < 0.8 -> whole sequence dropped
+        ("sequence_mask", 2.0, 0.5, [0.740818, 0.740818]),
+    ],
+)
 def test_weights_by_hand(mode, cap, floor, expected):
     w, _ = engine_is_weights(mode, OLD, ENG, MASK, cap=cap, floor=floor)
     assert w[0, :2].tolist() == pytest.approx(expected, abs=1e-6)

@@ -1,4 +1,5 @@
 """KL estimators k1/k2/k3 by hand, gradients, clamp, unknown names."""
+
 import math
 
 import pytest
@@ -11,14 +12,17 @@ LOGP = math.log(0.5)
 REF = math.log(0.25)
 
 
-@pytest.mark.parametrize("name, value, grad", [
-    # k1 = -d = 0.693147; d/dlogp = +1
-    ("k1", 0.693147, 1.0),
-    # k2 = d^2/2 = 0.240227; d/dlogp = -d = 0.693147
-    ("k2", 0.240227, 0.693147),
-    # k3 = e^d - d - 1 = 0.5 + 0.693147 - 1 = 0.193147; d/dlogp = -e^d + 1 = 0.5
-    ("k3", 0.193147, 0.5),
-])
+@pytest.mark.parametrize(
+    "name, value, grad",
+    [
+        # k1 = -d = 0.693147; d/dlogp = +1
+        ("k1", 0.693147, 1.0),
+        # k2 = d^2/2 = 0.240227; d/dlogp = -d = 0.693147
+        ("k2", 0.240227, 0.693147),
+        # k3 = e^d - d - 1 = 0.5 + 0.693147 - 1 = 0.193147; d/dlogp = -e^d + 1 = 0.5
+        ("k3", 0.193147, 0.5),
+    ],
+)
 def test_estimators_by_hand(name, value, grad):
     logp = torch.tensor([[LOGP]], requires_grad=True)
     kl = kl_penalty(name, logp, torch.tensor([[REF]]))

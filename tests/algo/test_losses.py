@@ -1,4 +1,5 @@
 """Policy losses on tiny explicit tensors: values, gradients and metrics derived by hand."""
+
 import math
 
 import pytest
@@ -13,8 +14,9 @@ def _inputs(ratios, adv, mask=None, **kw) -> tuple[LossInputs, torch.Tensor]:
     """logp = log r with old = 0, so the token ratio is exactly r; returns (inputs, leaf logp)."""
     logp = torch.tensor([[LN(r) for r in row] for row in ratios], requires_grad=True)
     mask_BL = torch.ones_like(logp, dtype=torch.bool) if mask is None else torch.tensor(mask).bool()
-    return LossInputs(logp_BL=logp, mask_BL=mask_BL, adv_B=torch.tensor(adv), old_logp_BL=torch.zeros_like(logp),
-                      **kw), logp
+    return LossInputs(
+        logp_BL=logp, mask_BL=mask_BL, adv_B=torch.tensor(adv), old_logp_BL=torch.zeros_like(logp), **kw
+    ), logp
 
 
 def test_ppo_clip_values_gradients_and_metrics():
@@ -106,9 +108,15 @@ def test_weight_importance_and_kl_compose():
     # token_truncate cap 2 -> x2 -> -2. KL k3 with ref = ln 0.5 - logp: logp = 0, d = ln 0.5 ->
     # k3 = 0.5 + 0.693147 - 1 = 0.193147, coef 0.1 -> +0.0193147. Total -1.9806853.
     logp = torch.zeros(1, 1, requires_grad=True)
-    inp = LossInputs(logp_BL=logp, mask_BL=torch.ones(1, 1).bool(), adv_B=torch.tensor([2.0]),
-                     old_logp_BL=torch.zeros(1, 1), weight_B=torch.tensor([0.5]),
-                     engine_logp_BL=torch.tensor([[-1.5]]), ref_logp_BL=torch.tensor([[LN(0.5)]]))
+    inp = LossInputs(
+        logp_BL=logp,
+        mask_BL=torch.ones(1, 1).bool(),
+        adv_B=torch.tensor([2.0]),
+        old_logp_BL=torch.zeros(1, 1),
+        weight_B=torch.tensor([0.5]),
+        engine_logp_BL=torch.tensor([[-1.5]]),
+        ref_logp_BL=torch.tensor([[LN(0.5)]]),
+    )
     opts = LossOptions(is_mode="token_truncate", is_cap=2.0, kl_coef=0.1, kl_estimator="k3")
     out = policy_loss("ppo_clip", inp, opts)
     assert out.loss_BL.item() == pytest.approx(-1.9806853, abs=1e-6)
@@ -130,8 +138,9 @@ def test_kl_ratio_weighted_multiplies_by_the_policy_ratio():
 def test_on_policy_default_and_entropy_metric():
     # old = None -> ratio 1 -> loss = -A, gradient -A; uniform logits over 4 -> entropy ln 4
     logp = torch.full((1, 2), -1.0, requires_grad=True)
-    inp = LossInputs(logp_BL=logp, mask_BL=torch.tensor([[0, 1]]).bool(), adv_B=torch.tensor([0.5]),
-                     logits_BLV=torch.zeros(1, 2, 4))
+    inp = LossInputs(
+        logp_BL=logp, mask_BL=torch.tensor([[0, 1]]).bool(), adv_B=torch.tensor([0.5]), logits_BLV=torch.zeros(1, 2, 4)
+    )
     out = policy_loss("ppo_clip", inp)
     out.loss_BL[0, 1].backward()
     assert out.loss_BL[0, 1].item() == pytest.approx(-0.5) and logp.grad[0, 1].item() == pytest.approx(-0.5)
@@ -141,8 +150,9 @@ def test_on_policy_default_and_entropy_metric():
 def test_extreme_log_ratios_stay_finite():
     # log ratio 1000 is clamped to 20: with A < 0 and no dual clip the loss is e^20, finite; the pad is ignored
     logp = torch.tensor([[1000.0, -1e9]], requires_grad=True)
-    inp = LossInputs(logp_BL=logp, mask_BL=torch.tensor([[1, 0]]).bool(), adv_B=torch.tensor([-1.0]),
-                     old_logp_BL=torch.zeros(1, 2))
+    inp = LossInputs(
+        logp_BL=logp, mask_BL=torch.tensor([[1, 0]]).bool(), adv_B=torch.tensor([-1.0]), old_logp_BL=torch.zeros(1, 2)
+    )
     out = policy_loss("ppo_clip", inp)
     assert out.loss_BL[0, 0].item() == pytest.approx(math.exp(20), rel=1e-5)
     assert out.loss_BL[0, 1].item() == 1.0  # off-mask: ratio 1, loss -A
@@ -150,26 +160,39 @@ def test_extreme_log_ratios_stay_finite():
     assert torch.isfinite(logp.grad).all()
 
 
-@pytest.mark.parametrize("opts, inputs_kw, message", [
-    (LossOptions(is_mode="token_truncate"), {}, "LossOptions.is_mode='token_truncate' needs LossInputs.engine_logp_BL"),
-    (LossOptions(kl_coef=0.1), {}, "LossOptions.kl_coef=0.1 needs LossInputs.ref_logp_BL, got None"),
-])
+@pytest.mark.parametrize(
+    "opts, inputs_kw, message",
+    [
+        (
+            LossOptions(is_mode="token_truncate"),
+            {},
+            "LossOptions.is_mode='token_truncate' needs LossInputs.engine_logp_BL",
+        ),
+        (LossOptions(kl_coef=0.1), {}, "LossOptions.kl_coef=0.1 needs LossInputs.ref_logp_BL, got None"),
+    ],
+)
 def test_missing_inputs_are_named(opts, inputs_kw, message):
     inp, _ = _inputs([[1.0]], [1.0], **inputs_kw)
     with pytest.raises(ValueError, match=message):
         policy_loss("ppo_clip", inp, opts)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(clip_low=0.0), "LossOptions.clip_low must be > 0, got 0.0"),
-    (dict(clip_low=1.0), "LossOptions.clip_low must be < 1"),
-    (dict(dual_clip_c=1.0), "LossOptions.dual_clip_c must be > 1 or None, got 1.0"),
-    (dict(kl_coef=-0.1), "LossOptions.kl_coef must be >= 0, got -0.1"),
-    (dict(kl_estimator="k9"), "LossOptions.kl_estimator must be one of 'k1', 'k2', 'k3', got 'k9'"),
-    (dict(is_mode="tis"), "LossOptions.is_mode must be one of 'none', 'sequence_mask', 'sequence_truncate', "
-                          "'token_mask', 'token_truncate', got 'tis'"),
-    (dict(is_floor=3.0, is_cap=2.0), r"LossOptions.is_floor must be in \(0, is_cap\) or None, got 3.0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(clip_low=0.0), "LossOptions.clip_low must be > 0, got 0.0"),
+        (dict(clip_low=1.0), "LossOptions.clip_low must be < 1"),
+        (dict(dual_clip_c=1.0), "LossOptions.dual_clip_c must be > 1 or None, got 1.0"),
+        (dict(kl_coef=-0.1), "LossOptions.kl_coef must be >= 0, got -0.1"),
+        (dict(kl_estimator="k9"), "LossOptions.kl_estimator must be one of 'k1', 'k2', 'k3', got 'k9'"),
+        (
+            dict(is_mode="tis"),
+            "LossOptions.is_mode must be one of 'none', 'sequence_mask', 'sequence_truncate', "
+            "'token_mask', 'token_truncate', got 'tis'",
+        ),
+        (dict(is_floor=3.0, is_cap=2.0), r"LossOptions.is_floor must be in \(0, is_cap\) or None, got 3.0"),
+    ],
+)
 def test_options_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         LossOptions(**kwargs)
@@ -179,8 +202,9 @@ def test_input_shapes_and_unknown_loss():
     with pytest.raises(ValueError, match=r"LossInputs.adv_B must have shape \(1,\), got \(2,\)"):
         LossInputs(logp_BL=torch.zeros(1, 3), mask_BL=torch.ones(1, 3), adv_B=torch.zeros(2))
     with pytest.raises(ValueError, match=r"LossInputs.old_logp_BL must have shape \(1, 3\), got \(1, 2\)"):
-        LossInputs(logp_BL=torch.zeros(1, 3), mask_BL=torch.ones(1, 3), adv_B=torch.zeros(1),
-                   old_logp_BL=torch.zeros(1, 2))
+        LossInputs(
+            logp_BL=torch.zeros(1, 3), mask_BL=torch.ones(1, 3), adv_B=torch.zeros(1), old_logp_BL=torch.zeros(1, 2)
+        )
     inp, _ = _inputs([[1.0]], [1.0])
     valid = "'bapo', 'dual_clip', 'gspo', 'ppo_clip'"
     with pytest.raises(ValueError, match=f"unknown policy loss 'ppo'; valid names: {valid}"):

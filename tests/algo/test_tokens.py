@@ -1,4 +1,5 @@
 """Per-token helpers: alignment of logprobs/entropy, masked reductions."""
+
 import math
 
 import pytest

@@ -10,6 +10,7 @@ reference so clipping and KL are active). Mapping: TRL loss_type "grpo" -> aggre
 Prompts have equal length on purpose: TRL left-pads prompts without shifting position ids, rlbal right-pads,
 so unequal prompts would give the model different positions (different logits), not different algorithms.
 """
+
 import dataclasses
 
 import pytest
@@ -30,8 +31,16 @@ from rlbal.rollout.engine import Completion
 
 G, P, MAX_LEN, BETA = 4, 3, 6, 0.04
 PROMPTS = [[5, 6, 7], [8, 9, 10]]
-COMPLETIONS = [[11, 12, 2], [13, 14, 15, 16], [17, 2], [18, 19, 20, 21],  # ragged lengths within each group
-               [22, 2], [23, 24, 25], [26, 27, 28, 2], [29]]
+COMPLETIONS = [
+    [11, 12, 2],
+    [13, 14, 15, 16],
+    [17, 2],
+    [18, 19, 20, 21],  # ragged lengths within each group
+    [22, 2],
+    [23, 24, 25],
+    [26, 27, 28, 2],
+    [29],
+]
 REWARDS = [1.0, 0.0, 0.5, 0.0, 1.0, 1.0, 0.0, 0.25]
 
 
@@ -44,8 +53,17 @@ def tiny_model_dir(tmp_path_factory):
     tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="t0", eos_token="t2", unk_token="t1")
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=1, head_dim=16, pad_token_id=0, eos_token_id=2)
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        pad_token_id=0,
+        eos_token_id=2,
+    )
     path = tmp_path_factory.mktemp("tiny_llama")
     LlamaForCausalLM(cfg).save_pretrained(path)
     tok.save_pretrained(path)
@@ -58,19 +76,40 @@ def _trainer(model_dir: str, loss_type: str, scale_rewards: str, bias_correction
     from trl import GRPOConfig, GRPOTrainer
 
     def rollout_func(prompts, trainer):  # fixed rollouts instead of sampling
-        return {"prompt_ids": [PROMPTS[i // G] for i in range(len(prompts))], "completion_ids": COMPLETIONS,
-                "logprobs": None}
+        return {
+            "prompt_ids": [PROMPTS[i // G] for i in range(len(prompts))],
+            "completion_ids": COMPLETIONS,
+            "logprobs": None,
+        }
 
     def reward_fn(prompts, completions, completion_ids, **kwargs):
         return list(REWARDS)
 
-    args = GRPOConfig(output_dir=out_dir, per_device_train_batch_size=len(COMPLETIONS), num_generations=G,
-                      max_completion_length=MAX_LEN, beta=BETA, epsilon=0.2, epsilon_high=0.28, loss_type=loss_type,
-                      scale_rewards=scale_rewards, use_bias_correction_kl=bias_correction_kl, bf16=False,
-                      use_cpu=True, report_to=[], save_strategy="no")
+    args = GRPOConfig(
+        output_dir=out_dir,
+        per_device_train_batch_size=len(COMPLETIONS),
+        num_generations=G,
+        max_completion_length=MAX_LEN,
+        beta=BETA,
+        epsilon=0.2,
+        epsilon_high=0.28,
+        loss_type=loss_type,
+        scale_rewards=scale_rewards,
+        use_bias_correction_kl=bias_correction_kl,
+        bf16=False,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+    )
     dataset = Dataset.from_dict({"prompt": ["t5 t6 t7", "t8 t9 t10"]})
-    return GRPOTrainer(model=model_dir, reward_funcs=reward_fn, args=args, train_dataset=dataset,
-                       processing_class=AutoTokenizer.from_pretrained(model_dir), rollout_func=rollout_func)
+    return GRPOTrainer(
+        model=model_dir,
+        reward_funcs=reward_fn,
+        args=args,
+        train_dataset=dataset,
+        processing_class=AutoTokenizer.from_pretrained(model_dir),
+        rollout_func=rollout_func,
+    )
 
 
 def _grads(model) -> torch.Tensor:
@@ -78,12 +117,15 @@ def _grads(model) -> torch.Tensor:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss_type, scale_rewards, estimator, aggregation, bias_kl", [
-    ("grpo", "group", "grpo", "seq_mean_token_mean", False),
-    ("grpo", "group", "grpo", "seq_mean_token_mean", True),
-    ("dapo", "group", "grpo", "token_mean", False),
-    ("dr_grpo", "none", "dr_grpo", "seq_sum_const", False),
-])
+@pytest.mark.parametrize(
+    "loss_type, scale_rewards, estimator, aggregation, bias_kl",
+    [
+        ("grpo", "group", "grpo", "seq_mean_token_mean", False),
+        ("grpo", "group", "grpo", "seq_mean_token_mean", True),
+        ("dapo", "group", "grpo", "token_mean", False),
+        ("dr_grpo", "none", "dr_grpo", "seq_sum_const", False),
+    ],
+)
 def test_matches_trl(tiny_model_dir, tmp_path, loss_type, scale_rewards, estimator, aggregation, bias_kl):
     tr = _trainer(tiny_model_dir, loss_type, scale_rewards, bias_kl, str(tmp_path))
     model = tr.model
@@ -99,7 +141,7 @@ def test_matches_trl(tiny_model_dir, tmp_path, loss_type, scale_rewards, estimat
     # --- pi_old and reference: the model's logprobs perturbed so ratios spread past the clip range
     C = out["completion_ids"].shape[1]
     with torch.no_grad():
-        logp_BC = token_logprobs(model(input_ids=batch.input_ids_BL).logits, batch.input_ids_BL)[:, P:P + C]
+        logp_BC = token_logprobs(model(input_ids=batch.input_ids_BL).logits, batch.input_ids_BL)[:, P : P + C]
     gen = torch.Generator().manual_seed(1)
     old_BC = logp_BC + 0.3 * torch.randn(logp_BC.shape, generator=gen)
     ref_BC = logp_BC + 0.3 * torch.randn(logp_BC.shape, generator=gen)
@@ -118,8 +160,9 @@ def test_matches_trl(tiny_model_dir, tmp_path, loss_type, scale_rewards, estimat
     m = batch.completion_mask_BL
     to_BL = lambda x_BC: torch.nn.functional.pad(x_BC, (P, batch.seq_len - P - C)) * m  # noqa: E731
     batch = dataclasses.replace(batch, advantages_B=adv_B, old_logp_BL=to_BL(old_BC), ref_logp_BL=to_BL(ref_BC))
-    logp_BL = token_logprobs(model(input_ids=batch.input_ids_BL, attention_mask=batch.attention_mask_BL.long()).logits,
-                             batch.input_ids_BL)
+    logp_BL = token_logprobs(
+        model(input_ids=batch.input_ids_BL, attention_mask=batch.attention_mask_BL.long()).logits, batch.input_ids_BL
+    )
     opts = LossOptions(clip_low=0.2, clip_high=0.28, kl_coef=BETA, kl_estimator="k3", kl_ratio_weighted=bias_kl)
     res = policy_loss("ppo_clip", LossInputs.from_batch(batch, logp_BL), opts)
     ours = aggregate(res.loss_BL, m, AggregationContext.from_batch(batch, aggregation, max_len=MAX_LEN))

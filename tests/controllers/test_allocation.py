@@ -1,5 +1,6 @@
 """Pure allocation pieces: the exact DP against brute force, the square-root rule, apportioning, arm values
 from outcome statistics (against integrals and Monte Carlo), and the price that meets the budget."""
+
 import itertools
 
 import numpy as np
@@ -62,8 +63,11 @@ def test_dp_is_the_most_probable_allocation_in_float_without_ties():
     rng = np.random.default_rng(11)
     counts, logp = np.array([3, 1, 2]), np.log(rng.dirichlet(np.ones(6), size=3))
     total = 4 * counts.sum()
-    best = max((sum(logp[k, a] for k, a in enumerate(arms)), arms)
-               for arms in itertools.product(range(6), repeat=3) if counts @ (2 + np.array(arms)) == total)
+    best = max(
+        (sum(logp[k, a] for k, a in enumerate(arms)), arms)
+        for arms in itertools.product(range(6), repeat=3)
+        if counts @ (2 + np.array(arms)) == total
+    )
     assert joint_allocation(counts, logp, 2, total)[0].tolist() == [2 + a for a in best[1]]
 
 
@@ -114,6 +118,7 @@ def test_apportion_keeps_the_exact_total():
 def test_outcome_moments_are_unbiased_for_p_and_p_squared():
     # k ~ Binomial(n, p): E[k/n] = p and E[k(k-1)/(n(n-1))] = p^2 exactly (sum over the pmf)
     from math import comb
+
     for n, p in ((2, 0.3), (5, 0.7), (12, 0.05)):
         k = np.arange(n + 1)
         pmf = np.array([comb(n, j) * p**j * (1 - p) ** (n - j) for j in k])

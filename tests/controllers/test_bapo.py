@@ -1,4 +1,5 @@
 """BAPO clip search: hand-derived bounds, a slow reference, monotonicity of the default measure, options, edges."""
+
 from __future__ import annotations
 
 import itertools
@@ -207,12 +208,15 @@ def test_tables_match_the_ppo_objective_reference(measure):
 
 
 @pytest.mark.parametrize(
-    "order,target,measure", list(itertools.product(["paper", "code"], ["share", "pos_neg_ratio"], ["gradient", "value"]))
+    "order,target,measure",
+    list(itertools.product(["paper", "code"], ["share", "pos_neg_ratio"], ["gradient", "value"])),
 )
 def test_search_matches_the_loop_reference(order, target, measure):
     moved = []
     for seed, rho0 in itertools.product(range(6), [0.3, 0.45, 0.6]):
-        cfg = BapoConfig(order=order, target=target, measure=measure, rho0=rho0 if target == "share" else rho0 / (1 - rho0))
+        cfg = BapoConfig(
+            order=order, target=target, measure=measure, rho0=rho0 if target == "share" else rho0 / (1 - rho0)
+        )
         r, a, m = random_tokens(seed, n=60)
         b = bapo_search(r, a, m, cfg)
         c_low, c_high, steps, met = reference_search(r, a, m, cfg)
@@ -254,7 +258,11 @@ def test_tables_add_across_shards_like_a_data_parallel_all_reduce():
     summed = ContributionTables(parts[0].pos_H + parts[1].pos_H, parts[0].neg_L + parts[1].neg_L)
     whole, merged = bapo_search(r, a, m, cfg), pick_bounds(summed, cfg)
     assert (merged.c_low, merged.c_high, merged.n_steps, merged.reached) == (
-        whole.c_low, whole.c_high, whole.n_steps, whole.reached)
+        whole.c_low,
+        whole.c_high,
+        whole.n_steps,
+        whole.reached,
+    )
     assert merged.share == pytest.approx(whole.share, rel=1e-12)  # only the summation order differs
     assert whole.n_steps > 0  # the shards had to agree on a non-trivial answer
 

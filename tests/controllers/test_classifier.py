@@ -1,4 +1,5 @@
 """Online difficulty classifier: windows, bins, hysteresis, unseen / extreme classes, storage, checkpoints."""
+
 import json
 from collections import deque
 
@@ -38,14 +39,17 @@ class ReferenceClassifier:
         return sum(h) / len(h) if h else np.nan
 
 
-@pytest.mark.parametrize("kw,match", [
-    (dict(edges=(0.5, 0.4), num_bins=3), "edges must be strictly increasing"),
-    (dict(edges=(0.0, 0.5), num_bins=3), "edges must be strictly increasing"),
-    (dict(edges=(0.4, 0.75)), r"num_bins must be len\(edges\) \+ 1 = 3, got 10"),
-    (dict(window=257), r"window must be in \[0, 256\], got 257"),
-    (dict(hysteresis=-0.1), "hysteresis must be in"),
-    (dict(unseen="easiest"), "unseen must be one of"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(edges=(0.5, 0.4), num_bins=3), "edges must be strictly increasing"),
+        (dict(edges=(0.0, 0.5), num_bins=3), "edges must be strictly increasing"),
+        (dict(edges=(0.4, 0.75)), r"num_bins must be len\(edges\) \+ 1 = 3, got 10"),
+        (dict(window=257), r"window must be in \[0, 256\], got 257"),
+        (dict(hysteresis=-0.1), "hysteresis must be in"),
+        (dict(unseen="easiest"), "unseen must be one of"),
+    ],
+)
 def test_config_validation_names_the_field(kw, match):
     with pytest.raises(ValueError, match="ClassifierConfig." + match):
         ClassifierConfig(**kw)
@@ -54,8 +58,9 @@ def test_config_validation_names_the_field(kw, match):
 def test_uniform_edges_hit_exact_fractions():
     # k/10 lies exactly on an edge for k = 1..9 and belongs to the upper bin ([a_{b-1}, a_b)); 1.0 is in bin 9
     assert bin_of(np.arange(11) / 10, ClassifierConfig().edge_array()).tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9]
-    assert bin_of(np.array([0.39, 0.4, 0.75, 0.8]), ClassifierConfig(num_bins=3, edges=(0.4, 0.75)).edge_array()).tolist() \
-        == [0, 1, 2, 2]
+    assert bin_of(
+        np.array([0.39, 0.4, 0.75, 0.8]), ClassifierConfig(num_bins=3, edges=(0.4, 0.75)).edge_array()
+    ).tolist() == [0, 1, 2, 2]
 
 
 def test_window_versus_cumulative_by_hand():
@@ -121,6 +126,7 @@ def test_unseen_policies_and_extreme_exclusion():
         clf.update([0, 1, 2], [1, 0, 1])  # 0: 1,1 (acc 1); 1: 0,0 (acc 0); 2: 1,0 (acc 0.5); 3 never seen
         clf.update([0, 1, 2], [1, 0, 0])
         return clf.classify([0, 1, 2, 3]).tolist(), clf.class_names
+
     labels, names = fed(ClassifierConfig(window=0))
     assert labels == [9, 0, 5, 0] and len(names) == 10
     labels, names = fed(ClassifierConfig(window=0, unseen="separate"))
@@ -139,8 +145,9 @@ def test_repeated_ids_in_one_update_are_applied_in_order():
 
 
 def test_observe_records_responses_or_one_any_correct_bit():
-    r = PromptResult(ids=[0, 1], bins=[0, 0], n_rollouts=[4, 12], n_correct=[1, 3], reward_mean=[0.25, 0.25],
-                     loss_signal=[0, 0])
+    r = PromptResult(
+        ids=[0, 1], bins=[0, 0], n_rollouts=[4, 12], n_correct=[1, 3], reward_mean=[0.25, 0.25], loss_signal=[0, 0]
+    )
     any_ = DifficultyClassifier(ClassifierConfig(window=0, indicator="any"))
     any_.observe(r)
     assert any_.estimate([0, 1]).tolist() == [1.0, 1.0]  # pass@k: both had a correct rollout
@@ -182,6 +189,7 @@ def test_first_observation_takes_the_raw_bin_and_repeats_get_one_hysteresis_deci
         c.update([3], [1])
         c.update([3], [0])  # 1/2 = 0.5: raw bin 5, from 9 down: bin 5 needs <= 0.55 -> 5
         return c
+
     clf = fresh()
     clf.update([4, 4], [1, 0])  # first observation of 4 (twice in one call): estimate 0.5 -> raw bin 5 directly
     assert clf.classify([3, 4]).tolist() == [5, 5]
@@ -193,6 +201,7 @@ def test_first_observation_takes_the_raw_bin_and_repeats_get_one_hysteresis_deci
     for h in [1, 1, 0]:
         step.update([3], [h])
     assert step.classify([3]).tolist() == [6] and step.estimate([3])[0] == clf.estimate([3])[0] == 0.6
+
 
 def test_storage_grows_by_doubling_and_costs_17_bytes_per_prompt_at_h50():
     clf = DifficultyClassifier(ClassifierConfig(window=50))
@@ -258,6 +267,9 @@ def test_key_index_maps_keys_densely_and_round_trips():
 
 def test_more_than_64_rollouts_are_recorded_in_chunks():
     clf = DifficultyClassifier(ClassifierConfig(window=0))
-    clf.observe(PromptResult(ids=[0, 1], bins=[0, 0], n_rollouts=[130, 8], n_correct=[50, 8], reward_mean=[0, 1],
-                             loss_signal=[0, 0]))
+    clf.observe(
+        PromptResult(
+            ids=[0, 1], bins=[0, 0], n_rollouts=[130, 8], n_correct=[50, 8], reward_mean=[0, 1], loss_signal=[0, 0]
+        )
+    )
     assert clf.estimate([0, 1]).tolist() == [50 / 130, 1.0]

@@ -1,4 +1,5 @@
 """Controllers (the composite): decision order, checkpoint identity, resume determinism, config embedding."""
+
 import json
 
 import numpy as np
@@ -17,8 +18,11 @@ from rlbal.controllers.sim import SimConfig, Simulator, SyntheticPrompts
 
 
 def full_controllers(**kw):
-    return Controllers.from_configs(ClassifierConfig(num_bins=5, window=8, hysteresis=0.03),
-                                    PromptGDROConfig(seed=3, **kw), RolloutGDROConfig(allocator="sqrt"))
+    return Controllers.from_configs(
+        ClassifierConfig(num_bins=5, window=8, hysteresis=0.03),
+        PromptGDROConfig(seed=3, **kw),
+        RolloutGDROConfig(allocator="sqrt"),
+    )
 
 
 def test_decide_classifies_then_allocates_then_weights():
@@ -53,8 +57,15 @@ def test_decide_without_optional_controllers_uses_the_fixed_count():
 
 def test_observe_feeds_every_group_and_prompt_gdro_only_the_trained_ones():
     ctl = full_controllers()
-    r = PromptResult(ids=[5, 6, 7], bins=[0, 0, 0], n_rollouts=[4, 4, 4], n_correct=[4, 0, 2], reward_mean=[1, 0, .5],
-                     loss_signal=[0.0, 1.0, 0.5], trained=[False, False, True])  # a [0.2, 0.8] filter kept only 7
+    r = PromptResult(
+        ids=[5, 6, 7],
+        bins=[0, 0, 0],
+        n_rollouts=[4, 4, 4],
+        n_correct=[4, 0, 2],
+        reward_mean=[1, 0, 0.5],
+        loss_signal=[0.0, 1.0, 0.5],
+        trained=[False, False, True],
+    )  # a [0.2, 0.8] filter kept only 7
     ctl.observe(r)
     assert ctl.classifier.estimate([5, 6, 7]).tolist() == [1.0, 0.0, 0.5]  # dropped groups enter the history too
     assert ctl.classifier.classify([5, 6, 7]).tolist() == [4, 0, 2]
@@ -68,10 +79,14 @@ def test_component_mismatches_are_rejected():
     with pytest.raises(ValueError, match="prompt_gdro has classes"):
         Controllers(clf, PromptGDRO(num_classes=10))
     with_pg = full_controllers()
-    without = Controllers.from_configs(ClassifierConfig(num_bins=5, window=8, hysteresis=0.03),
-                                       rollout=RolloutGDROConfig())
-    with pytest.raises(ValueError, match=r"components \['classifier', 'prompt_gdro', 'rollout'\], this run has "
-                                         r"\['classifier', 'rollout'\]"):
+    without = Controllers.from_configs(
+        ClassifierConfig(num_bins=5, window=8, hysteresis=0.03), rollout=RolloutGDROConfig()
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"components \['classifier', 'prompt_gdro', 'rollout'\], this run has "
+        r"\['classifier', 'rollout'\]",
+    ):
         without.load_state_dict(with_pg.state_dict())
 
 
@@ -80,9 +95,12 @@ def test_resume_gives_identical_decisions(realise):
     prompts = SyntheticPrompts(np.random.default_rng(0).uniform(0, 0.6, 300))
 
     def make(seed):
-        ctl = Controllers.from_configs(ClassifierConfig(num_bins=5, window=8, hysteresis=0.03, unseen="separate"),
-                                       PromptGDROConfig(seed=3, realise=realise), RolloutGDROConfig(),
-                                       num_prompts=300)
+        ctl = Controllers.from_configs(
+            ClassifierConfig(num_bins=5, window=8, hysteresis=0.03, unseen="separate"),
+            PromptGDROConfig(seed=3, realise=realise),
+            RolloutGDROConfig(),
+            num_prompts=300,
+        )
         return Simulator(prompts, ctl, SimConfig(batch_size=48, seed=seed, signal="failure_rate", signal_scale=5.0))
 
     sim = make(5)
@@ -101,12 +119,24 @@ def test_resume_gives_identical_decisions(realise):
 
 def test_sampling_draws_the_pool_by_q_and_needs_a_separate_unseen_class():
     def make(**kw):
-        ctl = Controllers.from_configs(ClassifierConfig(num_bins=2, unseen="separate"),
-                                       PromptGDROConfig(realise="sampling", eta=1.0, gamma=0.0, **kw), num_prompts=1000)
-        ctl.observe(PromptResult(ids=np.arange(100), bins=[2] * 100, n_rollouts=[4] * 100, n_correct=[0] * 50 + [4] * 50,
-                                 reward_mean=[0] * 50 + [1] * 50, loss_signal=[0] * 100))
+        ctl = Controllers.from_configs(
+            ClassifierConfig(num_bins=2, unseen="separate"),
+            PromptGDROConfig(realise="sampling", eta=1.0, gamma=0.0, **kw),
+            num_prompts=1000,
+        )
+        ctl.observe(
+            PromptResult(
+                ids=np.arange(100),
+                bins=[2] * 100,
+                n_rollouts=[4] * 100,
+                n_correct=[0] * 50 + [4] * 50,
+                reward_mean=[0] * 50 + [1] * 50,
+                loss_signal=[0] * 100,
+            )
+        )
         ctl.prompt_gdro.scores[:] = [np.log(6.0), 0.0, np.log(3.0)]  # q = [.6, .1, .3]
         return ctl
+
     ctl = make()
     assert ctl.sampler.sizes().tolist() == [50, 50, 900]  # bin 0, bin 1, unseen
     ids = np.concatenate([ctl.sample(64) for _ in range(300)])
@@ -123,12 +153,16 @@ def test_sampling_draws_the_pool_by_q_and_needs_a_separate_unseen_class():
 
 def test_configs_embed_in_pydantic_and_forbid_unknown_keys():
     pydantic = pytest.importorskip("pydantic")
-    for cls, good in ((ClassifierConfig, {"num_bins": 3, "edges": [0.4, 0.75]}), (PromptGDROConfig, {"eta": 1.0}),
-                      (RolloutGDROConfig, {"n_max": 8, "allocator": "sqrt"})):
+    for cls, good in (
+        (ClassifierConfig, {"num_bins": 3, "edges": [0.4, 0.75]}),
+        (PromptGDROConfig, {"eta": 1.0}),
+        (RolloutGDROConfig, {"n_max": 8, "allocator": "sqrt"}),
+    ):
         adapter = pydantic.TypeAdapter(cls)
         obj = adapter.validate_python(good)
-        assert isinstance(obj, cls) and all(getattr(obj, k) == (tuple(v) if isinstance(v, list) else v)
-                                            for k, v in good.items())
+        assert isinstance(obj, cls) and all(
+            getattr(obj, k) == (tuple(v) if isinstance(v, list) else v) for k, v in good.items()
+        )
         with pytest.raises(pydantic.ValidationError, match="no_such_knob"):
             adapter.validate_python({**good, "no_such_knob": 1})
     with pytest.raises((pydantic.ValidationError, ValueError), match="eta must be > 0"):
@@ -136,8 +170,9 @@ def test_configs_embed_in_pydantic_and_forbid_unknown_keys():
 
 
 def test_advantage_normalisation_keeps_grpos_step_and_moves_it_between_informative_classes():
-    ctl = Controllers.from_configs(ClassifierConfig(num_bins=5), PromptGDROConfig(eta=1.0, gamma=0.0,
-                                                                                  normalise="advantage"))
+    ctl = Controllers.from_configs(
+        ClassifierConfig(num_bins=5), PromptGDROConfig(eta=1.0, gamma=0.0, normalise="advantage")
+    )
     ctl.prompt_gdro.scores[:] = [np.log(3.0), 0, 0, 0, 0]  # q over {0, 4} = [3/4, 1/4]
     # prompt 0 (bin 0) is all wrong (no advantage), prompts 1, 2 (bin 4) carry |A| 4 and 2
     w = ctl.batch_weights([0, 4, 4], [4, 4, 4], adv_mass=[0.0, 4.0, 2.0])
@@ -146,5 +181,6 @@ def test_advantage_normalisation_keeps_grpos_step_and_moves_it_between_informati
     assert w @ [0.0, 4.0, 2.0] == pytest.approx(6.0)  # the weighted |A| equals GRPO's: same step size
     by_responses = full_controllers(eta=1.0, gamma=0.0)
     by_responses.prompt_gdro.scores[:] = [np.log(3.0), 0, 0, 0, 0]
-    np.testing.assert_allclose(by_responses.batch_weights([0, 4, 4], [4, 4, 4], adv_mass=[0.0, 4.0, 2.0]),
-                               [1.8, 0.6, 0.6])  # q / mean q: bin 4's informative groups shrink to 0.6
+    np.testing.assert_allclose(
+        by_responses.batch_weights([0, 4, 4], [4, 4, 4], adv_mass=[0.0, 4.0, 2.0]), [1.8, 0.6, 0.6]
+    )  # q / mean q: bin 4's informative groups shrink to 0.6

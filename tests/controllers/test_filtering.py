@@ -1,4 +1,5 @@
 """Online difficulty filtering: hand tables of keep/drop, batch refill, the round bound, truncation, state."""
+
 from __future__ import annotations
 
 import logging
@@ -70,7 +71,9 @@ def test_band_end_is_matched_with_tolerance_not_float_equality():
     # the same at the upper end 0.9: 1.1-0.2 = 0.9000000000000001 kept (closed);
     # 0.3*3 = 0.8999999999999999 dropped (open)
     assert reasons(FilterConfig(low=0.3, high=0.9), np.array([1.1 - 0.2, 1.1 - 0.2]), [2]) == ["kept"]
-    assert reasons(FilterConfig(low=0.3, high=0.9, high_closed=False), np.array([0.3 * 3, 0.3 * 3]), [2]) == ["too_easy"]
+    assert reasons(FilterConfig(low=0.3, high=0.9, high_closed=False), np.array([0.3 * 3, 0.3 * 3]), [2]) == [
+        "too_easy"
+    ]
 
 
 def test_small_groups_are_dropped_first():
@@ -150,8 +153,11 @@ def test_round_bound_raises_in_error_mode():
     s, c = binary_groups([2, 4], 4)
     assert fill.add(["a", "b"], s, c).tolist() == [0]
     s, c = binary_groups([0, 0], 4)
-    with pytest.raises(FillExhaustedError, match=r"only 1 of 2 groups qualified after 2 rounds \(4 groups scored; "
-                       r"dropped: too_small=0, too_hard=2, too_easy=1, no_variance=0, duplicate=0\)"):
+    with pytest.raises(
+        FillExhaustedError,
+        match=r"only 1 of 2 groups qualified after 2 rounds \(4 groups scored; "
+        r"dropped: too_small=0, too_hard=2, too_easy=1, no_variance=0, duplicate=0\)",
+    ):
         fill.add(["c", "d"], s, c)
 
 
@@ -218,8 +224,10 @@ def test_the_qualify_rate_carries_over_to_the_next_step():
 
 def test_metrics_after_a_fill():
     filt = GroupFilter(FilterConfig(keep_rate_beta=0.0))
-    assert filt.metrics() == {"filter/keep_rate_est": 1.0, **{f"filter/total/{k}": 0.0 for k in (
-        "fills", "partial_fills", "rounds", "submitted", "kept", "surplus")}}
+    assert filt.metrics() == {
+        "filter/keep_rate_est": 1.0,
+        **{f"filter/total/{k}": 0.0 for k in ("fills", "partial_fills", "rounds", "submitted", "kept", "surplus")},
+    }
     fill = filt.start(target_groups=1)
     s, c = binary_groups([0, 1, 2, 4], 4)
     fill.add(list("abcd"), s, c)  # too hard, kept, surplus, too easy
@@ -273,7 +281,9 @@ def test_config_rejects_bad_values_naming_the_field(kwargs, field):
 def test_config_embeds_in_pydantic_and_forbids_unknown_keys():
     pydantic = pytest.importorskip("pydantic")
     adapter = pydantic.TypeAdapter(FilterConfig)
-    assert adapter.validate_python({"low": 0.1, "on_exhausted": "partial"}) == FilterConfig(low=0.1, on_exhausted="partial")
+    assert adapter.validate_python({"low": 0.1, "on_exhausted": "partial"}) == FilterConfig(
+        low=0.1, on_exhausted="partial"
+    )
     with pytest.raises(pydantic.ValidationError, match="band\n  Unexpected keyword argument"):
         adapter.validate_python({"band": [0.1, 0.9]})
     with pytest.raises(pydantic.ValidationError, match="max_rounds"):

@@ -1,4 +1,5 @@
 """Prompt-GDRO: scripted scores, both weight forms, sampling with importance weights, checkpoints."""
+
 import json
 
 import numpy as np
@@ -11,18 +12,22 @@ from rlbal.controllers.records import PromptResult
 def result(bins, signal, counts=None):
     n = len(bins)
     counts = counts or [4] * n
-    return PromptResult(ids=np.arange(n), bins=bins, n_rollouts=counts, n_correct=[0] * n,
-                        reward_mean=[0.0] * n, loss_signal=signal)
+    return PromptResult(
+        ids=np.arange(n), bins=bins, n_rollouts=counts, n_correct=[0] * n, reward_mean=[0.0] * n, loss_signal=signal
+    )
 
 
-@pytest.mark.parametrize("kw,match", [
-    (dict(eta=-1), "eta must be > 0, got -1"),
-    (dict(gamma=1.5), r"gamma must be in \[0, 1\], got 1.5"),
-    (dict(ema_beta=0.0), "ema_beta must be in"),
-    (dict(score_clip=0.0), "score_clip must be > 0 or None"),
-    (dict(omega_max=0.5), "omega_max must be >= 1"),
-    (dict(weight_form="softmax"), "weight_form must be one of"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(eta=-1), "eta must be > 0, got -1"),
+        (dict(gamma=1.5), r"gamma must be in \[0, 1\], got 1.5"),
+        (dict(ema_beta=0.0), "ema_beta must be in"),
+        (dict(score_clip=0.0), "score_clip must be > 0 or None"),
+        (dict(omega_max=0.5), "omega_max must be >= 1"),
+        (dict(weight_form="softmax"), "weight_form must be one of"),
+    ],
+)
 def test_config_validation_names_the_field(kw, match):
     with pytest.raises(ValueError, match="PromptGDROConfig." + match):
         PromptGDROConfig(**kw)
@@ -76,8 +81,17 @@ def test_paper_form_weights_cap_and_score_clip():
 
 def test_observe_scores_only_the_trained_groups():
     g = PromptGDRO(PromptGDROConfig(share_norm=False), num_classes=2)
-    g.observe(PromptResult(ids=[0, 1, 2], bins=[0, 0, 1], n_rollouts=[4, 4, 4], n_correct=[0, 4, 2],
-                           reward_mean=[0, 1, 0.5], loss_signal=[1.0, np.nan, 0.5], trained=[True, False, True]))
+    g.observe(
+        PromptResult(
+            ids=[0, 1, 2],
+            bins=[0, 0, 1],
+            n_rollouts=[4, 4, 4],
+            n_correct=[0, 4, 2],
+            reward_mean=[0, 1, 0.5],
+            loss_signal=[1.0, np.nan, 0.5],
+            trained=[True, False, True],
+        )
+    )
     assert g.scores.tolist() == [1.0, 0.5]  # the dropped group (no update, no signal) is not averaged in
     with pytest.raises(ValueError, match="finite for every trained prompt"):
         PromptResult(ids=[0], bins=[0], n_rollouts=[4], n_correct=[0], reward_mean=[0], loss_signal=[np.nan])
@@ -95,8 +109,16 @@ def test_metrics_by_hand():
     g = PromptGDRO(PromptGDROConfig(), num_classes=4)
     m = g.metrics()
     assert m["controller/prompt_gdro/weight_entropy"] == pytest.approx(np.log(4))  # all scores 0: uniform
-    g.observe(PromptResult(ids=[0, 1, 2], bins=[1, 1, 3], n_rollouts=[4, 4, 4], n_correct=[1, 3, 0],
-                           reward_mean=[0.25, 0.75, 0.0], loss_signal=[0.75, 0.25, 1.0]))
+    g.observe(
+        PromptResult(
+            ids=[0, 1, 2],
+            bins=[1, 1, 3],
+            n_rollouts=[4, 4, 4],
+            n_correct=[1, 3, 0],
+            reward_mean=[0.25, 0.75, 0.0],
+            loss_signal=[0.75, 0.25, 1.0],
+        )
+    )
     g.weights([1, 3])
     m = g.metrics()
     assert m["controller/prompt_gdro/count/bin_1"] == 2.0 and m["controller/prompt_gdro/count/bin_0"] == 0.0

@@ -1,4 +1,5 @@
 """Records, loss signals and checkpoint helpers of rlbal.controllers.records."""
+
 import json
 
 import numpy as np
@@ -31,8 +32,13 @@ def grpo_advantages(reward_R, prompt_R, eps=1e-6):
 
 def test_from_responses_aggregates_counts_means_and_reward_signals():
     # prompt 10: rewards 1,0,0 -> mean 1/3, unbiased var ((2/3)^2 + 2 (1/3)^2) / 2 = 1/3; prompt 20: 1,1 -> var 0
-    kw = dict(ids=[10, 20], bins=[0, 3], prompt_index_R=[0, 0, 0, 1, 1], correct_R=[1, 0, 0, 1, 1],
-              reward_R=[1.0, 0.0, 0.0, 1.0, 1.0])
+    kw = dict(
+        ids=[10, 20],
+        bins=[0, 3],
+        prompt_index_R=[0, 0, 0, 1, 1],
+        correct_R=[1, 0, 0, 1, 1],
+        reward_R=[1.0, 0.0, 0.0, 1.0, 1.0],
+    )
     r = PromptResult.from_responses(**kw, signal="failure_rate")
     assert r.n_rollouts.tolist() == [3, 2] and r.n_correct.tolist() == [1, 2]
     np.testing.assert_allclose(r.reward_mean, [1 / 3, 1.0])
@@ -55,8 +61,9 @@ def test_surrogate_signal_is_zero_per_prompt_with_centred_advantages_at_ratio_on
     mask_RL[:, 0] = 1.0  # ragged lengths, at least one token each
     sig_R = clipped_surrogate_signal(adv_R, np.ones((9, 7)), mask_RL, 0.2, 0.28)
     np.testing.assert_allclose(sig_R, -adv_R, atol=1e-12)
-    res = PromptResult.from_responses([0, 1, 2], [0, 0, 0], prompt_R, np.array(reward_R) > 0, reward_R,
-                                      signal="surrogate", loss_R=sig_R)
+    res = PromptResult.from_responses(
+        [0, 1, 2], [0, 0, 0], prompt_R, np.array(reward_R) > 0, reward_R, signal="surrogate", loss_R=sig_R
+    )
     np.testing.assert_allclose(res.loss_signal, [0.0, 0.0, 0.0], atol=1e-12)
     assert np.abs(adv_R).max() > 0.5  # the advantages themselves are not small
 
@@ -76,13 +83,16 @@ def test_loss_signal_names_are_a_closed_set():
         reward_signal("surrogate", [1], [2], [0.5], [0.5])
 
 
-@pytest.mark.parametrize("field,kw,match", [
-    ("n_correct", dict(n_correct=[5]), "n_correct must lie in"),
-    ("n_rollouts", dict(n_rollouts=[0], n_correct=[0]), "n_rollouts must be >= 1"),
-    ("ids", dict(ids=[-1]), "ids must be >= 0"),
-    ("loss_signal", dict(loss_signal=[np.nan]), "loss_signal must be finite"),
-    ("bins", dict(bins=[0, 1]), "bins has 2 entries, expected 1"),
-])
+@pytest.mark.parametrize(
+    "field,kw,match",
+    [
+        ("n_correct", dict(n_correct=[5]), "n_correct must lie in"),
+        ("n_rollouts", dict(n_rollouts=[0], n_correct=[0]), "n_rollouts must be >= 1"),
+        ("ids", dict(ids=[-1]), "ids must be >= 0"),
+        ("loss_signal", dict(loss_signal=[np.nan]), "loss_signal must be finite"),
+        ("bins", dict(bins=[0, 1]), "bins has 2 entries, expected 1"),
+    ],
+)
 def test_prompt_result_validation_names_the_field(field, kw, match):
     base = dict(ids=[0], bins=[0], n_rollouts=[4], n_correct=[1], reward_mean=[0.25], loss_signal=[0.75])
     with pytest.raises(ValueError, match=match):

@@ -1,5 +1,6 @@
 """Rollout-GDRO the controller: outcome statistics by hand, every allocator's budget and bounds, uniform without
 information, allocations that follow the statistics, the knapsack anchor against brute force, metrics, state."""
+
 import itertools
 import json
 
@@ -13,8 +14,15 @@ from rlbal.controllers.rollout_gdro import RolloutGDRO, RolloutGDROConfig
 
 def result(bins, counts, correct=None, trained=None):
     n = len(bins)
-    return PromptResult(ids=np.arange(n), bins=bins, n_rollouts=counts, n_correct=correct or [0] * n,
-                        reward_mean=[0.0] * n, loss_signal=[0.0] * n, trained=trained)
+    return PromptResult(
+        ids=np.arange(n),
+        bins=bins,
+        n_rollouts=counts,
+        n_correct=correct or [0] * n,
+        reward_mean=[0.0] * n,
+        loss_signal=[0.0] * n,
+        trained=trained,
+    )
 
 
 def test_outcome_statistics_by_hand():
@@ -47,8 +55,12 @@ def test_every_allocation_spends_the_exact_budget_within_bounds(allocator):
     for _ in range(30):
         n_min = int(rng.integers(2, 4))
         n_max = n_min + int(rng.integers(0, 12))
-        cfg = RolloutGDROConfig(allocator=allocator, n_min=n_min, n_max=n_max,
-                                n_bar=float(rng.choice([n_min, n_max, rng.uniform(n_min, n_max)])))
+        cfg = RolloutGDROConfig(
+            allocator=allocator,
+            n_min=n_min,
+            n_max=n_max,
+            n_bar=float(rng.choice([n_min, n_max, rng.uniform(n_min, n_max)])),
+        )
         r = RolloutGDRO(cfg, num_classes=6)
         r.m1 = rng.uniform(0, 1, 6)
         r.m2 = r.m1**2 + rng.uniform(0, 1, 6) * r.m1 * (1 - r.m1)
@@ -78,8 +90,11 @@ def test_knapsack_allocation_is_the_most_valuable_per_class_allocation():
     bins = np.repeat([0, 1, 2], [3, 2, 4])
     n = r.allocate(bins)
     value = knapsack_values(r.m1, r.m2, cfg.arms)
-    best = max((sum(c * value[k, a] for k, (c, a) in enumerate(zip([3, 2, 4], arms))), arms)
-               for arms in itertools.product(range(6), repeat=3) if [3, 2, 4] @ (2 + np.array(arms)) == 36)
+    best = max(
+        (sum(c * value[k, a] for k, (c, a) in enumerate(zip([3, 2, 4], arms))), arms)
+        for arms in itertools.product(range(6), repeat=3)
+        if [3, 2, 4] @ (2 + np.array(arms)) == 36
+    )
     assert [int(n[bins == k][0]) for k in range(3)] == [2 + a for a in best[1]] and n.sum() == 36
 
 

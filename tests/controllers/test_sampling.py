@@ -1,4 +1,5 @@
 """BinSampler: the pool grouped by class (moves against a plain reference), draws by q, state round trip."""
+
 import json
 
 import numpy as np

@@ -1,5 +1,6 @@
 """The controllers on synthetic prompts with known success probabilities (Bernoulli rollouts, seconds on CPU):
 what they do inside the loop, not just in isolation."""
+
 import numpy as np
 import pytest
 
@@ -45,8 +46,9 @@ def test_no_information_means_uniform_counts_every_step():
     # every prompt p = 0.5: bins form from noise, but every class has the same outcome statistics; the allocation
     # stays at n_bar for nearly every prompt and never strays by more than one rollout
     prompts = SyntheticPrompts(np.full(256, 0.5))
-    ctl = Controllers.from_configs(ClassifierConfig(num_bins=10), rollout=RolloutGDROConfig(n_bar=8, n_max=12),
-                                   n_rollouts=8)
+    ctl = Controllers.from_configs(
+        ClassifierConfig(num_bins=10), rollout=RolloutGDROConfig(n_bar=8, n_max=12), n_rollouts=8
+    )
     trace = Simulator(prompts, ctl, SimConfig(batch_size=256, seed=0)).run(300)
     assert np.all(np.abs(trace.counts_G - 8) <= 1) and (trace.counts_G == 8).mean() > 0.95
     assert np.nanmax(trace.delta_S[1:]) < 0.2
@@ -68,8 +70,12 @@ def test_allocator_tracks_the_neyman_rule_of_the_true_variances(allocator):
 
 
 def test_default_allocator_beats_uniform_on_informative_rollouts_by_more_than_the_knapsack_anchor():
-    rows = {r["allocator"]: r for r in allocator_table(POOL, classifier=CLF5, n_bar=8, n_max=16, steps=150,
-                                                        batch_size=64, seeds=(0, 1), warmup=50)}
+    rows = {
+        r["allocator"]: r
+        for r in allocator_table(
+            POOL, classifier=CLF5, n_bar=8, n_max=16, steps=150, batch_size=64, seeds=(0, 1), warmup=50
+        )
+    }
     gain = {k: rows[k]["informative"] - rows["uniform"]["informative"] for k in rows}
     assert gain["bandit"] > 0.1 and gain["bandit"] >= gain["knapsack"]
     # budget leaves the never-solved and always-solved prompts for the ones in between
@@ -92,8 +98,9 @@ def test_price_settles_and_allocation_follows_the_bins_pass_rates():
 
 def test_band_filtering_no_longer_blinds_the_classifier():
     # a [0.2, 0.8] band keeps only groups with correct answers; the classifier must still see the dropped ones
-    ctl = Controllers.from_configs(ClassifierConfig(num_bins=5), PromptGDROConfig(), RolloutGDROConfig(n_bar=8,
-                                   n_max=16), n_rollouts=8)
+    ctl = Controllers.from_configs(
+        ClassifierConfig(num_bins=5), PromptGDROConfig(), RolloutGDROConfig(n_bar=8, n_max=16), n_rollouts=8
+    )
     sim = Simulator(POOL, ctl, SimConfig(batch_size=64, seed=0, filter=FilterConfig()))
     trace = sim.run(60)
     tracked = np.flatnonzero(~np.isnan(ctl.classifier.estimate(np.arange(len(POOL)))))
@@ -109,8 +116,9 @@ def test_prompt_gdro_concentrates_on_the_highest_loss_bin(signal, top):
     # 3 bins (edges .4/.75, the released 3-bin case) on pass@4; per-response p = .054, .193, .405:
     # failure 1 - p is highest in bin 0, the reward variance p(1-p) in bin 2
     prompts = SyntheticPrompts.at_bin_centres(per_bin=50, edges=np.array([0.4, 0.75]), n_ref=4)
-    ctl = Controllers.from_configs(ClassifierConfig(num_bins=3, edges=(0.4, 0.75), window=0, indicator="any"),
-                                   PromptGDROConfig())
+    ctl = Controllers.from_configs(
+        ClassifierConfig(num_bins=3, edges=(0.4, 0.75), window=0, indicator="any"), PromptGDROConfig()
+    )
     trace = Simulator(prompts, ctl, SimConfig(batch_size=60, seed=0, signal=signal, signal_scale=30.0)).run(200)
     q_C = trace.q_SC[-50:].mean(0)
     assert q_C.argmax() == top and q_C[top] > 0.7
@@ -122,8 +130,11 @@ def test_prompt_gdro_concentrates_on_the_highest_loss_bin(signal, top):
 
 
 def test_prompt_gdro_sampling_realises_q_in_the_drawn_batches():
-    ctl = Controllers.from_configs(ClassifierConfig(num_bins=3, unseen="separate"),
-                                   PromptGDROConfig(eta=2.0, realise="sampling"), num_prompts=len(POOL))
+    ctl = Controllers.from_configs(
+        ClassifierConfig(num_bins=3, unseen="separate"),
+        PromptGDROConfig(eta=2.0, realise="sampling"),
+        num_prompts=len(POOL),
+    )
     sim = Simulator(POOL, ctl, SimConfig(batch_size=64, seed=0, signal_scale=3.0))
     sim.run(50)
     expected, drawn, pool = np.zeros(4), np.zeros(4), np.zeros(4)

@@ -1,4 +1,5 @@
 """Shared fixtures of the rlbal.data tests: the tiny model's tokenizer (built once into the asset cache)."""
+
 import pytest
 
 

@@ -1,4 +1,5 @@
 """Reading prompt files: every supported format gives the same table, and bad data fails with one exact line."""
+
 import gzip
 import json
 import math
@@ -10,8 +11,13 @@ from rlbal.data import DataError, FieldMap, FilesSpec, PromptFormat, build_datas
 
 ROWS = [
     {"question": "What is 2 + 3?", "answer": 5, "uid": "q-a", "level": 1, "source": "hand"},
-    {"question": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "7 - 4 = ?"}],
-     "answer": "3", "uid": 17, "level": None, "source": "hand"},
+    {
+        "question": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "7 - 4 = ?"}],
+        "answer": "3",
+        "uid": 17,
+        "level": None,
+        "source": "hand",
+    },
     {"question": "Is 9 prime?", "answer": "no", "uid": "q-c", "level": 2.5, "source": "web"},
 ]
 FIELDS = FieldMap(prompt="question", id="uid", difficulty="level")
@@ -51,8 +57,15 @@ def _formats(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    flat = [{**r, "question": r["question"] if isinstance(r["question"], str) else r["question"][1]["content"],
-             "answer": str(r["answer"]), "uid": str(r["uid"])} for r in ROWS]
+    flat = [
+        {
+            **r,
+            "question": r["question"] if isinstance(r["question"], str) else r["question"][1]["content"],
+            "answer": str(r["answer"]),
+            "uid": str(r["uid"]),
+        }
+        for r in ROWS
+    ]
     (tmp_path / "j").mkdir()
     paths = [write_jsonl(tmp_path / "j" / "data.jsonl", flat), tmp_path / "data.json"]
     paths[1].write_text(json.dumps(flat))
@@ -64,8 +77,12 @@ def _formats(tmp_path):
     with pa.OSFile(str(tmp_path / "s" / "data.arrow"), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as w:
         w.write_table(table)
     datasets.Dataset.from_list(flat).save_to_disk(str(tmp_path / "data"))
-    return paths + [tmp_path / "data.parquet", tmp_path / "f" / "data.arrow", tmp_path / "s" / "data.arrow",
-                    tmp_path / "data"], flat
+    return paths + [
+        tmp_path / "data.parquet",
+        tmp_path / "f" / "data.arrow",
+        tmp_path / "s" / "data.arrow",
+        tmp_path / "data",
+    ], flat
 
 
 def test_every_format_reads_the_same_rows_and_fingerprint(tmp_path, tokenizer):
@@ -81,8 +98,12 @@ def test_every_format_reads_the_same_rows_and_fingerprint(tmp_path, tokenizer):
 def test_saved_dataset_dict_split(tmp_path):
     import datasets
 
-    d = datasets.DatasetDict({"train": datasets.Dataset.from_list([{"prompt": "a", "answer": "1"}]),
-                              "test": datasets.Dataset.from_list([{"prompt": "b", "answer": "2"}] * 2)})
+    d = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list([{"prompt": "a", "answer": "1"}]),
+            "test": datasets.Dataset.from_list([{"prompt": "b", "answer": "2"}] * 2),
+        }
+    )
     d.save_to_disk(str(tmp_path / "dd"))
     assert read_table(tmp_path / "dd", split="test").answers == ["2", "2"]
     with pytest.raises(DataError, match=r"^dd: saved dataset has splits \['test', 'train'\]; choose one with split=$"):
@@ -108,8 +129,12 @@ def test_several_files_concatenate_with_their_own_rows(tmp_path, tokenizer):
 
 
 def test_too_long_drop_keeps_dense_indices_and_counts(tmp_path, tokenizer):
-    rows = [{"prompt": "1 + 1", "answer": "2"}, {"prompt": "word " * 200, "answer": "x"},
-            {"prompt": "2 + 2", "answer": "4"}, {"prompt": "word " * 300, "answer": "y"}]
+    rows = [
+        {"prompt": "1 + 1", "answer": "2"},
+        {"prompt": "word " * 200, "answer": "x"},
+        {"prompt": "2 + 2", "answer": "4"},
+        {"prompt": "word " * 300, "answer": "y"},
+    ]
     path = write_jsonl(tmp_path / "data.jsonl", rows)
     ds = load_prompts(FilesSpec(paths=(str(path),)), tokenizer, PromptFormat(max_prompt_tokens=64, too_long="drop"))
     # the two 'word' rows are >= 200 tokens (>= one token per word), the arithmetic ones < 40: two dropped
@@ -120,6 +145,7 @@ def test_too_long_drop_keeps_dense_indices_and_counts(tmp_path, tokenizer):
 
 
 # ------------------------------------------------------------------ bad data: (name, write, fields, format, message)
+
 
 def _lines(*lines):
     return lambda p: p.write_text("".join(line + "\n" for line in lines))
@@ -136,49 +162,146 @@ DROP = PromptFormat(max_prompt_tokens=5, too_long="drop")
 QID = FieldMap(prompt="question", id="id")
 
 BAD = [
-    ("data.jsonl", _rows(*[{"question": "q", "answer": "1", "id": i} for i in range(7)], {"question": "q", "id": 7}),
-     QID, None, "data.jsonl row 7: missing field 'answer' (fields present: question, id)"),
-    ("data.jsonl", _rows(OK, {"answer": "3"}), FieldMap(), None,
-     "data.jsonl row 1: missing field 'prompt' (fields present: answer)"),
+    (
+        "data.jsonl",
+        _rows(*[{"question": "q", "answer": "1", "id": i} for i in range(7)], {"question": "q", "id": 7}),
+        QID,
+        None,
+        "data.jsonl row 7: missing field 'answer' (fields present: question, id)",
+    ),
+    (
+        "data.jsonl",
+        _rows(OK, {"answer": "3"}),
+        FieldMap(),
+        None,
+        "data.jsonl row 1: missing field 'prompt' (fields present: answer)",
+    ),
     ("data.jsonl", _lines(), FieldMap(), None, "data.jsonl: empty dataset (no rows)"),
     ("data.jsonl", _lines("", "  "), FieldMap(), None, "data.jsonl: empty dataset (no rows)"),
-    ("data.jsonl", _lines(json.dumps(OK), '{"prompt": "a", answer: 1}'), FieldMap(), None,
-     "data.jsonl line 2 (row 1): invalid JSON (Expecting property name enclosed in double quotes at column 17)"),  # the a of answer
+    (
+        "data.jsonl",
+        _lines(json.dumps(OK), '{"prompt": "a", answer: 1}'),
+        FieldMap(),
+        None,
+        "data.jsonl line 2 (row 1): invalid JSON (Expecting property name enclosed in double quotes at column 17)",
+    ),  # the a of answer
     ("data.jsonl", _lines("[1, 2]"), FieldMap(), None, "data.jsonl line 1 (row 0): expected a JSON object, got list"),
-    ("data.jsonl", _rows({"prompt": "a", "answer": None}), FieldMap(), None, "data.jsonl row 0: field 'answer' is null"),
-    ("data.jsonl", _rows(OK, {"prompt": 12, "answer": "1"}), FieldMap(), None,
-     "data.jsonl row 1: field 'prompt' must be a non-empty string or list of chat messages, got int"),
-    ("data.jsonl", _rows({"prompt": "   ", "answer": "1"}), FieldMap(), None, "data.jsonl row 0: field 'prompt' is empty"),
-    ("data.jsonl", _rows({"prompt": [{"role": "bot", "content": "hi"}], "answer": "1"}), FieldMap(), None,
-     "data.jsonl row 0: field 'prompt' message 0 must be {'role': one of system/user/assistant, 'content': str}, "
-     "got {'role': 'bot', 'content': 'hi'}"),
-    ("data.jsonl", _rows({"prompt": [{"role": "system", "content": "hi"}], "answer": "1"}), FieldMap(), None,
-     "data.jsonl row 0: field 'prompt' has no 'user' message"),
-    ("data.jsonl", _rows({"prompt": "a", "answer": True}), FieldMap(), None,
-     "data.jsonl row 0: field 'answer' must be str or int or float, got bool"),
+    (
+        "data.jsonl",
+        _rows({"prompt": "a", "answer": None}),
+        FieldMap(),
+        None,
+        "data.jsonl row 0: field 'answer' is null",
+    ),
+    (
+        "data.jsonl",
+        _rows(OK, {"prompt": 12, "answer": "1"}),
+        FieldMap(),
+        None,
+        "data.jsonl row 1: field 'prompt' must be a non-empty string or list of chat messages, got int",
+    ),
+    (
+        "data.jsonl",
+        _rows({"prompt": "   ", "answer": "1"}),
+        FieldMap(),
+        None,
+        "data.jsonl row 0: field 'prompt' is empty",
+    ),
+    (
+        "data.jsonl",
+        _rows({"prompt": [{"role": "bot", "content": "hi"}], "answer": "1"}),
+        FieldMap(),
+        None,
+        "data.jsonl row 0: field 'prompt' message 0 must be {'role': one of system/user/assistant, 'content': str}, "
+        "got {'role': 'bot', 'content': 'hi'}",
+    ),
+    (
+        "data.jsonl",
+        _rows({"prompt": [{"role": "system", "content": "hi"}], "answer": "1"}),
+        FieldMap(),
+        None,
+        "data.jsonl row 0: field 'prompt' has no 'user' message",
+    ),
+    (
+        "data.jsonl",
+        _rows({"prompt": "a", "answer": True}),
+        FieldMap(),
+        None,
+        "data.jsonl row 0: field 'answer' must be str or int or float, got bool",
+    ),
     ("data.jsonl", _rows({"prompt": "a", "answer": ""}), FieldMap(), None, "data.jsonl row 0: field 'answer' is empty"),
-    ("data.jsonl", _rows({**OK, "id": 1.5}), FieldMap(id="id"), None,
-     "data.jsonl row 0: field 'id' must be str or int, got float"),
-    ("data.jsonl", _rows({**OK, "id": "a"}, {**OK, "id": "b"}, {**OK, "id": "a"}), FieldMap(id="id"), None,
-     "data.jsonl row 2: duplicate id 'a' (first seen at data.jsonl row 0)"),
-    ("data.jsonl", _rows({**OK, "lvl": [2]}), FieldMap(difficulty="lvl"), None,  # strings are levels (test_difficulty_levels)
-     "data.jsonl row 0: field 'lvl' must be a number, a string level or null, got list"),
-    ("data.jsonl", _rows(OK), FieldMap(meta=("topic",)), None,
-     "data.jsonl row 0: missing meta field 'topic' (fields present: prompt, answer)"),
-    ("data.jsonl", _rows(OK, LONG), FieldMap(), STRICT,
-     "data.jsonl row 1: prompt is {n} tokens after templating, longer than max_prompt_tokens=40 "
-     "(too_long='drop' drops such rows)"),
-    ("data.jsonl", _rows(LONG, LONG), FieldMap(), DROP,
-     "data.jsonl: empty dataset: all 2 prompts are longer than max_prompt_tokens=5 (dropped by too_long='drop')"),
-    ("data.json", lambda p: p.write_text('{"prompt": "a"}'), FieldMap(), None,
-     "data.json: expected a JSON list of row objects, got dict"),
-    ("data.json", lambda p: p.write_text('[{"prompt": "a", "answer": "1"}, "x"]'), FieldMap(), None,
-     "data.json row 1: expected a JSON object, got str"),
-    ("data.csv", lambda p: p.write_text("prompt,answer\na,1\n"), FieldMap(), None,
-     "data.csv: unsupported file type; use one of .jsonl, .jsonl.gz, .json, .parquet, .arrow "
-     "or a saved dataset folder"),
-    ("folder", lambda p: p.mkdir(), FieldMap(), None,
-     "folder: folder is not a dataset saved with `datasets.save_to_disk`"),
+    (
+        "data.jsonl",
+        _rows({**OK, "id": 1.5}),
+        FieldMap(id="id"),
+        None,
+        "data.jsonl row 0: field 'id' must be str or int, got float",
+    ),
+    (
+        "data.jsonl",
+        _rows({**OK, "id": "a"}, {**OK, "id": "b"}, {**OK, "id": "a"}),
+        FieldMap(id="id"),
+        None,
+        "data.jsonl row 2: duplicate id 'a' (first seen at data.jsonl row 0)",
+    ),
+    (
+        "data.jsonl",
+        _rows({**OK, "lvl": [2]}),
+        FieldMap(difficulty="lvl"),
+        None,  # strings are levels (test_difficulty_levels)
+        "data.jsonl row 0: field 'lvl' must be a number, a string level or null, got list",
+    ),
+    (
+        "data.jsonl",
+        _rows(OK),
+        FieldMap(meta=("topic",)),
+        None,
+        "data.jsonl row 0: missing meta field 'topic' (fields present: prompt, answer)",
+    ),
+    (
+        "data.jsonl",
+        _rows(OK, LONG),
+        FieldMap(),
+        STRICT,
+        "data.jsonl row 1: prompt is {n} tokens after templating, longer than max_prompt_tokens=40 "
+        "(too_long='drop' drops such rows)",
+    ),
+    (
+        "data.jsonl",
+        _rows(LONG, LONG),
+        FieldMap(),
+        DROP,
+        "data.jsonl: empty dataset: all 2 prompts are longer than max_prompt_tokens=5 (dropped by too_long='drop')",
+    ),
+    (
+        "data.json",
+        lambda p: p.write_text('{"prompt": "a"}'),
+        FieldMap(),
+        None,
+        "data.json: expected a JSON list of row objects, got dict",
+    ),
+    (
+        "data.json",
+        lambda p: p.write_text('[{"prompt": "a", "answer": "1"}, "x"]'),
+        FieldMap(),
+        None,
+        "data.json row 1: expected a JSON object, got str",
+    ),
+    (
+        "data.csv",
+        lambda p: p.write_text("prompt,answer\na,1\n"),
+        FieldMap(),
+        None,
+        "data.csv: unsupported file type; use one of .jsonl, .jsonl.gz, .json, .parquet, .arrow "
+        "or a saved dataset folder",
+    ),
+    (
+        "folder",
+        lambda p: p.mkdir(),
+        FieldMap(),
+        None,
+        "folder: folder is not a dataset saved with `datasets.save_to_disk`",
+    ),
 ]
 
 
@@ -187,8 +310,12 @@ def test_bad_data_fails_with_one_exact_line(tmp_path, tokenizer, name, write, fi
     path = tmp_path / name
     write(path)
     if "{n}" in message:  # the long prompt's length, counted by the tokenizer through its own template path
-        long_ids = tokenizer.apply_chat_template([{"role": "user", "content": LONG["prompt"] + "\n" + STRICT.instruction}],
-                                                 add_generation_prompt=True, tokenize=True, return_dict=True)
+        long_ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": LONG["prompt"] + "\n" + STRICT.instruction}],
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+        )
         message = message.format(n=len(long_ids["input_ids"]))
     with pytest.raises(DataError) as err:
         load_prompts(FilesSpec(paths=(str(path),), fields=fields), tokenizer, fmt or PromptFormat())
@@ -204,7 +331,16 @@ def test_missing_file_names_the_path(tmp_path):
 def test_build_rejects_empty_table(tokenizer):
     from rlbal.data import PromptTable
 
-    empty = PromptTable(name="x", sources=("x.jsonl",), keys=[], messages=[], answers=[], metas=[],
-                        difficulty=np.zeros(0), rows=np.zeros(0, np.int64), source_index=np.zeros(0, np.int32))
+    empty = PromptTable(
+        name="x",
+        sources=("x.jsonl",),
+        keys=[],
+        messages=[],
+        answers=[],
+        metas=[],
+        difficulty=np.zeros(0),
+        rows=np.zeros(0, np.int64),
+        source_index=np.zeros(0, np.int32),
+    )
     with pytest.raises(DataError, match=r"^x\.jsonl: empty dataset \(no rows\)$"):
         build_dataset(empty, tokenizer)

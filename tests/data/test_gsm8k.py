@@ -1,4 +1,5 @@
 """Vendored GSM8K: exact upstream bytes, split sizes, answer parsing."""
+
 import gzip
 import hashlib
 
@@ -8,8 +9,10 @@ from rlbal.data import GSM8KSpec, PromptFormat, load_prompts, parse_answer
 from rlbal.data.gsm8k import VENDOR_DIR, gsm8k
 
 # sha256 of openai/grade-school-math@3101c7d grade_school_math/data/{train,test}.jsonl as fetched
-UPSTREAM_SHA256 = {"train": "17f347dc51477c50d4efb83959dbb7c56297aba886e5544ee2aaed3024813465",
-                   "test": "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14"}
+UPSTREAM_SHA256 = {
+    "train": "17f347dc51477c50d4efb83959dbb7c56297aba886e5544ee2aaed3024813465",
+    "test": "3730d312f6e3440559ace48831e51066acaca737f6eabec99bccb9e4b3c39d14",
+}
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
@@ -39,13 +42,16 @@ def test_every_answer_is_a_plain_number():
             assert "," not in a
 
 
-@pytest.mark.parametrize("solution,answer", [
-    ("2+1=<<2+1=3>>3 bolts\n#### 3", "3"),          # plain integer
-    ("... total\n#### 1,080", "1080"),               # thousands separator removed
-    ("she loses\n#### -3", "-3"),                     # negative
-    ("#### 2.5 ", "2.5"),                             # decimal, trailing space
-    ("a #### 4 then\n#### 7", "7"),                   # the LAST '####' is the final answer
-])
+@pytest.mark.parametrize(
+    "solution,answer",
+    [
+        ("2+1=<<2+1=3>>3 bolts\n#### 3", "3"),  # plain integer
+        ("... total\n#### 1,080", "1080"),  # thousands separator removed
+        ("she loses\n#### -3", "-3"),  # negative
+        ("#### 2.5 ", "2.5"),  # decimal, trailing space
+        ("a #### 4 then\n#### 7", "7"),  # the LAST '####' is the final answer
+    ],
+)
 def test_parse_answer(solution, answer):
     assert parse_answer(solution) == answer
 

@@ -1,4 +1,5 @@
 """Procedural prompts: deterministic in the seed, levels as configured, meta enough to score with reasoning-gym."""
+
 import numpy as np
 import pytest
 
@@ -17,9 +18,17 @@ def test_same_seed_same_prompts_other_seed_other_prompts():
 def test_layout_keys_and_difficulty():
     t = procedural_table(("chain_sum", "gsm_symbolic"), levels=(1, 2), size=3, seed=0)
     # chain_sum L1, L2 (3 each), then gsm_symbolic L1 only (it has no level 2)
-    assert t.keys == ["chain_sum/L1/s0/0", "chain_sum/L1/s0/1", "chain_sum/L1/s0/2",
-                      "chain_sum/L2/s0/0", "chain_sum/L2/s0/1", "chain_sum/L2/s0/2",
-                      "gsm_symbolic/L1/s0/0", "gsm_symbolic/L1/s0/1", "gsm_symbolic/L1/s0/2"]
+    assert t.keys == [
+        "chain_sum/L1/s0/0",
+        "chain_sum/L1/s0/1",
+        "chain_sum/L1/s0/2",
+        "chain_sum/L2/s0/0",
+        "chain_sum/L2/s0/1",
+        "chain_sum/L2/s0/2",
+        "gsm_symbolic/L1/s0/0",
+        "gsm_symbolic/L1/s0/1",
+        "gsm_symbolic/L1/s0/2",
+    ]
     np.testing.assert_array_equal(t.difficulty, [1, 1, 1, 2, 2, 2, 1, 1, 1])
     assert [m["task"] for m in t.metas] == ["chain_sum"] * 6 + ["gsm_symbolic"] * 3
     assert [m["level"] for m in t.metas] == [1, 1, 1, 2, 2, 2, 1, 1, 1]

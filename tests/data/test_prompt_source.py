@@ -1,4 +1,5 @@
 """PromptSource: seeded epoch-wise order, stable ids across epochs and resume, refills, JSON state."""
+
 import json
 
 import numpy as np
@@ -12,10 +13,16 @@ N = 10
 @pytest.fixture(scope="module")
 def dataset(tokenizer):
     table = PromptTable(
-        name="toy", sources=("toy.jsonl",), keys=[f"toy:{i}" for i in range(N)],
+        name="toy",
+        sources=("toy.jsonl",),
+        keys=[f"toy:{i}" for i in range(N)],
         messages=[[{"role": "user", "content": f"{i} + 1 ="}] for i in range(N)],
-        answers=[str(i + 1) for i in range(N)], metas=[{"i": i} for i in range(N)],
-        difficulty=np.where(np.arange(N) % 2 == 0, 1.0, np.nan), rows=np.arange(N), source_index=np.zeros(N, np.int32))
+        answers=[str(i + 1) for i in range(N)],
+        metas=[{"i": i} for i in range(N)],
+        difficulty=np.where(np.arange(N) % 2 == 0, 1.0, np.nan),
+        rows=np.arange(N),
+        source_index=np.zeros(N, np.int32),
+    )
     return build_dataset(table, tokenizer)
 
 
@@ -38,7 +45,9 @@ def test_batches_cross_epoch_boundaries(dataset):
     np.testing.assert_array_equal(np.concatenate(b), np.concatenate([e0, e1[:2]]))
     assert src.cursor == (1, 2)
     assert src.metrics() == {"data/epoch": 1.2, "data/num_prompts": 10.0, "data/dropped_too_long": 0.0}
-    np.testing.assert_array_equal(src.next_indices(25), np.concatenate([e1[2:], src.epoch_order(2), src.epoch_order(3)[:7]]))
+    np.testing.assert_array_equal(
+        src.next_indices(25), np.concatenate([e1[2:], src.epoch_order(2), src.epoch_order(3)[:7]])
+    )
     assert src.next_indices(0).shape == (0,)
 
 

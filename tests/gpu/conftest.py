@@ -4,6 +4,7 @@ neither), and the device they run on.
 Every test here is marked `gpu` and skipped without CUDA. `RLBAL_GPU_TEST_DEVICE=cpu` runs them on the CPU
 instead, to check the tests themselves on a machine without a GPU (the CUDA-vs-CPU comparisons then compare
 the CPU with itself)."""
+
 from __future__ import annotations
 
 import os
@@ -23,15 +24,19 @@ def build_llama(out: Path, seed: int = 0) -> Path:
 
     from rlbal.assets import tiny_config, train_tiny_tokenizer
 
-    corpus = [f"<|im_start|>user\nWhat is {a} + {b}? Put the final answer in \\boxed{{}}.<|im_end|>\n"
-              f"<|im_start|>assistant\nThe answer is \\boxed{{{a + b}}}.<|im_end|>\n"
-              for a in range(40) for b in range(40)]
+    corpus = [
+        f"<|im_start|>user\nWhat is {a} + {b}? Put the final answer in \\boxed{{}}.<|im_end|>\n"
+        f"<|im_start|>assistant\nThe answer is \\boxed{{{a + b}}}.<|im_end|>\n"
+        for a in range(40)
+        for b in range(40)
+    ]
     tok = train_tiny_tokenizer(corpus)
     config = tiny_config("llama", tok)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
-                                               pad_token_id=config.pad_token_id)
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id
+    )
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out

@@ -1,5 +1,6 @@
 """The CUDA paths of the learner and the transformers engine: device moves, bf16 weights, gradient checkpointing,
 generation and weight sync on the GPU, each against the CPU fp32 reference. Run by benchmarks/gpu/run.sh."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,8 +19,16 @@ PROMPTS, COUNTS = [[5, 6, 7, 8], [9, 10]], [3, 2]
 
 
 def config(model_path, *extra: str):
-    return load_config(None, [f"model.path={model_path}", "learner.lr=1e-3", "run.max_steps=4",
-                              "algo.aggregation=seq_mean_token_mean", *extra])
+    return load_config(
+        None,
+        [
+            f"model.path={model_path}",
+            "learner.lr=1e-3",
+            "run.max_steps=4",
+            "algo.aggregation=seq_mean_token_mean",
+            *extra,
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +51,9 @@ def test_learner_update_on_the_device_gives_the_cpu_numbers(gpu_model_path, batc
 
 def test_bf16_with_gradient_checkpointing_updates_like_without(gpu_model_path, batch):
     plain = make_learner(config(gpu_model_path, "model.dtype=bfloat16"), TorchBackend(DEVICE))
-    ckpt = make_learner(config(gpu_model_path, "model.dtype=bfloat16", "model.gradient_checkpointing=true"),
-                        TorchBackend(DEVICE))
+    ckpt = make_learner(
+        config(gpu_model_path, "model.dtype=bfloat16", "model.gradient_checkpointing=true"), TorchBackend(DEVICE)
+    )
     assert ckpt.model.is_gradient_checkpointing and not plain.model.is_gradient_checkpointing
     assert {p.dtype for p in ckpt.model.parameters()} == {torch.bfloat16}
     before = {k: v.clone() for k, v in ckpt.export_weights().items()}
@@ -69,7 +79,7 @@ def test_generation_on_the_device_reports_the_policy_logprobs(gpu_model_path):
     for c in result.completions:
         ids = torch.tensor([PROMPTS[c.prompt_index] + c.token_ids])
         with torch.no_grad():
-            want = token_logprobs(reference, ids, torch.ones_like(ids))[0, len(PROMPTS[c.prompt_index]):]
+            want = token_logprobs(reference, ids, torch.ones_like(ids))[0, len(PROMPTS[c.prompt_index]) :]
         torch.testing.assert_close(torch.tensor(c.logprobs), want, atol=1e-4, rtol=0)
 
 
@@ -83,6 +93,6 @@ def test_weights_synced_on_the_device_score_like_the_learner(gpu_model_path, bat
     got = torch.tensor(engine.score([PROMPTS[0]], [completion])[0])
     ids = torch.tensor([PROMPTS[0] + completion], device=learner.device)
     with torch.no_grad():
-        want = token_logprobs(learner.model.eval(), ids, torch.ones_like(ids))[0, len(PROMPTS[0]):].float().cpu()
+        want = token_logprobs(learner.model.eval(), ids, torch.ones_like(ids))[0, len(PROMPTS[0]) :].float().cpu()
     # bf16: engine and learner round the same weights alike; what differs is padding and kernel choice
     torch.testing.assert_close(got, want, atol=atol, rtol=0)

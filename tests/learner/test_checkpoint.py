@@ -1,4 +1,5 @@
 """Atomic checkpoints: a kill while writing leaves the previous checkpoint usable; keep-last-k; resume selection."""
+
 from __future__ import annotations
 
 import hashlib
@@ -82,7 +83,9 @@ def test_sigkill_during_save_leaves_loadable_previous(tmp_path):
 def test_resolve_resume_modes(tmp_path):
     assert resolve_resume(tmp_path, "auto") is None
     assert resolve_resume(tmp_path, "never") is None
-    with pytest.raises(CheckpointError, match=re.escape(f"run.resume='{tmp_path / 'nope'}': no such checkpoint folder")):
+    with pytest.raises(
+        CheckpointError, match=re.escape(f"run.resume='{tmp_path / 'nope'}': no such checkpoint folder")
+    ):
         resolve_resume(tmp_path, str(tmp_path / "nope"))
     (tmp_path / "half").mkdir()
     with pytest.raises(CheckpointError, match=re.escape("not a complete checkpoint folder (no COMPLETE file)")):
@@ -100,18 +103,28 @@ def _fixed_files(folder: Path) -> None:
 def test_manifest_lists_every_file_with_size_and_sha256(tmp_path):
     path = write_checkpoint(tmp_path, 1, _fixed_files, keep_last=2)
     manifest = json.loads((path / "COMPLETE").read_text())
-    assert manifest == {"step": 1, "files": {
-        "model/w.bin": [1024, hashlib.sha256(bytes(range(256)) * 4).hexdigest()],
-        "rng.json": [11, hashlib.sha256(b'{"seed": 1}').hexdigest()]}}
+    assert manifest == {
+        "step": 1,
+        "files": {
+            "model/w.bin": [1024, hashlib.sha256(bytes(range(256)) * 4).hexdigest()],
+            "rng.json": [11, hashlib.sha256(b'{"seed": 1}').hexdigest()],
+        },
+    }
     assert verify_checkpoint(path) is None
 
 
 # (damage done to the newest checkpoint, what verify_checkpoint says about it)
 DAMAGE = [
-    ("truncated", lambda c: (c / "model/w.bin").write_bytes((c / "model/w.bin").read_bytes()[:100]),
-     "model/w.bin has 100 bytes, expected 1024"),
-    ("overwritten", lambda c: (c / "model/w.bin").write_bytes(b"\xff" * 1024),
-     "model/w.bin does not match its sha256 (bytes changed since the save)"),
+    (
+        "truncated",
+        lambda c: (c / "model/w.bin").write_bytes((c / "model/w.bin").read_bytes()[:100]),
+        "model/w.bin has 100 bytes, expected 1024",
+    ),
+    (
+        "overwritten",
+        lambda c: (c / "model/w.bin").write_bytes(b"\xff" * 1024),
+        "model/w.bin does not match its sha256 (bytes changed since the save)",
+    ),
     ("emptied", lambda c: (c / "rng.json").write_text(""), "rng.json has 0 bytes, expected 11"),
     ("deleted", lambda c: (c / "rng.json").unlink(), "rng.json is missing"),
     ("manifest", lambda c: (c / "COMPLETE").write_text("{trunc"), "its COMPLETE manifest is unreadable"),
@@ -141,9 +154,11 @@ def test_no_verifying_checkpoint_is_one_error_line(tmp_path):
     lines: list[str] = []
     with pytest.raises(CheckpointError) as err:
         resolve_resume(tmp_path, "auto", warn=lines.append)
-    assert str(err.value) == (f"no checkpoint in {tmp_path / 'checkpoints'} verifies (step_2: rng.json has 0 bytes, "
-                              "expected 11; step_1: model/w.bin has 0 bytes, expected 1024); move them away or start "
-                              "over with run.resume=never")
+    assert str(err.value) == (
+        f"no checkpoint in {tmp_path / 'checkpoints'} verifies (step_2: rng.json has 0 bytes, "
+        "expected 11; step_1: model/w.bin has 0 bytes, expected 1024); move them away or start "
+        "over with run.resume=never"
+    )
     assert lines == []
 
 

@@ -1,5 +1,6 @@
 """accelerate + DeepSpeed ZeRO-2 with 2 CPU processes trains the same as one plain process on the same data, starting
 from an empty asset cache (what a user's first multi-process launch on a new machine meets)."""
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,19 @@ def _losses(run_dir: Path) -> dict[int, dict]:
 def test_zero2_two_processes_match_single_process(tmp_path):
     """The 2-rank launch builds the tiny-sft asset into an empty RLBAL_CACHE (each rank before its process
     group exists; under one, transformers' save_pretrained writes nothing on rank 1), then trains."""
-    args = ["rollout.engine=hf", "model.path=tiny-sft", "train.prompts_per_step=8", "rollout.max_new_tokens=16",
-            "data.size=64", "eval.size=1", "reward.workers=1", "logging.progress=false", "logging.plots=false",
-            "run.max_steps=3", f"run.output_dir={tmp_path}"]
+    args = [
+        "rollout.engine=hf",
+        "model.path=tiny-sft",
+        "train.prompts_per_step=8",
+        "rollout.max_new_tokens=16",
+        "data.size=64",
+        "eval.size=1",
+        "reward.workers=1",
+        "logging.progress=false",
+        "logging.plots=false",
+        "run.max_steps=3",
+        f"run.output_dir={tmp_path}",
+    ]
     recipe = str(ROOT / "recipes" / "gdro.yaml")
     cache = tmp_path / "cache"  # empty: the launch must build the assets
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RLBAL_CACHE": str(cache)}
@@ -37,15 +48,38 @@ def test_zero2_two_processes_match_single_process(tmp_path):
     with socket.socket() as sock:  # a free rendezvous port: the default 29500 may be taken by another job
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    ds = subprocess.run([str(accelerate), "launch", "--config_file", str(ROOT / "launch/accelerate/zero2.yaml"),
-                         "--main_process_port", str(port),
-                         "-m", "rlbal.train", recipe, *args, "run.name=ds", "learner.backend=accelerate"],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    ds = subprocess.run(
+        [
+            str(accelerate),
+            "launch",
+            "--config_file",
+            str(ROOT / "launch/accelerate/zero2.yaml"),
+            "--main_process_port",
+            str(port),
+            "-m",
+            "rlbal.train",
+            recipe,
+            *args,
+            "run.name=ds",
+            "learner.backend=accelerate",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert ds.returncode == 0, ds.stderr[-4000:]
     built = sorted(p.name for p in (cache / "assets").iterdir() if not p.name.startswith("."))
     assert [name.rsplit("-", 1)[0] for name in built] == ["tiny-llama", "tiny-llama-sft200"], built
-    single = subprocess.run([sys.executable, "-m", "rlbal.train", recipe, *args, "run.name=single"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=600)
+    single = subprocess.run(
+        [sys.executable, "-m", "rlbal.train", recipe, *args, "run.name=single"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert single.returncode == 0, single.stderr[-4000:]
     a, b = _losses(tmp_path / "ds"), _losses(tmp_path / "single")
     assert sorted(a) == sorted(b) == [1, 2, 3]

@@ -1,5 +1,6 @@
 """The single-process learner: an update does not depend on how the batch is cut into micro-batches (metrics
 included, extrema too), and the learner runs on the device its backend names."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,9 +13,17 @@ from rlbal.learner.backends import TorchBackend
 
 
 def config(micro_batch_tokens: int, mini_batches: int = 2):
-    return load_config(None, ["model.path=tiny-sft", "learner.lr=5e-3", f"learner.mini_batches={mini_batches}",
-                              f"learner.micro_batch_tokens={micro_batch_tokens}", "run.max_steps=4",
-                              "algo.aggregation=seq_mean_token_mean"])
+    return load_config(
+        None,
+        [
+            "model.path=tiny-sft",
+            "learner.lr=5e-3",
+            f"learner.mini_batches={mini_batches}",
+            f"learner.micro_batch_tokens={micro_batch_tokens}",
+            "run.max_steps=4",
+            "algo.aggregation=seq_mean_token_mean",
+        ],
+    )
 
 
 @pytest.fixture(scope="module")

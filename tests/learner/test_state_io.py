@@ -1,4 +1,5 @@
 """Pickle-free state files round-trip optimizer states exactly."""
+
 from __future__ import annotations
 
 import torch

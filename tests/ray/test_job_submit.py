@@ -4,6 +4,7 @@ The cluster is started with `ray start --head --block` in its own process group 
 auth off, every port chosen free so it can run beside the session cluster) and stopped by ending that
 process group: never `ray stop`, which would stop every Ray cluster of the machine.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,9 +24,17 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-PORT_FLAGS = ("--port", "--dashboard-port", "--ray-client-server-port", "--dashboard-agent-listen-port",
-              "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port",
-              "--node-manager-port", "--object-manager-port")
+PORT_FLAGS = (
+    "--port",
+    "--dashboard-port",
+    "--ray-client-server-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--metrics-export-port",
+    "--runtime-env-agent-port",
+    "--node-manager-port",
+    "--object-manager-port",
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -43,8 +52,11 @@ def free_ports(n: int) -> list[int]:
 def cluster_env() -> dict[str, str]:
     """The venv first on PATH (the job's `python` is the one on the PATH of `ray start`), token auth off."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
-    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", RAY_AUTH_MODE="disabled",
-               RAY_USAGE_STATS_ENABLED="0")
+    env.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        RAY_AUTH_MODE="disabled",
+        RAY_USAGE_STATS_ENABLED="0",
+    )
     return env
 
 
@@ -53,10 +65,24 @@ def head(tmp_path):
     """`http://127.0.0.1:<dashboard port>` of a fresh head node; the whole node is stopped afterwards."""
     ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
     temp = Path(tempfile.mkdtemp(prefix="rlray-", dir="/tmp"))  # Ray's socket paths must stay under 108 bytes
-    cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--num-cpus", "4",
-           "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1", "--include-dashboard", "true",
-           "--temp-dir", str(temp), "--disable-usage-stats",
-           *[x for flag, port in ports.items() for x in (flag, str(port))]]
+    cmd = [
+        str(Path(sys.executable).parent / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--num-cpus",
+        "4",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--dashboard-host",
+        "127.0.0.1",
+        "--include-dashboard",
+        "true",
+        "--temp-dir",
+        str(temp),
+        "--disable-usage-stats",
+        *[x for flag, port in ports.items() for x in (flag, str(port))],
+    ]
     log = open(tmp_path / "ray_start.log", "w")
     proc = subprocess.Popen(cmd, env=cluster_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{ports['--dashboard-port']}"
@@ -106,19 +132,47 @@ def wait_for_dashboard(address: str, proc: subprocess.Popen, log: Path, timeout_
 
 
 def test_ray_job_submit_trains_with_ray_actors_and_writes_the_run(head, tmp_path, overrides, metrics_of):
-    args = overrides(tmp_path, "job", "run.orchestrator=ray", "rollout.engine=hf", "run.max_steps=2",
-                     "ray.rollout_actors=1", "ray.learner_ranks=1", "ray.init_timeout_s=300")
+    args = overrides(
+        tmp_path,
+        "job",
+        "run.orchestrator=ray",
+        "rollout.engine=hf",
+        "run.max_steps=2",
+        "ray.rollout_actors=1",
+        "ray.learner_ranks=1",
+        "ray.init_timeout_s=300",
+    )
     ray_cli = str(Path(sys.executable).parent / "ray")
     job_id = f"rlbal-test-{uuid.uuid4().hex[:8]}"
-    cmd = [ray_cli, "job", "submit", "--address", head, "--submission-id", job_id, "--working-dir", str(ROOT),
-           "--", "python", "-m", "rlbal.train", "recipes/gdro.yaml", *args]
+    cmd = [
+        ray_cli,
+        "job",
+        "submit",
+        "--address",
+        head,
+        "--submission-id",
+        job_id,
+        "--working-dir",
+        str(ROOT),
+        "--",
+        "python",
+        "-m",
+        "rlbal.train",
+        "recipes/gdro.yaml",
+        *args,
+    ]
     job = subprocess.run(cmd, env=cluster_env(), capture_output=True, text=True, timeout=900, cwd=ROOT)
     out = job.stdout + job.stderr
     assert job.returncode == 0, out[-4000:]
     assert f"Job '{job_id}' succeeded" in out  # `ray job submit` follows the job to its final status
     # The job's whole log, from the cluster (the follower above may drop lines): the orchestrator's start-up line.
-    logs = subprocess.run([ray_cli, "job", "logs", "--address", head, job_id], env=cluster_env(), capture_output=True,
-                          text=True, timeout=120).stdout
+    logs = subprocess.run(
+        [ray_cli, "job", "logs", "--address", head, job_id],
+        env=cluster_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     assert "[rlbal.ray] 1 rollout actor(s) (hf) + 1 learner rank(s) (torch), colocated" in logs, logs[-3000:]
     assert "Traceback" not in logs
     run_dir = tmp_path / "job"

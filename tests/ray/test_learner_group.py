@@ -5,6 +5,7 @@ rank's shard is token-balanced, micro-batches are tiny (several per rank, unequa
 two optimizer updates per step, so sharding, equal micro-batch counts, the all-reduce and the global
 normalisers are all exercised.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,9 +35,18 @@ def test_grad_buckets_close_before_overflowing():
 def learner_config(backend: str):
     from rlbal.config import load_config
 
-    return load_config(None, ["model.path=tiny-sft", f"learner.backend={backend}", "learner.lr=5e-3",
-                              "learner.mini_batches=2", "learner.micro_batch_tokens=48", "run.max_steps=4",
-                              "algo.aggregation=seq_mean_token_mean"])
+    return load_config(
+        None,
+        [
+            "model.path=tiny-sft",
+            f"learner.backend={backend}",
+            "learner.lr=5e-3",
+            "learner.mini_batches=2",
+            "learner.micro_batch_tokens=48",
+            "run.max_steps=4",
+            "algo.aggregation=seq_mean_token_mean",
+        ],
+    )
 
 
 def start_group(cfg, world: int):
@@ -62,15 +72,17 @@ def torch_group(ray_session):
 
 
 @pytest.mark.ray
-@pytest.mark.parametrize("backend", ["torch", pytest.param("accelerate", marks=[pytest.mark.deepspeed,
-                                                                                 pytest.mark.slow])])
+@pytest.mark.parametrize(
+    "backend", ["torch", pytest.param("accelerate", marks=[pytest.mark.deepspeed, pytest.mark.slow])]
+)
 def test_two_ranks_update_like_one_local_learner(ray_session, batches, backend, request):
     from rlbal.learner import make_learner
     from rlbal.rollout.weight_sync import from_numpy
 
     local = make_learner(learner_config("torch"))
-    group = (request.getfixturevalue("torch_group") if backend == "torch"
-             else start_group(learner_config(backend), world=2))
+    group = (
+        request.getfixturevalue("torch_group") if backend == "torch" else start_group(learner_config(backend), world=2)
+    )
     try:
         for batch in batches:
             want, got = local.update(batch), group.update(batch)

@@ -3,6 +3,7 @@
 `run_training` is the unchanged local entry point; `ray_mode` makes it pick the Ray parts and loop the way
 rlbal.run dispatches on `run.orchestrator` and `ray.async_steps`.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,19 +45,33 @@ def local_run(ray_session, tmp_path_factory, overrides):
 
 
 @pytest.mark.vllm
-@pytest.mark.parametrize("backend", ["torch", pytest.param("accelerate", marks=[pytest.mark.deepspeed,
-                                                                                 pytest.mark.slow])])
-def test_ray_run_matches_the_local_run(ray_session, ray_mode, local_run, backend, tmp_path, overrides, metrics_of,
-                                       sft_path):
+@pytest.mark.parametrize(
+    "backend", ["torch", pytest.param("accelerate", marks=[pytest.mark.deepspeed, pytest.mark.slow])]
+)
+def test_ray_run_matches_the_local_run(
+    ray_session, ray_mode, local_run, backend, tmp_path, overrides, metrics_of, sft_path
+):
     """2 vLLM rollout actors + a learner group of 2 ranks (plain collective DDP, or DeepSpeed ZeRO-2 through
     accelerate inside the actors) against the local run: same samples, decisions, losses and weights."""
     from rlbal.config import load_config
 
     local = local_run
-    remote = ray_mode(load_config(GDRO, overrides(tmp_path, "ray", "rollout.engine=vllm", "run.orchestrator=ray",
-                                                  "ray.rollout_actors=2", "ray.learner_ranks=2",
-                                                  f"learner.backend={backend}",
-                                                  "ray.placement=colocated", "ray.cpus_per_actor=0.5")))
+    remote = ray_mode(
+        load_config(
+            GDRO,
+            overrides(
+                tmp_path,
+                "ray",
+                "rollout.engine=vllm",
+                "run.orchestrator=ray",
+                "ray.rollout_actors=2",
+                "ray.learner_ranks=2",
+                f"learner.backend={backend}",
+                "ray.placement=colocated",
+                "ray.cpus_per_actor=0.5",
+            ),
+        )
+    )
     want, got = metrics_of(local), metrics_of(remote)
     assert sorted(got) == sorted(want) == [0, 1, 2, 3]
     assert sum(want[s]["reward/mean"] for s in (1, 2, 3)) > 0  # some signal: the updates are not all zero
@@ -95,13 +110,23 @@ def initial(model_path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(model_path / "model.safetensors"))
 
 
-def test_learner_crash_stops_cleanly_then_resume_continues_async(ray_session, ray_mode, tmp_path, overrides,
-                                                                  metrics_of, monkeypatch, capsys):
+def test_learner_crash_stops_cleanly_then_resume_continues_async(
+    ray_session, ray_mode, tmp_path, overrides, metrics_of, monkeypatch, capsys
+):
     from rlbal.config import load_config
     from rlbal.ray.learner_group import LearnerGroup, LearnerGroupError
 
-    args = overrides(tmp_path, "crash", "rollout.engine=hf", "run.orchestrator=ray", "ray.rollout_actors=1",
-                     "ray.learner_ranks=1", "ray.placement=disaggregated", "checkpoint.every=1", "run.resume=auto")
+    args = overrides(
+        tmp_path,
+        "crash",
+        "rollout.engine=hf",
+        "run.orchestrator=ray",
+        "ray.rollout_actors=1",
+        "ray.learner_ranks=1",
+        "ray.placement=disaggregated",
+        "checkpoint.every=1",
+        "run.resume=auto",
+    )
     update = LearnerGroup.update
 
     def crash_on_second_update(self, batch):

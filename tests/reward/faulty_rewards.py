@@ -4,6 +4,7 @@
 raises, "exit" calls os._exit(3), "segfault" dereferences NULL; anything else scores 1.0 if it equals the
 answer, else 0.0 (a plain float, so the executor's threshold decides the outcome).
 """
+
 from __future__ import annotations
 
 import ctypes

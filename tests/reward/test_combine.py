@@ -1,4 +1,5 @@
 """WeightedReward: the weighted score and which part decides the outcome."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """RewardExecutor with real worker processes: results equal inline scoring, and hangs, exceptions and hard
 crashes become counted outcomes within the time bound instead of stalling or killing the step."""
+
 from __future__ import annotations
 
 import time
@@ -133,7 +134,11 @@ def test_metrics_by_hand():
     # scores 1 + 0 - 1 + 1 + 1 - 1 = 1 -> mean 1/6
     assert step["reward/completions"] == 6.0
     assert [step[f"reward/outcome/{o}"] for o in ("correct", "wrong", "unparsable", "timeout", "error")] == [
-        3.0, 1.0, 0.0, 0.0, 2.0
+        3.0,
+        1.0,
+        0.0,
+        0.0,
+        2.0,
     ]
     assert step["reward/outcome_frac/error"] == 2 / 6 and step["reward/score_mean"] == 1 / 6
     assert step["reward/seconds"] == first.seconds + second.seconds
@@ -182,9 +187,14 @@ def test_bad_spec_fails_before_any_worker_starts():
 
 @pytest.mark.parametrize(
     "kwargs,field",
-    [({"num_workers": -1}, "num_workers"), ({"timeout_s": 0.0}, "timeout_s"), ({"chunk_size": 0}, "chunk_size"),
-     ({"start_method": "thread"}, "start_method"), ({"startup_timeout_s": -1.0}, "startup_timeout_s"),
-     ({"batch_timeout_s": 0.0}, "batch_timeout_s")],
+    [
+        ({"num_workers": -1}, "num_workers"),
+        ({"timeout_s": 0.0}, "timeout_s"),
+        ({"chunk_size": 0}, "chunk_size"),
+        ({"start_method": "thread"}, "start_method"),
+        ({"startup_timeout_s": -1.0}, "startup_timeout_s"),
+        ({"batch_timeout_s": 0.0}, "batch_timeout_s"),
+    ],
 )
 def test_argument_validation(kwargs, field):
     with pytest.raises(ValueError, match=f"RewardExecutor.{field}"):

@@ -1,4 +1,5 @@
 """Answer extraction modes: a table of (text, mode, expected) with the reason for each row."""
+
 from __future__ import annotations
 
 import pytest

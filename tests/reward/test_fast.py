@@ -2,6 +2,7 @@
 
 Every verdict the fast path gives is checked against math-verify itself (``math_reward(..., fast_path=False)``)
 on the tables below, the reward test tables and the vendored GSM8K answers in several formats."""
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -44,11 +45,34 @@ def test_parse_plain_numbers(text, value, decimal, why):
     assert parse_plain(text).value == value and parse_plain(text).decimal == decimal, why
 
 
-@pytest.mark.parametrize("text", [
-    "1,5", "1,0000", "0012", "1e3", "50%", "3/4 cups", "12 eggs", "12 dollars", "2x", r"\sqrt{2}", "1/0",
-    "x = 3", "(1, 2)", "$5", "1234567/2", "1234567890.5", "0.1234567890123456", "- 3", "A.B", "", "{4", "{1}+{2}",
-    "{1,000}",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1,5",
+        "1,0000",
+        "0012",
+        "1e3",
+        "50%",
+        "3/4 cups",
+        "12 eggs",
+        "12 dollars",
+        "2x",
+        r"\sqrt{2}",
+        "1/0",
+        "x = 3",
+        "(1, 2)",
+        "$5",
+        "1234567/2",
+        "1234567890.5",
+        "0.1234567890123456",
+        "- 3",
+        "A.B",
+        "",
+        "{4",
+        "{1}+{2}",
+        "{1,000}",
+    ],
+)
 def test_outside_the_grammar(text):
     # Each is either not plain or read differently by math-verify ("1,5" is a set, "12 eggs" is 12*E*g*g*s,
     # "50%" equals both 50 and 0.5, "3/4 cups" is 3/(4*c*p*s*u)); long fractions and decimals are left to it.
@@ -97,7 +121,8 @@ def test_every_unit_is_dropped_by_math_verify(unit):
         for gold, verdict in (("12", True), ("13", False)):
             assert fast_equal(text, gold) is verdict
             assert math_reward(text, gold, extraction="raw", fast_path=False).outcome == (
-                "correct" if verdict else "wrong"), text
+                "correct" if verdict else "wrong"
+            ), text
 
 
 def test_capital_letters_against_math_verify():
@@ -108,11 +133,14 @@ def test_capital_letters_against_math_verify():
             assert math_reward(a, b, extraction="raw", fast_path=False).outcome == ("correct" if a == b else "wrong")
 
 
-@pytest.mark.parametrize("completion, gold, decided", [
-    (r"The answer is \boxed{}.", "12", True),           # extracted "\boxed{}" (the box itself is empty)
-    (r"The answer is \boxed{\boxed{ }}.", "-3", True),
-    (r"The answer is \boxed{}.", r"\sqrt{2}", False),  # a gold math-verify might not read: its call
-])
+@pytest.mark.parametrize(
+    "completion, gold, decided",
+    [
+        (r"The answer is \boxed{}.", "12", True),  # extracted "\boxed{}" (the box itself is empty)
+        (r"The answer is \boxed{\boxed{ }}.", "-3", True),
+        (r"The answer is \boxed{}.", r"\sqrt{2}", False),  # a gold math-verify might not read: its call
+    ],
+)
 def test_an_empty_box_is_unparsable_like_math_verify_says(completion, gold, decided):
     fast = math_fast(completion, gold, extraction="boxed_or_last_number")
     slow = math_reward(completion, gold, extraction="boxed_or_last_number", fast_path=False)
@@ -137,13 +165,25 @@ def test_reward_tables_same_verdict_with_and_without_fast_path(completion, gold,
 
 def _gsm8k_completions(gold: str) -> tuple[list[str], list[str]]:
     n = int(gold)
+
     def half(twice: int) -> str:  # twice / 2 as a boxed LaTeX fraction
         return rf"\boxed{{{'-' if twice < 0 else ''}\frac{{{abs(twice)}}}{{2}}}}"
 
-    right = [rf"so \boxed{{{n:,}}}", f"The answer is {gold}.", rf"\boxed{{{gold}.00}}", rf"\boxed{{\${gold}}}",
-             f"The answer is: {gold} hours.", half(2 * n)]
-    wrong = [f"so {n + 1}", rf"\boxed{{{n * 10 if n else 7}}}", rf"\boxed{{{-n if n else 1}}}",
-             f"The answer is {gold}.5", half(2 * n + 1)]
+    right = [
+        rf"so \boxed{{{n:,}}}",
+        f"The answer is {gold}.",
+        rf"\boxed{{{gold}.00}}",
+        rf"\boxed{{\${gold}}}",
+        f"The answer is: {gold} hours.",
+        half(2 * n),
+    ]
+    wrong = [
+        f"so {n + 1}",
+        rf"\boxed{{{n * 10 if n else 7}}}",
+        rf"\boxed{{{-n if n else 1}}}",
+        f"The answer is {gold}.5",
+        half(2 * n + 1),
+    ]
     return right, wrong
 
 

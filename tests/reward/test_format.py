@@ -1,4 +1,5 @@
 """format_reward: one table per style, with the reason for each row."""
+
 from __future__ import annotations
 
 import pytest

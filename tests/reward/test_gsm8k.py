@@ -1,4 +1,5 @@
 """gsm8k_reward and gold_number: GSM8K's "#### answer" form."""
+
 from __future__ import annotations
 
 import pytest

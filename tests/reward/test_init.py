@@ -1,4 +1,5 @@
 """`import reward` stays light: no torch, and math-verify / reasoning-gym only load when a reward needs them."""
+
 from __future__ import annotations
 
 import subprocess

@@ -1,4 +1,5 @@
 """math_reward: a table of (completion, answer, extraction, expected outcome, expected score) with reasons."""
+
 from __future__ import annotations
 
 import pytest

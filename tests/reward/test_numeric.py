@@ -1,4 +1,5 @@
 """numeric_reward, exact_reward and parse_number: tables with the reason for each row."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """WorkerPool directly: start-up failures are fatal and loud, a worker lost between steps is replaced."""
+
 from __future__ import annotations
 
 import multiprocessing as mp

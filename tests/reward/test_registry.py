@@ -1,4 +1,5 @@
 """Reward resolution: built-in names, import paths, and one clear error per way a spec can be wrong."""
+
 from __future__ import annotations
 
 import pytest

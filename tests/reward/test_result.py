@@ -1,4 +1,5 @@
 """RewardResult validation and how plain-float rewards are read."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """rgym_reward on real reasoning-gym entries: the entry is rebuilt from (answer, meta) as the data layer passes it."""
+
 from __future__ import annotations
 
 import json

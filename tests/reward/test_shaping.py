@@ -1,4 +1,5 @@
 """DAPO overlong penalty, checked by hand and against a per-element reference."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,8 +38,12 @@ def test_whole_length_buffer():
 
 @pytest.mark.parametrize(
     "kwargs,field",
-    [({"max_len": 0, "buffer": 1}, "max_len"), ({"max_len": 10, "buffer": 0}, "buffer"),
-     ({"max_len": 10, "buffer": 11}, "buffer"), ({"max_len": 10, "buffer": 5, "factor": -1.0}, "factor")],
+    [
+        ({"max_len": 0, "buffer": 1}, "max_len"),
+        ({"max_len": 10, "buffer": 0}, "buffer"),
+        ({"max_len": 10, "buffer": 11}, "buffer"),
+        ({"max_len": 10, "buffer": 5, "factor": -1.0}, "factor"),
+    ],
 )
 def test_validation_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):

@@ -1,4 +1,5 @@
 """score_one: what a worker sends back for one call, whatever the reward does."""
+
 from __future__ import annotations
 
 import math

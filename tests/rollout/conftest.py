@@ -5,6 +5,7 @@ carries the `vllm` marker (deselect with `-m "not vllm"`) and is skipped where v
 installed. Engines are shared by the whole session (a vLLM start costs seconds), so the fixture
 puts the checkpoint's weights back after every test that may have changed them.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -64,15 +65,21 @@ def engine(request: pytest.FixtureRequest, base_state: dict[str, torch.Tensor]):
     eng.update_weights(base_state)  # the next test starts from the checkpoint again
 
 
-def reference_logprobs(model: torch.nn.Module, prompt: list[int], completion: list[int], temperature: float = 1.0,
-                       top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+def reference_logprobs(
+    model: torch.nn.Module,
+    prompt: list[int],
+    completion: list[int],
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+) -> torch.Tensor:
     """Slow, plain reference: one unpadded forward of one sequence, no cache; log_softmax(logits / T)
     at the completion's tokens, renormalised over the top-k tokens (top_k > 0) or over the nucleus
     (top_p < 1: drop the least likely tokens while their cumulative mass stays <= 1 - top_p, never
     the most likely one). (T,) float64."""
     ids = torch.tensor([list(prompt) + list(completion)])
     with torch.no_grad():
-        logits_TV = model(ids).logits[0, len(prompt) - 1:-1].double() / temperature
+        logits_TV = model(ids).logits[0, len(prompt) - 1 : -1].double() / temperature
     if top_k:
         kth_T1 = logits_TV.topk(top_k, dim=-1).values[:, -1:]
         logits_TV = logits_TV.masked_fill(logits_TV < kth_T1, float("-inf"))

@@ -1,4 +1,5 @@
 """The rollout actor: in-process (no Ray) and as a real Ray actor on a local 2-CPU cluster."""
+
 from __future__ import annotations
 
 import time
@@ -57,8 +58,9 @@ def ping_until_restarted(ray, actor, old: str, timeout_s: float = 180.0) -> Acto
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_ray_actor_serves_generation_takes_numpy_weights_and_reveals_restarts(ray_cluster, tiny_path, trainer,
-                                                                             ref_logprobs):
+def test_ray_actor_serves_generation_takes_numpy_weights_and_reveals_restarts(
+    ray_cluster, tiny_path, trainer, ref_logprobs
+):
     ray = ray_cluster
     base = ref_logprobs(trainer, PROMPTS[0], COMPLETION).numpy()
     actor = remote_rollout_actor(num_cpus=1, max_restarts=1, max_task_retries=0).remote("hf", str(tiny_path), seed=0)

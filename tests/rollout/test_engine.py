@@ -4,6 +4,7 @@ References are computed the slow, obvious way (`reference_logprobs`: one unpadde
 sequence with the trainer's fp32 copy). Engine and reference agree to ~1e-6 in fp32 (measured);
 the tests allow ATOL = 1e-4.
 """
+
 from __future__ import annotations
 
 import re
@@ -110,7 +111,7 @@ def test_greedy_follows_the_argmax_path(engine, trainer):
 def first_clean_stop(tok, tokens: list[int]) -> tuple[int, str]:
     """(k, text of token k) for the first k >= 2 whose non-blank text first occurs at the very end of tokens[:k+1]."""
     for k in range(2, len(tokens)):
-        piece, text = tok.decode(tokens[k]), tok.decode(tokens[:k + 1])
+        piece, text = tok.decode(tokens[k]), tok.decode(tokens[: k + 1])
         if piece.strip() and text.find(piece) == len(text) - len(piece):
             return k, piece
     raise AssertionError(f"no usable stop string in {tokens}")
@@ -123,7 +124,7 @@ def test_stop_string_ends_the_completion_where_it_first_appears(engine, tiny_tok
     k, stop = first_clean_stop(tok, full)
     stopped = SamplingSpec(max_new_tokens=16, temperature=0.0, stop=(stop,))
     c = engine.generate([PROMPTS[0]], [1], stopped).completions[0]
-    assert c.token_ids == full[:k + 1]
+    assert c.token_ids == full[: k + 1]
     assert c.finish_reason == "stop"
     assert c.text.endswith(stop)
 
@@ -177,8 +178,15 @@ def test_update_without_lm_head_still_moves_the_tied_output_layer(engine, traine
 
 def chat_prompts(tok) -> list[list[int]]:
     questions = ["What is 3 + 4?", "Compute 2 + 5 + 1.", "What is 6 + 1?"]
-    return [tok.apply_chat_template([{"role": "user", "content": f"{q}\nPut the final answer in \\boxed{{}}."}],
-                                    add_generation_prompt=True, tokenize=True, return_dict=False) for q in questions]
+    return [
+        tok.apply_chat_template(
+            [{"role": "user", "content": f"{q}\nPut the final answer in \\boxed{{}}."}],
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=False,
+        )
+        for q in questions
+    ]
 
 
 def test_loading_the_sft_weights_changes_what_is_generated(engine, tiny_tokenizer, sft_state):
@@ -202,12 +210,15 @@ def test_sleep_then_wake_keeps_serving(engine):
     assert [c.token_ids for c in engine.generate(PROMPTS, COUNTS, spec).completions] == want
 
 
-@pytest.mark.parametrize("prompts, counts, field", [
-    ([[1]], [1, 2], "1 prompts but 2 counts"),
-    ([[1], [2]], [1, -2], "counts must be >= 0"),
-    ([[1], []], [1, 1], "prompts [1] are empty"),
-    ([[1] * 500], [1], "exceed max_model_len=512"),
-])
+@pytest.mark.parametrize(
+    "prompts, counts, field",
+    [
+        ([[1]], [1, 2], "1 prompts but 2 counts"),
+        ([[1], [2]], [1, -2], "counts must be >= 0"),
+        ([[1], []], [1, 1], "prompts [1] are empty"),
+        ([[1] * 500], [1], "exceed max_model_len=512"),
+    ],
+)
 def test_malformed_requests_raise_before_generating(prompts, counts, field):
     with pytest.raises(ValueError, match=re.escape(field)):
         validate_request(prompts, counts, SamplingSpec(max_new_tokens=16), max_model_len=512)

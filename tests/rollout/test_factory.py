@@ -1,4 +1,5 @@
 """`make_engine`: the registry of engine kinds, and the recipe options each kind takes."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """What only the transformers engine has: the per-step tracker, row chunking, a shared learner module."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """What only the vLLM engine has: bucketed reload calls, transports, the multi-process engine."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,11 +35,14 @@ def test_seeds_leave_room_for_every_child():
     assert prompt_seeds(5, [3, 0, 2]) == [5, 8, 8]
 
 
-@pytest.mark.parametrize("name, multiprocess, device, message", [
-    ("iterator", True, "cpu", "needs an in-process engine"),
-    ("ipc", False, "cpu", "needs CUDA, engine device is 'cpu'"),
-    ("nccl", False, "cuda", "unknown weight transport 'nccl'; valid: ['auto', 'iterator', 'shm_file', 'ipc']"),
-])
+@pytest.mark.parametrize(
+    "name, multiprocess, device, message",
+    [
+        ("iterator", True, "cpu", "needs an in-process engine"),
+        ("ipc", False, "cpu", "needs CUDA, engine device is 'cpu'"),
+        ("nccl", False, "cuda", "unknown weight transport 'nccl'; valid: ['auto', 'iterator', 'shm_file', 'ipc']"),
+    ],
+)
 def test_transports_that_cannot_work_are_refused(name, multiprocess, device, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         resolve_transport(name, multiprocess=multiprocess, device=device)
@@ -69,15 +73,17 @@ def test_multiprocess_engine_takes_weights_through_shm_files(tiny_path, trainer,
     engine = make_engine("vllm", tiny_path, multiprocess=True, bucket_mb=1.0)
     try:
         assert engine.transport == "shm_file"
-        np.testing.assert_allclose(engine.score([PROMPT], [COMPLETION])[0],
-                                   ref_logprobs(trainer, PROMPT, COMPLETION).numpy(), atol=1e-4)
+        np.testing.assert_allclose(
+            engine.score([PROMPT], [COMPLETION])[0], ref_logprobs(trainer, PROMPT, COMPLETION).numpy(), atol=1e-4
+        )
         perturb(trainer, seed=2)
         engine.update_weights({k: v for k, v in trainer.state_dict().items() if k != "lm_head.weight"})
         # 1 MiB buckets, fp32: embed 512x128 = 256 KiB; a layer = q 64 + k 32 + v 32 + o 64 + gate/up/down
         # 3 x 128 + norms 1 = 577 KiB: [embed + layer 0 = 833 KiB] [layer 1 + norm + lm_head alias = 833.5 KiB]
         assert engine.last_sync.buckets == 2
-        np.testing.assert_allclose(engine.score([PROMPT], [COMPLETION])[0],
-                                   ref_logprobs(trainer, PROMPT, COMPLETION).numpy(), atol=1e-4)
+        np.testing.assert_allclose(
+            engine.score([PROMPT], [COMPLETION])[0], ref_logprobs(trainer, PROMPT, COMPLETION).numpy(), atol=1e-4
+        )
         assert not list(Path("/dev/shm").glob("rlbal-weights-*"))  # bucket files removed
     finally:
         engine.shutdown()
@@ -92,17 +98,23 @@ def test_weight_source_for_the_gpu_ipc_path_describes_what_it_yields():
 
     source = _state_source()
     source.state = {"a.weight": torch.zeros(2, 3), "b.bias": torch.ones(4, dtype=torch.bfloat16)}
-    assert source.metadata() == [ParamMeta("a.weight", torch.float32, (2, 3)), ParamMeta("b.bias", torch.bfloat16, (4,))]
+    assert source.metadata() == [
+        ParamMeta("a.weight", torch.float32, (2, 3)),
+        ParamMeta("b.bias", torch.bfloat16, (4,)),
+    ]
     assert [name for name, _ in source] == ["a.weight", "b.bias"]
     assert [name for name, _ in source] == ["a.weight", "b.bias"]  # re-iterable: a fresh pass each round
 
 
-@pytest.mark.parametrize("option, message", [
-    (dict(bucket_mb=0), "VLLMEngine.bucket_mb must be > 0, got 0"),
-    (dict(sleep_level=3), "VLLMEngine.sleep_level must be 1 or 2, got 3"),
-    (dict(cpu_threads=0), "VLLMEngine.cpu_threads must be >= 1, got 0"),
-    (dict(transport="iterator", multiprocess=True), "needs an in-process engine"),
-])
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (dict(bucket_mb=0), "VLLMEngine.bucket_mb must be > 0, got 0"),
+        (dict(sleep_level=3), "VLLMEngine.sleep_level must be 1 or 2, got 3"),
+        (dict(cpu_threads=0), "VLLMEngine.cpu_threads must be >= 1, got 0"),
+        (dict(transport="iterator", multiprocess=True), "needs an in-process engine"),
+    ],
+)
 def test_bad_options_fail_before_vllm_starts(tiny_path, option, message):
     from rlbal.rollout.vllm_engine import VLLMEngine
 

@@ -1,4 +1,5 @@
 """Bucket plans, tied aliases, safetensors buckets and numpy payloads (pure, no engine)."""
+
 from __future__ import annotations
 
 import warnings
@@ -21,10 +22,15 @@ from rlbal.rollout.weight_sync import (
     write_safetensors,
 )
 
-LLAMA_NAMES = ["model.embed_tokens.weight",
-               "model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.up_proj.weight",
-               "model.layers.1.self_attn.q_proj.weight", "model.layers.1.mlp.up_proj.weight",
-               "model.norm.weight", "lm_head.weight"]
+LLAMA_NAMES = [
+    "model.embed_tokens.weight",
+    "model.layers.0.self_attn.q_proj.weight",
+    "model.layers.0.mlp.up_proj.weight",
+    "model.layers.1.self_attn.q_proj.weight",
+    "model.layers.1.mlp.up_proj.weight",
+    "model.norm.weight",
+    "lm_head.weight",
+]
 
 
 def test_buckets_pack_whole_layers_greedily():
@@ -102,8 +108,12 @@ def test_numpy_payload_rejects_ragged_fields():
 
 def test_sync_stats_metrics():
     m = SyncStats(seconds=0.5, nbytes=3 * 2**20, buckets=2).metrics()
-    assert m == {"timing/weight_sync": 0.5, "weight_sync/mbytes": 3.0, "weight_sync/buckets": 2.0,
-                 "weight_sync/mbytes_per_s": 6.0}
+    assert m == {
+        "timing/weight_sync": 0.5,
+        "weight_sync/mbytes": 3.0,
+        "weight_sync/buckets": 2.0,
+        "weight_sync/mbytes_per_s": 6.0,
+    }
 
 
 def test_logprob_gap_is_tiny_after_a_sync_and_large_before(hf_session, trainer, base_state):
