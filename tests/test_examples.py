@@ -24,7 +24,7 @@ from reward.math import math_reward
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-NUM_BINS, ETA, GAMMA, BETA, FLOOR, OMEGA_MAX = 5, 0.65, 0.01, 0.12, 0.02, 15.0  # the examples' configs
+NUM_BINS, ETA, GAMMA, BETA, OMEGA_MAX = 5, 0.65, 0.01, 0.12, 15.0  # the examples' configs
 
 
 def run_example(script: str, *args: str) -> dict:
@@ -71,8 +71,9 @@ def reference_bins(steps: list[dict], counts: list[list[int]], hysteresis: float
 
 def reference_prompt_gdro(steps: list[dict], counts: list[list[int]]) -> tuple[list[list[float]], dict[int, float]]:
     """Weights of every step and final class scores, from the recorded bins and outcomes. Signal: failure rate;
-    class mean over prompts / max(share, 0.02); EMA 0.12 after a first observation; weights: q over the present
-    classes = 0.99 softmax(0.65 S) + 0.01 / |present|, scaled to mean 1 over the responses, capped at 15."""
+    class mean over prompts (no share normalisation: the default); EMA 0.12 after a first observation; weights: q
+    over the present classes = 0.99 softmax(0.65 S) + 0.01 / |present|, scaled to mean 1 over the responses,
+    capped at 15."""
     score: dict[int, float] = {}
     weights = []
     for s, n in zip(steps, counts):
@@ -83,7 +84,7 @@ def reference_prompt_gdro(steps: list[dict], counts: list[list[int]]) -> tuple[l
         weights.append([min(q[b] * scale, OMEGA_MAX) for b in s["bins"]])
         for b in present:
             rows = [(k, c) for bb, k, c in zip(s["bins"], s["n_correct"], n) if bb == b]
-            step = sum(1 - k / c for k, c in rows) / len(rows) / max(len(rows) / len(s["bins"]), FLOOR)
+            step = sum(1 - k / c for k, c in rows) / len(rows)
             score[b] = step if b not in score else (1 - BETA) * score[b] + BETA * step
     return weights, score
 

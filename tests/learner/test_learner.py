@@ -33,12 +33,16 @@ def batches(sft_path, ragged_batch):
 
 def test_update_is_the_same_for_any_micro_batch_split(batches):
     whole, pieces = make_learner(config(4096)), make_learner(config(32))  # one micro-batch vs ~one row each
-    for batch in batches:
+    for i, batch in enumerate(batches):
         a, b = whole.update(batch), pieces.update(batch)
         assert set(a.metrics) == set(b.metrics)
+        # The first batch starts from identical weights: equal to float32 noise. Later batches start from weights
+        # that AdamW moved by up to 2e-4 apart (see below): their ratios differ by ~1e-5 relative (measured
+        # 1.0193093 vs 1.0192988 with torch 2.13 / transformers 5.19), still far below a wrong split's error.
+        rel = 1e-5 if i == 0 else 1e-4
         for key, value in a.metrics.items():
-            assert b.metrics[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
-        np.testing.assert_allclose(b.signal_B, a.signal_B, rtol=1e-5, atol=1e-7)
+            assert b.metrics[key] == pytest.approx(value, rel=rel, abs=1e-7), key
+        np.testing.assert_allclose(b.signal_B, a.signal_B, rtol=rel, atol=1e-7)
     # the second batch's ratios are not 1 (the engine logprobs are the model's plus noise, and the weights
     # moved): the extrema really are extrema, not averages of per-micro-batch extremes
     assert a.metrics["loss/ratio_min"] < a.metrics["loss/ratio_mean"] < a.metrics["loss/ratio_max"]
