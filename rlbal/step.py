@@ -55,16 +55,7 @@ class Round:
             )
             for i in rows
         ]
-        p = self.prompts
-        prompts = PromptBatch(
-            indices=p.indices[kept],
-            keys=[p.keys[i] for i in kept],
-            prompt_token_ids=[p.prompt_token_ids[i] for i in kept],
-            texts=[p.texts[i] for i in kept],
-            answers=[p.answers[i] for i in kept],
-            metas=[p.metas[i] for i in kept],
-            difficulty=p.difficulty[kept],
-        )
+        prompts = self.prompts.select(kept)
         a = self.alloc
         alloc = Allocation(a.ids[kept], a.bins[kept], a.weights[kept], a.counts[kept])
         gen = GenerationResult(comps, prompts.prompt_token_ids, self.gen.timings)

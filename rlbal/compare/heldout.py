@@ -44,22 +44,7 @@ def disjoint_heldout(cfg: Any, tokenizer: Any) -> tuple[Any, dict[str, int]]:
             f"every held-out prompt of {cfg.eval.source} also occurs in the training data: nothing "
             "left to evaluate on (use more distinct problems or a larger eval.size)"
         )
-    return _select(held, np.flatnonzero(keep)), dropped
-
-
-def _select(batch: Any, idx: np.ndarray) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(
-        batch,
-        indices=batch.indices[idx],
-        keys=[batch.keys[i] for i in idx],
-        prompt_token_ids=[batch.prompt_token_ids[i] for i in idx],
-        texts=[batch.texts[i] for i in idx],
-        answers=[batch.answers[i] for i in idx],
-        metas=[batch.metas[i] for i in idx],
-        difficulty=batch.difficulty[idx],
-    )
+    return held.select(np.flatnonzero(keep)), dropped
 
 
 def score_run(run_dir: Path, out: Path, *, size: int, k: int, base: bool = False) -> dict[str, Any]:

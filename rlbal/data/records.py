@@ -138,6 +138,19 @@ class PromptBatch:
     def __len__(self) -> int:
         return len(self.indices)
 
+    def select(self, positions: Any) -> PromptBatch:
+        """The prompts at `positions` (a (k,) integer array), in that order."""
+        idx = np.asarray(positions, dtype=np.int64)
+        return PromptBatch(
+            indices=self.indices[idx],
+            keys=[self.keys[i] for i in idx],
+            prompt_token_ids=[self.prompt_token_ids[i] for i in idx],
+            texts=[self.texts[i] for i in idx],
+            answers=[self.answers[i] for i in idx],
+            metas=[self.metas[i] for i in idx],
+            difficulty=self.difficulty[idx],
+        )
+
 
 @dataclass
 class PromptDataset:
