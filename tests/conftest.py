@@ -16,6 +16,19 @@ apply_env()
 RAY_NUM_CPUS = 4
 
 
+@pytest.fixture(autouse=True)
+def _restore_environ():
+    """Tests that run a command in-process (`rlbal.cli.main`) set what the command sets for itself (quiet vLLM
+    logging, thread counts); restore the environment so a later test's subprocess does not inherit it."""
+    import os
+
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def ray_session(tmp_path_factory):
     """One local Ray cluster per test session (ray.init twice in one process fails): 4 logical CPUs on the

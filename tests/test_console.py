@@ -129,12 +129,14 @@ def test_harmless_filter_drops_only_the_listed_messages():
         "RotaryEmbedding: Failed to load weights",
         "libtcmalloc is not found in LD_PRELOAD. For best ...",
         "Setting accelerator to CPU. If you have GPU or other accelerator, we were unable to detect it.",
+        "OMP_NUM_THREADS=2 is set; leaving Torch threads at 2 for serving. Multi-threaded torch CPU ops ...",
     ):
         assert not passes(msg), msg
     for msg in (
         "Failed to load weights of layer q_proj",
         "KV cache is full: preempting request 3",
         "Sampling parameter top_k is ignored",
+        "OMP_NUM_THREADS is not set; using all cores",
     ):
         assert passes(msg), msg
     assert all(reason for _, reason in HARMLESS)
