@@ -233,7 +233,8 @@ def write_report(plan: Plan, jobs: list[Any], draws: int, machine: str, seconds:
         f"Recipe `{plan.recipe}` with overrides `{' '.join(plan.overrides) or '(none)'}`; seeds {plan.seeds}; "
         f"held-out: the eval section at {plan.eval_size} prompts per (task, level), {k} samples each "
         f"(T from eval.temperature) plus one greedy, prompts seen in training dropped.",
-        f"Machine: {machine}. Wall time of the whole comparison: {seconds / 60:.1f} min.",
+        f"Machine: {machine}. Wall time of this invocation (runs already scored are reused, not rerun): "
+        f"{seconds / 60:.1f} min.",
         "",
         "## Held-out accuracy of the final policies",
         "",
