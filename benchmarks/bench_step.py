@@ -40,22 +40,24 @@ STAGES = ("generate", "score", "update", "weight_sync", "other", "step")
 VARIANTS = ("current", "old-scoring", "before")
 
 
-def floor(parts: Any, cfg: Any, reps: int = 3) -> dict[str, float]:
-    """Median seconds of a bare generate of one step's completions and of one forward/backward over them."""
+def time_floor(
+    parts: Any, prompts: list[list[int]], n: int, sampling: Any, micro_batch_tokens: int, reps: int
+) -> tuple[float, float]:
+    """Median seconds over `reps` of one bare generate of n completions per prompt (`sampling(rep)` gives the
+    SamplingSpec) and of one forward/backward of the policy over them (the learner's micro-batches, no
+    optimizer step). Also used by bench_trl.py."""
     import torch
 
     from rlbal.batch import RolloutBatch
     from rlbal.learner.model import token_logprobs
-    from rlbal.step import sampling_for
 
     model, device = parts.learner.model, parts.learner.device
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    prompts = parts.source.next(cfg.train.prompts_per_step).prompt_token_ids
     gen_s, fb_s = [], []
     for rep in range(reps):
         sync()
         t0 = time.perf_counter()
-        gen = parts.engine.generate(prompts, [cfg.rollout.n] * len(prompts), sampling_for(cfg, 10_000 + rep, 0))
+        gen = parts.engine.generate(prompts, [n] * len(prompts), sampling(rep))
         sync()
         t1 = time.perf_counter()
         batch = RolloutBatch.from_generation(
@@ -69,18 +71,30 @@ def floor(parts: Any, cfg: Any, reps: int = 3) -> dict[str, float]:
         ).to(device)
         sync()
         t2 = time.perf_counter()
-        for idx in batch.micro_batch_indices(cfg.learner.micro_batch_tokens):
+        for idx in batch.micro_batch_indices(micro_batch_tokens):
             mb = batch.select(idx)
             (token_logprobs(model, mb.input_ids_BL, mb.attention_mask_BL) * mb.completion_mask_BL).sum().backward()
         sync()
         gen_s.append(t1 - t0)
         fb_s.append(time.perf_counter() - t2)
         model.zero_grad(set_to_none=True)
-    return {
-        "generate": statistics.median(gen_s),
-        "fwd_bwd": statistics.median(fb_s),
-        "total": statistics.median(gen_s) + statistics.median(fb_s),
-    }
+    return statistics.median(gen_s), statistics.median(fb_s)
+
+
+def floor(parts: Any, cfg: Any, reps: int = 3) -> dict[str, float]:
+    """Median seconds of a bare generate of one step's completions and of one forward/backward over them."""
+    from rlbal.step import sampling_for
+
+    prompts = parts.source.next(cfg.train.prompts_per_step).prompt_token_ids
+    gen, fwd_bwd = time_floor(
+        parts,
+        prompts,
+        cfg.rollout.n,
+        lambda rep: sampling_for(cfg, 10_000 + rep, 0),
+        cfg.learner.micro_batch_tokens,
+        reps,
+    )
+    return {"generate": gen, "fwd_bwd": fwd_bwd, "total": gen + fwd_bwd}
 
 
 def child(spec: dict[str, Any]) -> None:

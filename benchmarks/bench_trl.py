@@ -198,50 +198,20 @@ def gap_prompts(tok, spec: dict[str, Any], count: int = 8) -> list[list[int]]:
 def measure_floor(parts, cfg, spec: dict[str, Any]) -> dict[str, float]:
     """Median seconds of one bare generate of P prompts x G and of one forward/backward over those completions
     (the learner's micro-batches, no optimizer step): the least any GRPO step on this setting can cost."""
-    import statistics
+    from bench_step import time_floor  # this folder is on sys.path when a script here runs
 
-    import torch
-
-    from rlbal.batch import RolloutBatch
-    from rlbal.learner.model import token_logprobs
     from rlbal.rollout import SamplingSpec
 
-    model, device = parts.learner.model, parts.learner.device
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     prompts = gap_prompts(parts.tokenizer, spec, count=spec["prompts"])
-    gen_s, fwd_bwd_s = [], []
-    for rep in range(FLOOR_REPS):
-        sync()
-        t0 = time.perf_counter()
-        gen = parts.engine.generate(
-            prompts,
-            [spec["n"]] * len(prompts),
-            SamplingSpec(max_new_tokens=spec["max_new_tokens"], temperature=1.0, seed=rep),
-        )
-        sync()
-        t1 = time.perf_counter()
-        batch = RolloutBatch.from_generation(
-            gen.prompt_token_ids,
-            gen.completions,
-            list(range(len(prompts))),
-            [0] * len(prompts),
-            [1.0] * len(prompts),
-            [0.0] * len(gen.completions),
-            parts.pad_id,
-        ).to(device)
-        sync()
-        t2 = time.perf_counter()
-        for idx in batch.micro_batch_indices(cfg.learner.micro_batch_tokens):
-            mb = batch.select(idx)
-            logp_BL = token_logprobs(model, mb.input_ids_BL, mb.attention_mask_BL)
-            (logp_BL * mb.completion_mask_BL).sum().backward()
-        sync()
-        t3 = time.perf_counter()
-        model.zero_grad(set_to_none=True)
-        gen_s.append(t1 - t0)
-        fwd_bwd_s.append(t3 - t2)
-    gen_m, fb_m = statistics.median(gen_s), statistics.median(fwd_bwd_s)
-    return {"generate_s": gen_m, "fwd_bwd_s": fb_m, "step_s": gen_m + fb_m}
+    gen, fwd_bwd = time_floor(
+        parts,
+        prompts,
+        spec["n"],
+        lambda rep: SamplingSpec(max_new_tokens=spec["max_new_tokens"], temperature=1.0, seed=rep),
+        cfg.learner.micro_batch_tokens,
+        FLOOR_REPS,
+    )
+    return {"generate_s": gen, "fwd_bwd_s": fwd_bwd, "step_s": gen + fwd_bwd}
 
 
 def logprob_gap(model, samples: list[tuple[list[int], list[int], list[float]]]) -> float:
