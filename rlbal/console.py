@@ -57,6 +57,10 @@ HARMLESS: tuple[tuple[str, str], ...] = (
     ),
     (r"^Enforce eager set|^Inductor compilation was disabled", "rollout.enforce_eager (the default on CPU)"),
     (r"^The global random seed is set to", "rlbal seeds every RNG itself"),
+    (
+        r"Unknown vLLM environment variable detected: VLLM_DIST_IDENT$",
+        "vLLM's own per-process variable, inherited from a parent process that ran vLLM (rlbal compare, tests)",
+    ),
     (r"^Reset SSM cache type|^Model Runner V2 requires Triton", "vLLM-CPU platform notes"),
 )
 _HARMLESS_RE = re.compile("|".join(f"(?:{pattern})" for pattern, _ in HARMLESS))
