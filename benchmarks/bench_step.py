@@ -45,7 +45,8 @@ def time_floor(
 ) -> tuple[float, float]:
     """Median seconds over `reps` of one bare generate of n completions per prompt (`sampling(rep)` gives the
     SamplingSpec) and of one forward/backward of the policy over them (the learner's micro-batches, no
-    optimizer step). Also used by bench_trl.py."""
+    optimizer step; logits at the completion positions only, as the learner and TRL compute them). Also used by
+    bench_trl.py."""
     import torch
 
     from rlbal.batch import RolloutBatch
@@ -73,7 +74,8 @@ def time_floor(
         t2 = time.perf_counter()
         for idx in batch.micro_batch_indices(micro_batch_tokens):
             mb = batch.select(idx)
-            (token_logprobs(model, mb.input_ids_BL, mb.attention_mask_BL) * mb.completion_mask_BL).sum().backward()
+            logp_BL = token_logprobs(model, mb.input_ids_BL, mb.attention_mask_BL, loss_mask_BL=mb.completion_mask_BL)
+            (logp_BL * mb.completion_mask_BL).sum().backward()
         sync()
         gen_s.append(t1 - t0)
         fb_s.append(time.perf_counter() - t2)

@@ -492,12 +492,17 @@ def table(rows: list[dict[str, Any]]) -> str:
             out.append(f"{label(r):<30} FAILED: {r['failed']}")
             continue
         out.append(
-            f"{label(r):<30} {r['steps_per_s']:>8.3f} {r['median_step_s']:>9.2f} {r['best_step_s']:>7.2f} "
-            f"{r['generate_s']:>9.2f} "
-            f"{r['score_s']:>7.2f} {r['update_s']:>8.2f} {r['other_s']:>7.2f} {r['reward_mean']:>7.3f} "
+            f"{label(r):<30} {r['steps_per_s']:>8.3f} {_sec(r['median_step_s']):>9} {_sec(r['best_step_s']):>7} "
+            f"{_sec(r['generate_s']):>9} "
+            f"{_sec(r['score_s']):>7} {_sec(r['update_s']):>8} {_sec(r['other_s']):>7} {r['reward_mean']:>7.3f} "
             f"{r['len_mean']:>5.1f} {r['logprob_gap']:>8.1e}"
         )
     return "\n".join(out)
+
+
+def _sec(x: float) -> str:
+    """Seconds to three significant digits (0.0931, 51.4): the tiny model's phases are milliseconds."""
+    return f"{x:.3g}"
 
 
 def ratios(rows: list[dict[str, Any]]) -> list[str]:
@@ -515,7 +520,8 @@ def ratios(rows: list[dict[str, Any]]) -> list[str]:
     ]
     return out + [
         f"TRL {t['engine']:<5} / rlbal {r['engine']:<5} step time, "
-        f"median: {t['median_step_s'] / r['median_step_s']:.2f}x"
+        f"median: {t['median_step_s'] / r['median_step_s']:.2f}x "
+        f"(rlbal's step = {r['median_step_s'] / t['median_step_s']:.2f}x TRL's)"
         f"  best: {t['best_step_s'] / r['best_step_s']:.2f}x"
         f"   steps/s rlbal / TRL: {r['steps_per_s'] / t['steps_per_s']:.2f}x"
         for t in trl

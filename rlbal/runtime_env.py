@@ -15,6 +15,9 @@
     threads            torch's thread count (and OMP_NUM_THREADS for child processes) = the run's share of
                        the CPUs in this process's affinity mask, see `torch_threads`
     vLLM KV cache      set by the engine from the recipe (rlbal.rollout.vllm_engine.kv_cache_plan)
+    freed memory       a learner on the CPU keeps the memory it frees in the heap (glibc `mallopt`, see
+                       `keep_freed_memory`): every step allocates the same activations again, and returning
+                       them to the OS cost 0.6-1.8 million page faults (1-2.6 s) per SmolLM2 step here
     Ray auth           RAY_AUTH_MODE=token: a local cluster of `run.orchestrator=ray` and its clients use a token
                        (~/.ray/auth_token, created by Ray); its GCS listens on all interfaces (docs/ray.md)
 
@@ -84,6 +87,33 @@ def describe_env() -> str:
         f"set {', '.join(applied) or 'nothing'}{'; kept as given: ' + ', '.join(kept) if kept else ''}"
         f"{'; already imported: ' + ', '.join(_late) if _late else ''}"
     )
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_MALLOC_ENV = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
+
+
+def keep_freed_memory() -> str:
+    """Keep freed memory in this process's heap (glibc): no allocation is served by a fresh `mmap`, and the heap
+    is never trimmed, so a buffer freed at the end of a step is reused by the next step without page faults.
+
+    A CPU learner allocates the same activations every step; glibc serves large blocks with `mmap` and unmaps
+    them on free, so each step faulted its activations in again (measured on SmolLM2-135M, 32 x 92 tokens:
+    0.6-1.8 million minor faults and 0.8-2.6 s of system time per forward/backward; none after this call).
+    The process's resident memory stays at its peak, as with PyTorch's CUDA caching allocator. Skipped when
+    the user set glibc's malloc variables (their choice wins) and off glibc. Returns what was done (one line).
+    """
+    import ctypes
+    import platform
+
+    if set(_MALLOC_ENV) & set(os.environ):
+        return "freed memory: glibc malloc settings from the environment"
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return "freed memory: the platform's allocator (not glibc)"
+    libc = ctypes.CDLL(None)
+    ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    return "freed memory: kept in the heap (glibc mallopt)" if ok else "freed memory: mallopt refused"
 
 
 def torch_threads(cpus: int, learner_ranks: int = 1, engine_processes: int = 0) -> int:

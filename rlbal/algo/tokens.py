@@ -21,7 +21,7 @@ def token_logprobs(logits_BLV: Tensor, input_ids_BL: Tensor, temperature: float 
     Uses gather - logsumexp rather than a full log_softmax so only one (B, L, V) temporary is live.
     `temperature` must match the sampler's so the ratio to the engine's logprobs is meaningful.
     """
-    logits_BMV = logits_BLV[:, :-1].float() / temperature  # (B, L-1, V) predicts tokens 1..L-1
+    logits_BMV = _scaled(logits_BLV[:, :-1], temperature)  # (B, L-1, V) predicts tokens 1..L-1
     target_BM = input_ids_BL[:, 1:]
     picked_BM = logits_BMV.gather(-1, target_BM.unsqueeze(-1)).squeeze(-1)
     logp_BM = picked_BM - torch.logsumexp(logits_BMV, dim=-1)
@@ -30,10 +30,21 @@ def token_logprobs(logits_BLV: Tensor, input_ids_BL: Tensor, temperature: float 
 
 def token_entropy(logits_BLV: Tensor, temperature: float = 1.0) -> Tensor:
     """(B, L) entropy of the next-token distribution that predicts token t; column 0 is 0."""
-    logits_BMV = logits_BLV[:, :-1].float() / temperature
-    logp_BMV = torch.log_softmax(logits_BMV, dim=-1)
-    ent_BM = -(logp_BMV.exp() * logp_BMV).sum(-1)
-    return torch.nn.functional.pad(ent_BM, (1, 0))
+    return torch.nn.functional.pad(entropy_of_logits(logits_BLV[:, :-1], temperature), (1, 0))
+
+
+def entropy_of_logits(logits_NV: Tensor, temperature: float = 1.0) -> Tensor:
+    """(...) entropy of softmax(logits / T) over the last dimension, in float32 at least."""
+    logp_NV = torch.log_softmax(_scaled(logits_NV, temperature), dim=-1)
+    return -logp_NV.exp().mul_(logp_NV).sum(-1)  # one (N, V) temporary besides log_softmax's
+
+
+def _scaled(logits: Tensor, temperature: float) -> Tensor:
+    """logits / T in float32 at least, without a copy when there is nothing to do (a (B, L, V) copy of a
+    large vocabulary costs as much as the softmax itself)."""
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    return logits if temperature == 1.0 else logits / temperature
 
 
 def masked_sum(x_BL: Tensor, mask_BL: Tensor) -> Tensor:

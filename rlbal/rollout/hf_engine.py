@@ -123,6 +123,38 @@ def chunk_rows(lengths_R: np.ndarray, new_tokens: int, max_batch_tokens: int) ->
     return [c for c in chunks if len(c)]
 
 
+def shared_prefill(model, ids_BP: torch.Tensor, mask_BP: torch.Tensor):
+    """The KV cache of every prompt column but the last, computed once per distinct prompt and copied to each of
+    its rows, or None when no prompt repeats (a group's rollouts share their prompt: G rows, one prefill).
+
+    `generate` then runs only the last prompt column and the new tokens. Positions follow `generate`'s own
+    convention for left padding (cumulative mask - 1, 0 on padding), so the cache holds what `generate`'s
+    batched prefill would compute, up to floating-point summation order.
+    """
+    from transformers import DynamicCache
+
+    if ids_BP.shape[1] < 2:
+        return None
+    uniq_UP, row_B = torch.unique(ids_BP, dim=0, return_inverse=True)  # left-padded to one width: equal rows
+    if len(uniq_UP) == len(ids_BP):
+        return None
+    first_U = torch.full((len(uniq_UP),), len(row_B), dtype=torch.long, device=row_B.device)
+    first_U = first_U.scatter_reduce(0, row_B, torch.arange(len(row_B), device=row_B.device), reduce="amin")
+    mask_UP = mask_BP.index_select(0, first_U)
+    pos_UP = (mask_UP.long().cumsum(-1) - 1).masked_fill(mask_UP == 0, 0)
+    cache = DynamicCache(config=model.config)
+    model(
+        input_ids=uniq_UP[:, :-1],
+        attention_mask=mask_UP[:, :-1],
+        position_ids=pos_UP[:, :-1],
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,  # the logits are not needed; generate computes the last column's
+    )
+    cache.batch_select_indices(row_B)
+    return cache
+
+
 class HFEngine:
     """transformers `generate` behind the `RolloutEngine` contract (see the module docstring)."""
 
@@ -202,6 +234,7 @@ class HFEngine:
             torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []),
             _eval_mode(self.model, GenerationConfig(**self._token_ids)),
         ):
+            cache = shared_prefill(self.model, ids_BP, mask_BP)
             torch.manual_seed(seed)
             out_BL = self.model.generate(
                 input_ids=ids_BP,
@@ -209,6 +242,7 @@ class HFEngine:
                 generation_config=config,
                 logits_processor=processors,
                 stopping_criteria=StoppingCriteriaList([_AfterSample(tracker)]),
+                **({} if cache is None else {"past_key_values": cache}),
             )
         new_BT = out_BL[:, ids_BP.shape[1] :]
         steps = new_BT.shape[1]

@@ -80,3 +80,28 @@ def test_update_reports_bytes_moved(hf_session, base_state):
 def test_max_batch_tokens_is_validated(tiny_path):
     with pytest.raises(ValueError, match="HFEngine.max_batch_tokens must be >= 1, got 0"):
         HFEngine(tiny_path, max_batch_tokens=0)
+
+
+@pytest.mark.parametrize("variant", ["llama", "qwen2"])
+def test_a_group_prompt_is_prefilled_once_and_generates_what_the_plain_prefill_generates(variant, monkeypatch):
+    """Rollouts of one prompt share its prefill (one row per distinct prompt, every column but the last); the
+    sampled tokens are those of the row-by-row prefill and the logprobs agree to float32 rounding."""
+    import rlbal.rollout.hf_engine as hf_engine
+    from rlbal.assets import tiny_model
+
+    engine = HFEngine(tiny_model(variant), dtype="float32")
+    prompts = [*PROMPTS, [5, 6, 7, 8]]  # the last prompt repeats the first: one prefill row for both
+    counts = [3, 1, 0, 4, 2]
+    sampling = SamplingSpec(max_new_tokens=12, temperature=1.0, seed=3)
+    seen = []
+    hook = engine.model.get_input_embeddings().register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape)))
+    shared = engine.generate(prompts, counts, sampling).completions
+    hook.remove()
+    assert seen[0] == (3, 4)  # distinct prompts with rollouts: [5..8] (twice), [9..11], [12..16]; width 5 - 1
+    assert seen[1] == (sum(counts), 1)  # generate's own prefill: the last prompt column of every row
+    monkeypatch.setattr(hf_engine, "shared_prefill", lambda *args: None)
+    plain = engine.generate(prompts, counts, sampling).completions
+    assert [c.token_ids for c in shared] == [c.token_ids for c in plain]
+    assert sum(len(c.token_ids) for c in shared) > 2 * sum(counts)  # the rows sampled more than an EOS
+    for s, p in zip(shared, plain):
+        np.testing.assert_allclose(s.logprobs, p.logprobs, atol=1e-5)

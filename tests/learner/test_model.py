@@ -1,0 +1,53 @@
+"""rlbal.learner.model.token_logprobs with a loss mask: logits from the first masked column on only
+(`logits_to_keep`), yet the same logprobs, entropies and gradients at every masked position as the full forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlbal.algo.tokens import token_entropy
+from rlbal.algo.tokens import token_logprobs as logprobs_of_logits
+from rlbal.learner.model import accepts_logits_to_keep, first_needed_column, load_causal_lm, token_logprobs
+
+
+def test_first_needed_column():
+    mask = torch.tensor([[0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 1, 1]], dtype=torch.bool)
+    assert first_needed_column(mask) == 3
+    assert first_needed_column(None) == 1
+    assert first_needed_column(torch.zeros(2, 4, dtype=torch.bool)) == 1
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_masked_forward_equals_the_full_one_at_masked_positions(sft_path, ragged_batch, temperature):
+    batch = ragged_batch(sft_path, 1)
+    model = load_causal_lm(sft_path)
+    assert accepts_logits_to_keep(model)
+    mask = batch.completion_mask_BL
+    first = first_needed_column(mask)
+    assert first > 1  # the prompts are skipped, so the test exercises the restricted forward
+
+    full_logits = model(input_ids=batch.input_ids_BL, attention_mask=batch.attention_mask_BL).logits
+    want_logp = logprobs_of_logits(full_logits, batch.input_ids_BL, temperature)
+    want_ent = token_entropy(full_logits.detach(), temperature)
+    (want_logp * mask).sum().backward()
+    want_grad = {k: p.grad.clone() for k, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+
+    calls = []
+    hook = model.lm_head.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[1]))
+    logp, ent = token_logprobs(
+        model, batch.input_ids_BL, batch.attention_mask_BL, temperature, with_entropy=True, loss_mask_BL=mask
+    )
+    hook.remove()
+    assert calls == [batch.input_ids_BL.shape[1] - first + 1]  # the vocabulary projection saw only the window
+    torch.testing.assert_close(logp[mask], want_logp[mask], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ent[mask], want_ent[mask], rtol=1e-5, atol=1e-6)
+    assert torch.all(logp[:, :first] == 0)  # no logits before the window
+    assert torch.all(ent[~mask] == 0)  # entropy only where the loss looks
+    (logp * mask).sum().backward()
+    for k, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, want_grad[k], rtol=1e-4, atol=1e-6, msg=k)
+    # an all-false mask falls back to the full forward
+    full = token_logprobs(model, batch.input_ids_BL, batch.attention_mask_BL, temperature, loss_mask_BL=mask & False)
+    torch.testing.assert_close(full, want_logp.detach(), rtol=1e-5, atol=1e-6)
