@@ -18,8 +18,9 @@ AdamW at the same learning rate, grad-norm clip 1, no gradient checkpointing.
 
 Each child runs `--warmup` + `--steps` steps and only the last `--steps` count (the first includes lazy
 start-up: the first generate, reward-worker imports); `--rounds` repeats every configuration, interleaved,
-and pools the timed steps. Every child gets the same torch thread count (`--threads`, 1 on CPU: with 2
-threads on a shared 2-core box step times varied 5-20x between identical calls). Columns:
+with seed `--seed` + round (the same for both frameworks), and pools the timed steps. Every child gets the
+same torch thread count (`--threads`, 1 on CPU: with 2 threads on a shared 2-core box step times varied
+5-20x between identical calls). Columns:
 
   steps/s   timed steps / their total time          median s  median step (end of one step to the next)
   best s    fastest timed step: the least disturbed by other load on a shared machine
@@ -544,7 +545,10 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
                 f"round {round_ + 1}/{spec['rounds']}: {spec['framework']} / {spec['engine']} / {spec['model']} ...",
                 flush=True,
             )
-            mine.append(run_child(spec))
+            # each round samples other completions (seed + round, the same for every framework): the garbage a
+            # tiny model writes sends a few steps to math-verify for 10-200 ms, and repeating one seed would
+            # repeat those exact steps in every round
+            mine.append(run_child({**spec, "seed": spec["seed"] + round_}))
             if args.out:
                 with open(args.out, "a") as f:
                     f.write(json.dumps({**mine[-1], "round": round_, "date": time.strftime("%Y-%m-%d %H:%M")}) + "\n")
