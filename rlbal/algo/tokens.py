@@ -21,7 +21,7 @@ def token_logprobs(logits_BLV: Tensor, input_ids_BL: Tensor, temperature: float 
     Uses gather - logsumexp rather than a full log_softmax so only one (B, L, V) temporary is live.
     `temperature` must match the sampler's so the ratio to the engine's logprobs is meaningful.
     """
-    logits_BMV = _scaled(logits_BLV[:, :-1], temperature)  # (B, L-1, V) predicts tokens 1..L-1
+    logits_BMV = scaled_logits(logits_BLV[:, :-1], temperature)  # (B, L-1, V) predicts tokens 1..L-1
     target_BM = input_ids_BL[:, 1:]
     picked_BM = logits_BMV.gather(-1, target_BM.unsqueeze(-1)).squeeze(-1)
     logp_BM = picked_BM - torch.logsumexp(logits_BMV, dim=-1)
@@ -35,11 +35,11 @@ def token_entropy(logits_BLV: Tensor, temperature: float = 1.0) -> Tensor:
 
 def entropy_of_logits(logits_NV: Tensor, temperature: float = 1.0) -> Tensor:
     """(...) entropy of softmax(logits / T) over the last dimension, in float32 at least."""
-    logp_NV = torch.log_softmax(_scaled(logits_NV, temperature), dim=-1)
+    logp_NV = torch.log_softmax(scaled_logits(logits_NV, temperature), dim=-1)
     return -logp_NV.exp().mul_(logp_NV).sum(-1)  # one (N, V) temporary besides log_softmax's
 
 
-def _scaled(logits: Tensor, temperature: float) -> Tensor:
+def scaled_logits(logits: Tensor, temperature: float) -> Tensor:
     """logits / T in float32 at least, without a copy when there is nothing to do (a (B, L, V) copy of a
     large vocabulary costs as much as the softmax itself)."""
     if logits.dtype in (torch.float16, torch.bfloat16):

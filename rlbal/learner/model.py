@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -50,29 +51,56 @@ def token_logprobs(
     logits divided by the sampling temperature so the ratio compares the distribution the engine sampled from;
     plus (B, L) entropies of the predicting distributions (a metric, no gradient) when with_entropy.
 
-    loss_mask_BL: the positions whose logprobs are used (a batch's completion mask). The model then computes
-    logits only from the column before the first such position on (`logits_to_keep`, as TRL does), so the
-    vocabulary projection and softmax skip the prompts; columns before it are 0, and the entropy is computed
-    on the masked positions only (0 elsewhere). Values at the kept positions are those of the full forward.
+    loss_mask_BL: the positions whose logprobs are used (a batch's completion mask). Then the vocabulary
+    projection runs only on the hidden states that predict those tokens: the model keeps the columns from the
+    one before the first masked token on (`logits_to_keep`, as TRL does) and a pre-hook on its output
+    embedding picks the predicting rows of each sequence, so prompts and padding never reach the (vocabulary-
+    sized) head, softmax or entropy. Outside the mask the outputs are 0; at masked positions they are the full
+    forward's (tests/learner/test_model.py, values and gradients).
     """
     T = temperature or 1.0
-    L = input_ids_BL.shape[1]
-    first = first_needed_column(loss_mask_BL)
-    kwargs = {"logits_to_keep": L - first + 1} if first > 1 and accepts_logits_to_keep(model) else {}
-    logits_BKV = model(input_ids=input_ids_BL, attention_mask=attention_mask_BL, use_cache=False, **kwargs).logits
-    skip = L - logits_BKV.shape[1]  # columns without logits (0 for the full forward)
-    logp_BL = _pad_left(tokens.token_logprobs(logits_BKV, input_ids_BL[:, skip:], T), skip)
+    if loss_mask_BL is None or not bool(loss_mask_BL.any()):
+        logits_BLV = model(input_ids=input_ids_BL, attention_mask=attention_mask_BL, use_cache=False).logits
+        logp_BL = tokens.token_logprobs(logits_BLV, input_ids_BL, T)
+        if not with_entropy:
+            return logp_BL
+        with torch.no_grad():
+            return logp_BL, tokens.token_entropy(logits_BLV.detach(), T)
+    mask_BL = loss_mask_BL.bool()
+    B, L = input_ids_BL.shape
+    keep = L - first_needed_column(mask_BL) + 1 if accepts_logits_to_keep(model) else L
+    skip = L - keep  # the window's column k holds the logits that predict token skip + k + 1
+    rows_BK = torch.zeros(B, keep, dtype=torch.bool, device=mask_BL.device)
+    rows_BK[:, :-1] = mask_BL[:, skip + 1 :]
+    with _head_on_rows(model, rows_BK):
+        kwargs = {"logits_to_keep": keep} if keep < L else {}
+        logits_NV = model(input_ids=input_ids_BL, attention_mask=attention_mask_BL, use_cache=False, **kwargs).logits
+    n = int(mask_BL.sum())
+    if tuple(logits_NV.shape[:-1]) != (n,):
+        raise RuntimeError(
+            f"{type(model).__name__} returned logits of shape {tuple(logits_NV.shape)} for {n} selected positions: "
+            "the learner needs a causal LM whose logits are its output embedding applied to the hidden states"
+        )
+    z_NV = tokens.scaled_logits(logits_NV, T)
+    target_N = input_ids_BL[mask_BL]  # row-major, the order of the rows the head saw
+    logp_N = z_NV.gather(-1, target_N[:, None])[:, 0] - torch.logsumexp(z_NV, dim=-1)
+    logp_BL = torch.zeros(B, L, dtype=logp_N.dtype, device=logp_N.device).masked_scatter(mask_BL, logp_N)
     if not with_entropy:
         return logp_BL
     with torch.no_grad():
-        if loss_mask_BL is None:
-            return logp_BL, _pad_left(tokens.token_entropy(logits_BKV.detach(), T), skip)
-        ent_BL = torch.zeros_like(logp_BL)
-        pos_BK = loss_mask_BL[:, skip:].bool().clone()
-        pos_BK[:, 0] = False  # no predictor inside the window (and column 0 is never a loss position)
-        picked_NV = logits_BKV.detach()[:, :-1][pos_BK[:, 1:]]  # the logits predicting each masked token
-        ent_BL[:, skip:][pos_BK] = tokens.entropy_of_logits(picked_NV, T).to(ent_BL.dtype)
-        return logp_BL, ent_BL
+        ent_N = tokens.entropy_of_logits(logits_NV.detach(), T)
+        return logp_BL, torch.zeros_like(logp_BL).masked_scatter(mask_BL, ent_N.to(logp_BL.dtype))
+
+
+@contextlib.contextmanager
+def _head_on_rows(model, rows_BK: torch.Tensor):
+    """While active, the model's output embedding (lm_head) sees hidden[rows_BK]: (N, H) instead of (B, K, H)."""
+    head = getattr(model, "module", model).get_output_embeddings()  # DDP / DeepSpeed wrap the HF model
+    handle = head.register_forward_pre_hook(lambda module, args: (args[0][rows_BK], *args[1:]))
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def first_needed_column(loss_mask_BL: torch.Tensor | None) -> int:
@@ -96,7 +124,3 @@ def accepts_logits_to_keep(model) -> bool:
     if kind not in _KEEP_ARG:
         _KEEP_ARG[kind] = "logits_to_keep" in inspect.signature(inner.forward).parameters
     return _KEEP_ARG[kind]
-
-
-def _pad_left(x_BK: torch.Tensor, cols: int) -> torch.Tensor:
-    return torch.nn.functional.pad(x_BK, (cols, 0)) if cols else x_BK

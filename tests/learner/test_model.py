@@ -1,5 +1,6 @@
-"""rlbal.learner.model.token_logprobs with a loss mask: logits from the first masked column on only
-(`logits_to_keep`), yet the same logprobs, entropies and gradients at every masked position as the full forward."""
+"""rlbal.learner.model.token_logprobs with a loss mask: the vocabulary projection runs only on the hidden states
+that predict masked tokens, yet the logprobs, entropies and gradients at every masked position are the full
+forward's, and 0 elsewhere."""
 
 from __future__ import annotations
 
@@ -35,19 +36,20 @@ def test_masked_forward_equals_the_full_one_at_masked_positions(sft_path, ragged
     model.zero_grad(set_to_none=True)
 
     calls = []
-    hook = model.lm_head.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[1]))
+    hook = model.lm_head.register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape)))
     logp, ent = token_logprobs(
         model, batch.input_ids_BL, batch.attention_mask_BL, temperature, with_entropy=True, loss_mask_BL=mask
     )
     hook.remove()
-    assert calls == [batch.input_ids_BL.shape[1] - first + 1]  # the vocabulary projection saw only the window
+    assert calls == [(int(mask.sum()), model.config.hidden_size)]  # the head saw one row per masked token
     torch.testing.assert_close(logp[mask], want_logp[mask], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(ent[mask], want_ent[mask], rtol=1e-5, atol=1e-6)
-    assert torch.all(logp[:, :first] == 0)  # no logits before the window
-    assert torch.all(ent[~mask] == 0)  # entropy only where the loss looks
+    assert torch.all(logp[~mask] == 0) and torch.all(ent[~mask] == 0)
+    assert not model.lm_head._forward_pre_hooks  # the row selection is gone after the call
     (logp * mask).sum().backward()
     for k, p in model.named_parameters():
-        torch.testing.assert_close(p.grad, want_grad[k], rtol=1e-4, atol=1e-6, msg=k)
+        # float32 summation order differs (fewer rows reach the tied head): measured up to 6e-6 on 1 of 65,536
+        torch.testing.assert_close(p.grad, want_grad[k], rtol=1e-4, atol=2e-5, msg=lambda m, k=k: f"{k}: {m}")
     # an all-false mask falls back to the full forward
     full = token_logprobs(model, batch.input_ids_BL, batch.attention_mask_BL, temperature, loss_mask_BL=mask & False)
     torch.testing.assert_close(full, want_logp.detach(), rtol=1e-5, atol=1e-6)
