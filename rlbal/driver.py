@@ -147,7 +147,10 @@ def log_eval_checkpoint(
     rounds: Sequence[Round] = (),
 ) -> None:
     """The end of a step (shared by the synchronous and the one-step-off loop): every component's metrics,
-    eval and checkpoint when due, stage timings, one log row, the step's prompts and sampled completions."""
+    eval when due, stage timings, one log row, the step's prompts and sampled completions; then the checkpoint
+    when due. The row is written before the checkpoint completes, so a run killed in between resumes from the
+    previous checkpoint (rows after it are dropped, rlbal.run) and a checkpoint never lacks its step's row; the
+    checkpoint's own duration goes to the console line, not into the step's timings."""
     step = state.step
     metrics.update(
         {**parts.controllers.metrics(), **parts.filter.metrics(), **parts.rewards.metrics(), **parts.source.metrics()}
@@ -156,15 +159,15 @@ def log_eval_checkpoint(
     if parts.should_eval(step):
         with timer("eval"):
             metrics.update(evaluate(step))
-    if parts.should_checkpoint(step):
-        with timer("checkpoint"):
-            path = save(state)
-        if path is not None:
-            parts.logger.console.after_step(f"checkpoint step {step} written to {path}")
     metrics.update(timer.metrics())
     metrics["timing/step"] = time.perf_counter() - t_step
     metrics["train/samples_seen"] = float(state.samples_seen)
     if rounds:
         parts.logger.log_completions(step, rounds)
     parts.logger.log(step, metrics)
+    if parts.should_checkpoint(step):
+        t_save = time.perf_counter()
+        path = save(state)
+        if path is not None:
+            parts.logger.console.say(f"checkpoint step {step} written to {path} ({time.perf_counter() - t_save:.1f} s)")
     parts.check_rewards(step, metrics)

@@ -223,7 +223,9 @@ def test_quickstart_piped_shows_progress_and_summary_and_no_vllm_info(tmp_path):
         )
         assert m, line
         assert m[1] == f"{rows[step]['reward/mean']:.3f}" and m[2] == f"{rows[step]['reward/correct_rate']:.2f}"
-    assert f"[rlbal] checkpoint step 3 written to {run}/checkpoints/step_3" in lines
+    path = re.escape(f"{run}/checkpoints/step_3")
+    saved = re.compile(rf"\[rlbal\] checkpoint step 3 written to {path} \(\d+\.\d s\)")
+    assert any(saved.fullmatch(line) for line in lines), lines
     done = next(i for i, line in enumerate(lines) if line.startswith("[rlbal] done: 3 steps in "))
     summary = "\n".join(lines[done:])
     assert (

@@ -111,3 +111,32 @@ def test_post_sync_check_passes_a_real_sync_and_stops_a_sync_that_does_nothing(t
 
     with pytest.raises(SyncCheckError, match="after the weight sync of step [12] the engine's logprobs differ"):
         run(cfg, tmp_path, 2, patch=no_sync)
+
+
+def test_a_checkpoint_is_written_after_its_steps_metrics_row(tmp_path):
+    """A run killed between the two must not lose the row of a step it can resume from: when `save` runs, the
+    step's row is already in metrics.jsonl (a run killed before the checkpoint completes resumes from the
+    previous one, and rlbal.run drops the rows after it)."""
+    import json
+
+    cfg = tiny(tmp_path, "checkpoint.every=2")
+    parts = build_parts(cfg, tmp_path / "t")
+    parts.evaluator = None
+    parts.open_logger(start_step=0)
+    seen = {}
+
+    def save(state):
+        lines = (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()
+        seen[state.step] = [json.loads(line)["step"] for line in lines]
+
+    try:
+        train_loop(
+            cfg.model_copy(update={"run": cfg.run.model_copy(update={"max_steps": 4})}),
+            parts,
+            LoopState(),
+            save=save,
+            evaluate=lambda s: {},
+        )
+    finally:
+        parts.close()
+    assert seen == {2: [1, 2], 4: [1, 2, 3, 4]}
