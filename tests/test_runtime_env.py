@@ -122,28 +122,30 @@ def test_a_run_without_launch_env_under_taskset_uses_one_thread_and_a_sized_cach
 
 
 FAULTS_CHILD = r"""
-import json, resource, sys
+import json, os, resource, sys
 import torch
 from rlbal.runtime_env import keep_freed_memory
 done = keep_freed_memory() if sys.argv[1] == "keep" else "not called"
-def usage():
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_minflt, r.ru_maxrss
-faults, peak = [], []
-for _ in range(8):  # a step's activations: allocated, written, freed; again
-    before = usage()[0]
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def rss_mib():  # resident now (ru_maxrss would carry the parent's peak across exec)
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 2**20
+out, rss = [], []
+for _ in range(12):  # a step's activations: allocated, written, freed; again
+    before = faults()
     xs = [torch.ones(n * 2**20 // 4) for n in (64, 16, 48, 8)]  # MiB, far above glibc's mmap threshold
     del xs
-    faults.append(usage()[0] - before)
-    peak.append(usage()[1] // 1024)
-print(json.dumps({"done": done, "faults": faults, "peak_mib": peak}))
+    out.append(faults() - before)
+    rss.append(rss_mib())
+print(json.dumps({"done": done, "faults": out, "rss_mib": rss}))
 """
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's allocator")
 def test_a_cpu_learner_reuses_freed_memory_without_page_faults():
-    """136 MiB in four tensors allocated, written and freed, eight times: returned to the OS, every round faults
-    all of its pages in again; kept in the heap, the rounds after the first few fault none."""
+    """136 MiB in four tensors allocated, written and freed, twelve times: returned to the OS, every round faults
+    all of its pages in again; kept in the heap, the last rounds fault (almost) none and the heap stops growing."""
 
     def run(mode: str, env: dict[str, str] | None = None) -> dict:
         env = {k: v for k, v in (env or os.environ).items() if not k.startswith("MALLOC_")}
@@ -155,9 +157,9 @@ def test_a_cpu_learner_reuses_freed_memory_without_page_faults():
     pages = (64 + 16 + 48 + 8) * 2**20 // 4096  # 34,816 pages written per round
     assert all(f >= pages * 0.8 for f in plain["faults"]), plain  # every round faults (nearly) all in again
     assert kept["done"] == "freed memory: kept in the heap (glibc mallopt)"
-    # glibc needs a round or two to settle its heap (aligned blocks do not fit the hole of their predecessor
-    # at first); from then on nothing faults, and the heap stops growing
-    assert max(kept["faults"][3:]) < pages * 0.02, kept
-    assert kept["peak_mib"][-1] == kept["peak_mib"][3] <= plain["peak_mib"][0] + 2 * 136, kept
+    # glibc needs a few rounds to settle its heap (aligned blocks do not fit the hole of their predecessor at
+    # first: measured 2-6 rounds); then nothing faults and the heap stops growing
+    assert sum(kept["faults"][-4:]) < pages * 0.05, kept
+    assert kept["rss_mib"][-1] <= kept["rss_mib"][-5] + 8, kept
     given = run("keep", {**os.environ, "MALLOC_ARENA_MAX": "2", "GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
     assert given["done"] == "freed memory: glibc malloc settings from the environment"  # the user's choice wins
