@@ -228,7 +228,6 @@ class Console:
         self.every = every or max(1, -(-total_steps // 15))
         self.stream = stream or sys.stdout
         self._seconds: list[float] = []  # timing/step of the steps seen by this process
-        self._deferred: list[str] = []
         self._bar = _Bar(total_steps, start_step) if enabled and bar and self.stream.isatty() else None
 
     def say(self, text: str) -> None:
@@ -240,12 +239,8 @@ class Console:
         else:
             print(f"{PREFIX} {text}", file=self.stream, flush=True)
 
-    def after_step(self, text: str) -> None:
-        """A milestone printed right after the current step's line (e.g. a checkpoint written during the step)."""
-        self._deferred.append(text)
-
     def step(self, step: int, metrics: Mapping[str, float]) -> None:
-        """A logged metrics row: the progress line when due, the eval line, deferred milestones."""
+        """A logged metrics row: the progress line when due, then the eval line."""
         if not self.enabled:
             return
         if "timing/step" in metrics:
@@ -257,9 +252,6 @@ class Console:
                 self.say(step_line(step, self.total, metrics, sec))
         if (line := eval_line(step, metrics)) is not None:
             self.say(line)
-        for text in self._deferred:
-            self.say(text)
-        self._deferred.clear()
 
     def close(self) -> None:
         if self._bar is not None:

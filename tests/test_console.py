@@ -66,12 +66,12 @@ def test_console_without_a_terminal_prints_every_nth_step_evals_and_milestones()
     console = Console(30, stream=out)  # every 0 = auto: ceil(30 / 15) = 2
     console.say("ready")
     for step in range(1, 31):
-        if step == 10:
-            console.after_step("checkpoint step 10 written to runs/x/checkpoints/step_10")
         m = metrics(sec=2.0 if step <= 10 else 4.0)
         if step == 10:
             m.update({"eval/mean@4": 0.5})
         console.step(step, m)
+        if step == 10:  # the driver writes a checkpoint after its step's row (rlbal.driver.log_eval_checkpoint)
+            console.say("checkpoint step 10 written to runs/x/checkpoints/step_10")
     lines = out.getvalue().splitlines()
     steps = [int(re.match(r"\[rlbal\] step +(\d+)/30", line)[1]) for line in lines if " step " in line[:14]]
     assert steps == [1] + list(range(2, 31, 2))
