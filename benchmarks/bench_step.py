@@ -40,9 +40,7 @@ STAGES = ("generate", "score", "update", "weight_sync", "other", "step")
 VARIANTS = ("current", "old-scoring", "before")
 
 
-def time_floor(
-    parts: Any, prompts: list[list[int]], n: int, sampling: Any, micro_batch_tokens: int, reps: int
-) -> tuple[float, float]:
+def time_floor(parts: Any, prompts: list[list[int]], n: int, sampling: Any, reps: int) -> tuple[float, float]:
     """Median seconds over `reps` of one bare generate of n completions per prompt (`sampling(rep)` gives the
     SamplingSpec) and of one forward/backward of the policy over them (the learner's micro-batches, no
     optimizer step; logits at the completion positions only, as the learner and TRL compute them). Also used by
@@ -72,7 +70,7 @@ def time_floor(
         ).to(device)
         sync()
         t2 = time.perf_counter()
-        for idx in batch.micro_batch_indices(micro_batch_tokens):
+        for idx in parts.learner.micro_batches(batch):
             mb = batch.select(idx)
             logp_BL = token_logprobs(model, mb.input_ids_BL, mb.attention_mask_BL, loss_mask_BL=mb.completion_mask_BL)
             (logp_BL * mb.completion_mask_BL).sum().backward()
@@ -93,7 +91,6 @@ def floor(parts: Any, cfg: Any, reps: int = 3) -> dict[str, float]:
         prompts,
         cfg.rollout.n,
         lambda rep: sampling_for(cfg, 10_000 + rep, 0),
-        cfg.learner.micro_batch_tokens,
         reps,
     )
     return {"generate": gen, "fwd_bwd": fwd_bwd, "total": gen + fwd_bwd}

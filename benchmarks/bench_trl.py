@@ -209,7 +209,6 @@ def measure_floor(parts, cfg, spec: dict[str, Any]) -> dict[str, float]:
         prompts,
         spec["n"],
         lambda rep: SamplingSpec(max_new_tokens=spec["max_new_tokens"], temperature=1.0, seed=rep),
-        cfg.learner.micro_batch_tokens,
         FLOOR_REPS,
     )
     return {"generate_s": gen, "fwd_bwd_s": fwd_bwd, "step_s": gen + fwd_bwd}

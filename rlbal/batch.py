@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rlbal import micro_batches
 from rlbal.rollout.engine import Completion
 
 _TOKEN_FIELDS = (
@@ -159,29 +160,26 @@ class RolloutBatch:
         rows = torch.arange(self.num_seqs, device=self.input_ids_BL.device)
         return [self.select(part) for part in torch.tensor_split(rows, num_chunks) if part.numel()]
 
-    def split_by_tokens(self, max_tokens: int) -> list[RolloutBatch]:
+    def split_by_tokens(self, max_tokens: int, overhead_tokens: float | None = None) -> list[RolloutBatch]:
         """Micro-batches whose padded size rows * longest-row <= max_tokens (a longer row goes alone).
 
-        Rows are taken longest first so similar lengths share a micro-batch (little padding); the loss does
-        not depend on the grouping because normalisers come from the full batch (AggregationContext).
+        Rows are sorted longest first and cut into runs that minimise calls x `overhead_tokens` + padded tokens
+        (`rlbal.micro_batches.plan`; None: the fewest calls, then the least padding); the loss does not depend
+        on the grouping because normalisers come from the full batch (AggregationContext).
         """
         lengths = self.lengths_B
-        return [self._select(idx, int(lengths[idx[0]])) for idx in self.micro_batch_indices(max_tokens)]
+        return [
+            self._select(idx, int(lengths[idx[0]])) for idx in self.micro_batch_indices(max_tokens, overhead_tokens)
+        ]
 
-    def micro_batch_indices(self, max_tokens: int) -> list[Tensor]:
+    def micro_batch_indices(self, max_tokens: int, overhead_tokens: float | None = None) -> list[Tensor]:
         """Row indices of the `split_by_tokens` micro-batches, longest row first in each (callers that
         scatter per-row results back, like the learner's per-response signal, need the rows)."""
         if max_tokens < 1:
             raise ValueError(f"split_by_tokens: max_tokens must be >= 1, got {max_tokens}")
         order = torch.argsort(self.lengths_B, descending=True, stable=True)
-        lens = self.lengths_B[order].tolist()
-        out, start = [], 0
-        while start < len(lens):
-            # lens is descending, so the first row of a micro-batch sets its padded width
-            take = max(1, max_tokens // max(lens[start], 1))
-            out.append(order[start : start + take])
-            start += take
-        return out
+        runs = micro_batches.plan(self.lengths_B[order].tolist(), max_tokens, overhead_tokens)
+        return [order[a:b] for a, b in runs]
 
     def to(self, device: torch.device | str) -> RolloutBatch:
         changes = {n: getattr(self, n).to(device) for n in _TOKEN_FIELDS + _SEQ_FIELDS if getattr(self, n) is not None}

@@ -28,6 +28,8 @@ from rlbal.learner.loss import StepLoss, mean_over_updates, merge_sums
 from rlbal.learner.model import load_causal_lm, token_logprobs
 from rlbal.learner.state_io import load_tree, save_tree
 
+CPU_CALL_TOKENS = 128  # a CPU forward/backward call's fixed cost in padded tokens (LearnerConfig docs)
+
 
 class Learner:
     """Policy (+ frozen reference when the loss needs one), AdamW with warm-up/schedule, gradient clipping.
@@ -50,6 +52,9 @@ class Learner:
             from rlbal.runtime_env import keep_freed_memory
 
             keep_freed_memory()  # the same activations every step: reuse them without page faults
+        self.micro_overhead = lc.micro_batch_overhead_tokens
+        if self.micro_overhead is None and self.device.type == "cpu":
+            self.micro_overhead = CPU_CALL_TOKENS
         self.ref = None
         if loss.needs_reference:
             self.ref = load_causal_lm(model.path, model.dtype, trainable=False).to(self.device)
@@ -70,13 +75,17 @@ class Learner:
     @torch.no_grad()
     def _logprobs(self, model, batch: RolloutBatch) -> torch.Tensor:
         out = torch.zeros_like(batch.engine_logp_BL)
-        for idx in batch.micro_batch_indices(self.lc.micro_batch_tokens):
+        for idx in self.micro_batches(batch):
             mb = batch.select(idx)
             logp = token_logprobs(
                 model, mb.input_ids_BL, mb.attention_mask_BL, self.temperature, loss_mask_BL=mb.completion_mask_BL
             ).to(out.dtype)
             out[idx, : logp.shape[1]] = logp
         return out
+
+    def micro_batches(self, batch: RolloutBatch) -> list[torch.Tensor]:
+        """Row indices of each forward call over `batch` (token budget, least padding + per-call cost)."""
+        return batch.micro_batch_indices(self.lc.micro_batch_tokens, self.micro_overhead)
 
     def prepare(self, batch: RolloutBatch) -> RolloutBatch:
         """Fill old (when several updates reuse the batch) and reference logprobs."""
@@ -111,7 +120,7 @@ class Learner:
         world = self.backend.world
         shard_idx = world.shard(mini)
         shard = mini.select(shard_idx)
-        micro = world.equal_micro_batches(shard, self.lc.micro_batch_tokens)
+        micro = world.equal_micro_batches(shard, self.lc.micro_batch_tokens, self.micro_overhead)
         sig = torch.zeros(mini.num_seqs, dtype=torch.float64, device=self.device)
         totals: dict[str, float] = {}
         for i, idx in enumerate(micro):

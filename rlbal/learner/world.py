@@ -17,10 +17,10 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-import numpy as np
 import torch
 import torch.distributed as tdist
 
+from rlbal import micro_batches
 from rlbal.batch import RolloutBatch
 from rlbal.learner.loss import MAX_PREFIX
 
@@ -42,8 +42,8 @@ class OneProcess:
     def shard(self, batch: RolloutBatch) -> torch.Tensor:
         return torch.arange(batch.num_seqs, device=batch.input_ids_BL.device)
 
-    def equal_micro_batches(self, batch: RolloutBatch, budget: int) -> list[torch.Tensor]:
-        return batch.micro_batch_indices(budget)
+    def equal_micro_batches(self, batch: RolloutBatch, budget: int, overhead: float | None) -> list[torch.Tensor]:
+        return batch.micro_batch_indices(budget, overhead)
 
     def sum_metrics(self, m: dict[str, float]) -> dict[str, float]:
         return m
@@ -71,8 +71,8 @@ class ProcessGroup:
     def shard(self, batch: RolloutBatch) -> torch.Tensor:
         return token_balanced_shard(batch.attention_mask_BL.sum(-1), self.world_size, self.rank)
 
-    def equal_micro_batches(self, batch: RolloutBatch, budget: int) -> list[torch.Tensor]:
-        return equal_micro_batches(batch, budget, self.device)
+    def equal_micro_batches(self, batch: RolloutBatch, budget: int, overhead: float | None) -> list[torch.Tensor]:
+        return equal_micro_batches(batch, budget, overhead, self.device)
 
     def sum_metrics(self, m: dict[str, float]) -> dict[str, float]:
         return all_reduce_sums(m, self.device)
@@ -110,16 +110,19 @@ def token_balanced_shard(tokens_B: torch.Tensor, world_size: int, rank: int) -> 
     return torch.nonzero(owner == rank).flatten()
 
 
-def equal_micro_batches(batch: RolloutBatch, budget: int, device: torch.device) -> list[torch.Tensor]:
-    """This rank's micro-batches, re-split so that every rank runs the same number of backward passes (the
-    collectives inside backward / at the step must match); chunks may be empty."""
-    mine = batch.micro_batch_indices(budget) if batch.num_seqs else []
-    count = torch.tensor([len(mine)], device=device)
+def equal_micro_batches(
+    batch: RolloutBatch, budget: int, overhead: float | None, device: torch.device
+) -> list[torch.Tensor]:
+    """This rank's micro-batches (`RolloutBatch.micro_batch_indices`), cut further where another rank needs more
+    calls, so that every rank runs the same number of backward passes (the collectives inside backward / at the
+    step must match): `rlbal.micro_batches.split_to` splits where it saves the most padding; chunks may be
+    empty when a rank has fewer rows than calls."""
+    order = torch.argsort(batch.lengths_B, descending=True, stable=True)
+    lens = batch.lengths_B[order].tolist()
+    runs = micro_batches.plan(lens, budget, overhead)
+    count = torch.tensor([len(runs)], device=device)
     tdist.all_reduce(count, op=tdist.ReduceOp.MAX)
-    n = int(count.item())
-    if len(mine) == n:
-        return mine
-    return [torch.as_tensor(c, dtype=torch.long) for c in np.array_split(np.arange(batch.num_seqs), n)]
+    return [order[a:b] for a, b in micro_batches.split_to(runs, lens, int(count.item()))]
 
 
 def all_reduce_sums(m: dict[str, float], device: torch.device) -> dict[str, float]:

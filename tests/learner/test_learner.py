@@ -12,7 +12,7 @@ from rlbal.learner import make_learner
 from rlbal.learner.backends import TorchBackend
 
 
-def config(micro_batch_tokens: int, mini_batches: int = 2):
+def config(micro_batch_tokens: int, mini_batches: int = 2, overhead: int | None = None):
     return load_config(
         None,
         [
@@ -20,6 +20,7 @@ def config(micro_batch_tokens: int, mini_batches: int = 2):
             "learner.lr=5e-3",
             f"learner.mini_batches={mini_batches}",
             f"learner.micro_batch_tokens={micro_batch_tokens}",
+            f"learner.micro_batch_overhead_tokens={'null' if overhead is None else overhead}",
             "run.max_steps=4",
             "algo.aggregation=seq_mean_token_mean",
         ],
@@ -31,8 +32,20 @@ def batches(sft_path, ragged_batch):
     return [ragged_batch(sft_path, seed) for seed in (1, 2)]
 
 
-def test_update_is_the_same_for_any_micro_batch_split(batches):
-    whole, pieces = make_learner(config(4096)), make_learner(config(32))  # one micro-batch vs ~one row each
+@pytest.mark.parametrize("cut", ["budget", "padding"])
+def test_update_is_the_same_for_any_micro_batch_split(batches, cut):
+    """One call for the whole mini-batch (a call costs more than any padding) vs ~one row per call (budget 32), or
+    vs the cut without padding (a call costs nothing: one call per distinct length)."""
+    whole = make_learner(config(4096, overhead=10**9))
+    pieces = make_learner(config(32) if cut == "budget" else config(4096, overhead=0))
+    assert len(whole.micro_batches(batches[0])) == 1
+    lengths = batches[0].lengths_B
+    calls = pieces.micro_batches(batches[0])
+    if cut == "budget":
+        assert len(calls) > len(lengths) // 2
+        assert all(len(idx) == 1 or len(idx) * int(lengths[idx].max()) <= 32 for idx in calls)
+    else:
+        assert len(calls) == len(set(lengths.tolist()))
     for i, batch in enumerate(batches):
         a, b = whole.update(batch), pieces.update(batch)
         assert set(a.metrics) == set(b.metrics)
@@ -69,6 +82,22 @@ def test_extrema_are_the_batch_extrema(batches, sft_path):
     assert got["is/weight_min"] == pytest.approx(float(w.min()), rel=1e-5)
     assert got["is/weight_max"] == pytest.approx(float(w.max()), rel=1e-5)
     assert got["is/weight_mean"] == pytest.approx(float(w.mean()), rel=1e-5)
+
+
+def test_cpu_default_call_cost(batches):
+    """Unset, a CPU learner prices a call at CPU_CALL_TOKENS padded tokens; a ragged batch is cut where that saves
+    more padding than the extra call costs, and never above the token budget."""
+    from rlbal.learner.learner import CPU_CALL_TOKENS
+    from rlbal.micro_batches import plan
+
+    learner = make_learner(config(4096))
+    assert learner.micro_overhead == CPU_CALL_TOKENS == 128
+    batch = batches[0]
+    lens = sorted(batch.lengths_B.tolist(), reverse=True)
+    got = [sorted(batch.lengths_B[idx].tolist(), reverse=True) for idx in learner.micro_batches(batch)]
+    assert got == [lens[a:b] for a, b in plan(lens, 4096, 128)]
+    padded = sum(len(g) * g[0] for g in got)
+    assert padded + 128 * len(got) <= len(lens) * lens[0] + 128  # no worse than one padded call
 
 
 def test_single_process_backend_device():
