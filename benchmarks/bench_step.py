@@ -42,13 +42,12 @@ VARIANTS = ("current", "old-scoring", "before")
 
 def time_floor(parts: Any, prompts: list[list[int]], n: int, sampling: Any, reps: int) -> tuple[float, float]:
     """Median seconds over `reps` of one bare generate of n completions per prompt (`sampling(rep)` gives the
-    SamplingSpec) and of one forward/backward of the policy over them (the learner's micro-batches, no
-    optimizer step; logits at the completion positions only, as the learner and TRL compute them). Also used by
-    bench_trl.py."""
+    SamplingSpec) and of one forward/backward of the policy over them (the learner's micro-batches and forward:
+    logits at the completion positions only, a group's prompt once when the learner shares it; no optimizer
+    step). Also used by bench_trl.py."""
     import torch
 
     from rlbal.batch import RolloutBatch
-    from rlbal.learner.model import token_logprobs
 
     model, device = parts.learner.model, parts.learner.device
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -72,7 +71,7 @@ def time_floor(parts: Any, prompts: list[list[int]], n: int, sampling: Any, reps
         t2 = time.perf_counter()
         for idx in parts.learner.micro_batches(batch):
             mb = batch.select(idx)
-            logp_BL = token_logprobs(model, mb.input_ids_BL, mb.attention_mask_BL, loss_mask_BL=mb.completion_mask_BL)
+            logp_BL = parts.learner.forward(model, mb)
             (logp_BL * mb.completion_mask_BL).sum().backward()
         sync()
         gen_s.append(t1 - t0)

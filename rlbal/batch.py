@@ -172,13 +172,19 @@ class RolloutBatch:
             self._select(idx, int(lengths[idx[0]])) for idx in self.micro_batch_indices(max_tokens, overhead_tokens)
         ]
 
-    def micro_batch_indices(self, max_tokens: int, overhead_tokens: float | None = None) -> list[Tensor]:
+    def micro_batch_indices(
+        self, max_tokens: int, overhead_tokens: float | None = None, count: int | None = None
+    ) -> list[Tensor]:
         """Row indices of the `split_by_tokens` micro-batches, longest row first in each (callers that
-        scatter per-row results back, like the learner's per-response signal, need the rows)."""
+        scatter per-row results back, like the learner's per-response signal, need the rows). `count`: cut
+        further to exactly that many (`rlbal.micro_batches.split_to`; data-parallel ranks), empty ones last."""
         if max_tokens < 1:
             raise ValueError(f"split_by_tokens: max_tokens must be >= 1, got {max_tokens}")
         order = torch.argsort(self.lengths_B, descending=True, stable=True)
-        runs = micro_batches.plan(self.lengths_B[order].tolist(), max_tokens, overhead_tokens)
+        lens = self.lengths_B[order].tolist()
+        runs = micro_batches.plan(lens, max_tokens, overhead_tokens)
+        if count is not None:
+            runs = micro_batches.split_to(runs, count, micro_batches.row_cost(lens))
         return [order[a:b] for a, b in runs]
 
     def to(self, device: torch.device | str) -> RolloutBatch:

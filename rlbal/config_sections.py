@@ -282,6 +282,12 @@ class LearnerConfig(_Section):
     micro-batches that minimise calls x this + padded tokens, each within micro_batch_tokens
     (rlbal.micro_batches). None: 128 on CPU (measured at one thread: ~80 for the tiny model, 15-30 for
     SmolLM2-135M), and the fewest calls on a GPU, where a call's fixed cost is larger (not measured yet)."""
+    share_prompt_forward: bool | None = None
+    """Forward each group's shared prompt once per micro-batch and its rollouts' completions on its cached
+    keys/values (rlbal.learner.shared_prompt: the same logprobs and gradients, groups x prompt + rows x completion
+    tokens instead of rows x (prompt + completion)). None: wherever it can run (a transformers model the
+    backend does not wrap, without gradient checkpointing or a sliding-window cache); true: required (an error
+    where it cannot run); false: one forward per row."""
 
 
 class TrainConfig(_Section):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rlbal.micro_batches import plan, split_to
+from rlbal.micro_batches import plan, plan_units, row_cost, split_to, unit_cost
 
 
 def set_partitions(items: list[int]):
@@ -75,9 +75,37 @@ def test_plan_rejects_bad_input():
 
 def test_split_to_reaches_the_count_where_it_saves_most():
     lens = [40, 10, 10, 10, 9, 2]
-    assert split_to([(0, 6)], lens, 2) == [(0, 1), (1, 6)]  # 6 x 40 -> 40 + 5 x 10
-    assert split_to([(0, 6)], lens, 3) == [(0, 1), (1, 5), (5, 6)]  # then 5 x 10 -> 4 x 10 + 2
-    assert split_to([(0, 2)], [4, 4], 4) == [(0, 1), (1, 2), (2, 2), (2, 2)]  # more calls than rows: empty runs
-    assert split_to([], [], 2) == [(0, 0), (0, 0)]
+    assert split_to([(0, 6)], 2, row_cost(lens)) == [(0, 1), (1, 6)]  # 6 x 40 -> 40 + 5 x 10
+    assert split_to([(0, 6)], 3, row_cost(lens)) == [(0, 1), (1, 5), (5, 6)]  # then 5 x 10 -> 4 x 10 + 2
+    assert split_to([(0, 2)], 4, row_cost([4, 4])) == [(0, 1), (1, 2), (2, 2), (2, 2)]  # empty runs fill up
+    assert split_to([], 2, row_cost([])) == [(0, 0), (0, 0)]
     with pytest.raises(ValueError, match="cannot merge 2 runs into 1"):
-        split_to([(0, 1), (1, 2)], [4, 4], 1)
+        split_to([(0, 1), (1, 2)], 1, row_cost([4, 4]))
+    # units: (prefix, longest suffix, rows); one run costs 3 x 50 + 12 x 30 = 510; cut after unit 0: 50 + 120 +
+    # 2 x 50 + 8 x 8 = 334; after unit 1: 2 x 50 + 8 x 30 + 48 + 4 x 6 = 412
+    cost = unit_cost([50, 50, 48], [30, 8, 6], [4, 4, 4])
+    assert cost(0, 3) == 510
+    assert split_to([(0, 3)], 2, cost) == [(0, 1), (1, 3)]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_plan_units_is_the_best_contiguous_cut(seed):
+    """Against every contiguous cut of the units (2^(n-1) of them)."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 8))
+    pre, suf, rows = (rng.integers(1, 20, n).tolist() for _ in range(3))
+    budget, overhead = int(rng.integers(20, 400)), float(rng.integers(0, 50))
+    cost = unit_cost(pre, suf, rows)
+
+    def total(runs):
+        if any(b - a > 1 and cost(a, b) > budget for a, b in runs):
+            return np.inf
+        return sum(2 * overhead + cost(a, b) for a, b in runs)
+
+    runs = plan_units(pre, suf, rows, budget, overhead)
+    assert runs[0][0] == 0 and runs[-1][1] == n and total(runs) < np.inf
+    best = np.inf
+    for mask in range(2 ** (n - 1)):
+        cuts = [0] + [i + 1 for i in range(n - 1) if mask >> i & 1] + [n]
+        best = min(best, total(list(zip(cuts[:-1], cuts[1:]))))
+    assert total(runs) == best

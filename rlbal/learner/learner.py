@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from rlbal.batch import RolloutBatch
+from rlbal.learner import shared_prompt
 from rlbal.learner.backends import TorchBackend
 from rlbal.learner.contracts import LearnerBackend, UpdateResult
 from rlbal.learner.loss import StepLoss, mean_over_updates, merge_sums
@@ -64,6 +65,7 @@ class Learner:
             policy.parameters(), lr=lc.lr, betas=tuple(lc.betas), weight_decay=lc.weight_decay, fused=True
         )
         self.model, self.optimizer = self.backend.prepare(policy, opt, grad_clip=lc.grad_clip)
+        self.share_prompt = _share_prompt(lc.share_prompt_forward, self.model, model.gradient_checkpointing)
         total_updates = max_steps * lc.ppo_epochs * lc.mini_batches
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(lc, total_updates))
         self.loss = loss
@@ -76,16 +78,33 @@ class Learner:
     def _logprobs(self, model, batch: RolloutBatch) -> torch.Tensor:
         out = torch.zeros_like(batch.engine_logp_BL)
         for idx in self.micro_batches(batch):
-            mb = batch.select(idx)
-            logp = token_logprobs(
-                model, mb.input_ids_BL, mb.attention_mask_BL, self.temperature, loss_mask_BL=mb.completion_mask_BL
-            ).to(out.dtype)
+            logp = self.forward(model, batch.select(idx)).to(out.dtype)
             out[idx, : logp.shape[1]] = logp
         return out
 
-    def micro_batches(self, batch: RolloutBatch) -> list[torch.Tensor]:
-        """Row indices of each forward call over `batch` (token budget, least padding + per-call cost)."""
-        return batch.micro_batch_indices(self.lc.micro_batch_tokens, self.micro_overhead)
+    def micro_batches(self, batch: RolloutBatch, count: int | None = None) -> list[torch.Tensor]:
+        """Row indices of each forward over `batch`: within the token budget, for the least padded tokens +
+        per-call cost (rlbal.micro_batches), whole groups together when prompts are shared; exactly `count` of
+        them when given (data-parallel ranks)."""
+        budget, overhead = self.lc.micro_batch_tokens, self.micro_overhead
+        if self.share_prompt:
+            runs = shared_prompt.micro_batches(batch, budget, overhead, count)
+            if runs is not None:
+                return runs
+        return batch.micro_batch_indices(budget, overhead, count)
+
+    def forward(self, model, mb: RolloutBatch, with_entropy: bool = False):
+        """(B, L) logprobs of `mb`'s completion tokens under `model` (and entropies when with_entropy): one
+        prompt forward per group (rlbal.learner.shared_prompt) when the policy shares prompts and a group has
+        two rows here, else one forward over the rows."""
+        mask = mb.completion_mask_BL
+        if self.share_prompt and mb.num_seqs > len(torch.unique(mb.group_B)) and bool(mask.any()):
+            return shared_prompt.shared_prompt_logprobs(
+                model, mb.input_ids_BL, mb.attention_mask_BL, mask, mb.group_B, self.temperature, with_entropy
+            )
+        return token_logprobs(
+            model, mb.input_ids_BL, mb.attention_mask_BL, self.temperature, with_entropy, loss_mask_BL=mask
+        )
 
     def prepare(self, batch: RolloutBatch) -> RolloutBatch:
         """Fill old (when several updates reuse the batch) and reference logprobs."""
@@ -120,22 +139,20 @@ class Learner:
         world = self.backend.world
         shard_idx = world.shard(mini)
         shard = mini.select(shard_idx)
-        micro = world.equal_micro_batches(shard, self.lc.micro_batch_tokens, self.micro_overhead)
+        micro = self.micro_batches(shard)
+        most = world.most_micro_batches(len(micro))  # every rank runs as many backward passes
+        if most > len(micro):
+            micro = self.micro_batches(shard, count=most)
         sig = torch.zeros(mini.num_seqs, dtype=torch.float64, device=self.device)
         totals: dict[str, float] = {}
         for i, idx in enumerate(micro):
-            mb = shard.select(idx)
-            logp_BL, ent_BL = token_logprobs(
-                self.model,
-                mb.input_ids_BL,
-                mb.attention_mask_BL,
-                self.temperature,
-                with_entropy=True,
-                loss_mask_BL=mb.completion_mask_BL,
-            )
+            # a rank with fewer rows than calls runs a row of the mini-batch without loss tokens (zero gradient)
+            mb = shard.select(idx) if len(idx) else _without_loss(mini.select([0]))
+            logp_BL, ent_BL = self.forward(self.model, mb, with_entropy=True)
             loss, m, sig_b = self.loss(mb, logp_BL, ctx, entropy_BL=ent_BL)
             self.backend.backward(loss, last=i == len(micro) - 1)  # loss already carries the data-parallel scale
-            sig[shard_idx[idx]] = sig_b.double()
+            if len(idx):
+                sig[shard_idx[idx]] = sig_b.double()
             merge_sums(totals, m)
         grad_norm = self.backend.step(self.optimizer, self.lc.grad_clip)
         self.scheduler.step()
@@ -212,6 +229,23 @@ class Learner:
         self.scheduler.load_state_dict(state["scheduler"])
         self.updates = int(state["updates"])
         self._rng.bit_generator.state = state["rng"]
+
+
+def _without_loss(mb: RolloutBatch) -> RolloutBatch:
+    return dataclasses.replace(mb, completion_mask_BL=torch.zeros_like(mb.completion_mask_BL))
+
+
+def _share_prompt(setting: bool | None, model, gradient_checkpointing: bool) -> bool:
+    """learner.share_prompt_forward resolved: None = wherever it can run; True where it cannot is an error."""
+    ok = shared_prompt.supported(model)
+    if setting and not ok:
+        why = (
+            "model.gradient_checkpointing is on (transformers turns the cache off)"
+            if gradient_checkpointing
+            else "the backend wraps the model (DDP / DeepSpeed), or its cache drops keys (sliding window)"
+        )
+        raise ValueError(f"learner.share_prompt_forward=true cannot run here: {why}; set it to null or false")
+    return ok if setting is None else setting
 
 
 def _schedule(lc, total: int):

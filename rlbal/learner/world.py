@@ -6,7 +6,7 @@ torch.distributed world, formed by `accelerate launch` / torchrun or by hand (`i
 actors; no Ray import here). On it:
 
 - every rank takes a contiguous, token-balanced shard of each mini-batch (`token_balanced_shard`);
-- all ranks run the same number of micro-batches (`equal_micro_batches`), hence the same collectives;
+- all ranks run the same number of micro-batches (`most_micro_batches`), hence the same collectives;
 - metric sums and the per-row signal are all-reduced once per optimizer update (`all_reduce_sums`);
 - a backend that keeps the model whole on every rank averages gradients itself (`mean_grads`, one flat
   all-reduce per ~64 MB bucket) and makes the initial weights identical (`broadcast`).
@@ -20,7 +20,6 @@ from datetime import timedelta
 import torch
 import torch.distributed as tdist
 
-from rlbal import micro_batches
 from rlbal.batch import RolloutBatch
 from rlbal.learner.loss import MAX_PREFIX
 
@@ -42,8 +41,8 @@ class OneProcess:
     def shard(self, batch: RolloutBatch) -> torch.Tensor:
         return torch.arange(batch.num_seqs, device=batch.input_ids_BL.device)
 
-    def equal_micro_batches(self, batch: RolloutBatch, budget: int, overhead: float | None) -> list[torch.Tensor]:
-        return batch.micro_batch_indices(budget, overhead)
+    def most_micro_batches(self, count: int) -> int:
+        return count
 
     def sum_metrics(self, m: dict[str, float]) -> dict[str, float]:
         return m
@@ -71,8 +70,12 @@ class ProcessGroup:
     def shard(self, batch: RolloutBatch) -> torch.Tensor:
         return token_balanced_shard(batch.attention_mask_BL.sum(-1), self.world_size, self.rank)
 
-    def equal_micro_batches(self, batch: RolloutBatch, budget: int, overhead: float | None) -> list[torch.Tensor]:
-        return equal_micro_batches(batch, budget, overhead, self.device)
+    def most_micro_batches(self, count: int) -> int:
+        """The largest micro-batch count of any rank (every rank must then run that many: the collectives
+        inside backward / at the step must match; the learner cuts its plan further, rlbal.micro_batches)."""
+        t = torch.tensor([count], device=self.device)
+        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+        return int(t.item())
 
     def sum_metrics(self, m: dict[str, float]) -> dict[str, float]:
         return all_reduce_sums(m, self.device)
@@ -108,21 +111,6 @@ def token_balanced_shard(tokens_B: torch.Tensor, world_size: int, rank: int) -> 
     mid = torch.cumsum(tokens, 0) - tokens / 2
     owner = torch.clamp((mid / tokens.sum() * world_size).long(), max=world_size - 1)
     return torch.nonzero(owner == rank).flatten()
-
-
-def equal_micro_batches(
-    batch: RolloutBatch, budget: int, overhead: float | None, device: torch.device
-) -> list[torch.Tensor]:
-    """This rank's micro-batches (`RolloutBatch.micro_batch_indices`), cut further where another rank needs more
-    calls, so that every rank runs the same number of backward passes (the collectives inside backward / at the
-    step must match): `rlbal.micro_batches.split_to` splits where it saves the most padding; chunks may be
-    empty when a rank has fewer rows than calls."""
-    order = torch.argsort(batch.lengths_B, descending=True, stable=True)
-    lens = batch.lengths_B[order].tolist()
-    runs = micro_batches.plan(lens, budget, overhead)
-    count = torch.tensor([len(runs)], device=device)
-    tdist.all_reduce(count, op=tdist.ReduceOp.MAX)
-    return [order[a:b] for a, b in micro_batches.split_to(runs, lens, int(count.item()))]
 
 
 def all_reduce_sums(m: dict[str, float], device: torch.device) -> dict[str, float]:

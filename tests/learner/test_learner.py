@@ -12,7 +12,7 @@ from rlbal.learner import make_learner
 from rlbal.learner.backends import TorchBackend
 
 
-def config(micro_batch_tokens: int, mini_batches: int = 2, overhead: int | None = None):
+def config(micro_batch_tokens: int, mini_batches: int = 2, overhead: int | None = None, share: bool = False):
     return load_config(
         None,
         [
@@ -21,6 +21,7 @@ def config(micro_batch_tokens: int, mini_batches: int = 2, overhead: int | None 
             f"learner.mini_batches={mini_batches}",
             f"learner.micro_batch_tokens={micro_batch_tokens}",
             f"learner.micro_batch_overhead_tokens={'null' if overhead is None else overhead}",
+            f"learner.share_prompt_forward={str(share).lower()}",
             "run.max_steps=4",
             "algo.aggregation=seq_mean_token_mean",
         ],
@@ -32,20 +33,33 @@ def batches(sft_path, ragged_batch):
     return [ragged_batch(sft_path, seed) for seed in (1, 2)]
 
 
-@pytest.mark.parametrize("cut", ["budget", "padding"])
+@pytest.mark.parametrize("cut", ["budget", "padding", "shared", "shared-budget"])
 def test_update_is_the_same_for_any_micro_batch_split(batches, cut):
-    """One call for the whole mini-batch (a call costs more than any padding) vs ~one row per call (budget 32), or
-    vs the cut without padding (a call costs nothing: one call per distinct length)."""
+    """One call over the whole mini-batch (a call costs more than any padding) vs ~one row per call (budget 32),
+    the cut without padding (a call costs nothing: one call per distinct length), or one prompt forward per
+    group (learner.share_prompt_forward), whole groups per call or, under a 24-token budget, groups in chunks."""
     whole = make_learner(config(4096, overhead=10**9))
-    pieces = make_learner(config(32) if cut == "budget" else config(4096, overhead=0))
-    assert len(whole.micro_batches(batches[0])) == 1
-    lengths = batches[0].lengths_B
+    pieces = make_learner(
+        {
+            "budget": config(32),
+            "padding": config(4096, overhead=0),
+            "shared": config(4096, share=True),
+            "shared-budget": config(24, share=True),
+        }[cut]
+    )
+    assert len(whole.micro_batches(batches[0])) == 1 and not whole.share_prompt
+    lengths, group = batches[0].lengths_B, batches[0].group_B
     calls = pieces.micro_batches(batches[0])
+    assert sorted(torch.cat(calls).tolist()) == list(range(len(lengths)))
     if cut == "budget":
         assert len(calls) > len(lengths) // 2
         assert all(len(idx) == 1 or len(idx) * int(lengths[idx].max()) <= 32 for idx in calls)
-    else:
+    elif cut == "padding":
         assert len(calls) == len(set(lengths.tolist()))
+    elif cut == "shared":
+        assert pieces.share_prompt and len(calls) == 1  # 6 groups, 16 rows: prompts 4-11 tokens, completions 3-19
+    else:
+        assert len(calls) > 2 and any(len(set(group[idx].tolist())) < len(idx) for idx in calls)  # groups kept
     for i, batch in enumerate(batches):
         a, b = whole.update(batch), pieces.update(batch)
         assert set(a.metrics) == set(b.metrics)
@@ -63,6 +77,23 @@ def test_update_is_the_same_for_any_micro_batch_split(batches, cut):
     # gradient entries; measured max 2.3e-5 after 4 updates. A wrongly weighted micro-batch moves far more.
     for k, v in whole.export_weights().items():
         torch.testing.assert_close(pieces.export_weights()[k], v, rtol=0, atol=2e-4)
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_extra_calls_for_other_ranks_change_nothing(batches, share, monkeypatch):
+    """Another rank needing more calls than this one has rows: the plan is cut to that count and the calls without
+    rows run a row without loss tokens (zero gradient); the update equals the plain one."""
+    plain = make_learner(config(4096, mini_batches=1, share=share))
+    extra = make_learner(config(4096, mini_batches=1, share=share))
+    rows = batches[0].num_seqs
+    monkeypatch.setattr(type(extra.backend.world), "most_micro_batches", lambda self, count: rows + 3)
+    assert len(extra.micro_batches(batches[0], count=rows + 3)) == rows + 3
+    a, b = plain.update(batches[0]), extra.update(batches[0])
+    for key, value in a.metrics.items():
+        assert b.metrics[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+    np.testing.assert_allclose(b.signal_B, a.signal_B, rtol=1e-5, atol=1e-7)
+    for k, v in plain.export_weights().items():
+        torch.testing.assert_close(extra.export_weights()[k], v, rtol=0, atol=1e-5)
 
 
 def test_extrema_are_the_batch_extrema(batches, sft_path):
