@@ -81,8 +81,12 @@ def layout(
 
 def supported(model) -> bool:
     """Whether `model` can run the two-call forward: a plain (unwrapped) transformers causal LM without gradient
-    checkpointing whose cache keeps every key."""
+    checkpointing, taking `logits_to_keep`, whose cache keeps every key."""
+    from rlbal.learner.model import accepts_logits_to_keep
+
     if hasattr(model, "module") or getattr(model, "is_gradient_checkpointing", False):
+        return False
+    if not accepts_logits_to_keep(model):
         return False
     try:
         from transformers.cache_utils import DynamicCache, DynamicLayer
