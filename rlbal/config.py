@@ -149,6 +149,11 @@ def _check_combinations(cfg: Config) -> None:
             "rollout.temperature=0 samples greedily: every rollout of a prompt is the same, so every "
             "group has zero advantage and nothing is learned; use a temperature > 0 (e.g. 1.0)"
         )
+    if cfg.learner.share_prompt_forward and cfg.model.gradient_checkpointing:
+        raise ValueError(
+            "learner.share_prompt_forward=true needs model.gradient_checkpointing=false (transformers turns the "
+            "key/value cache off under gradient checkpointing); set learner.share_prompt_forward=null or false"
+        )
     if cfg.ray.async_steps and cfg.run.orchestrator != "ray":
         raise ValueError(
             f"ray.async_steps={cfg.ray.async_steps} needs run.orchestrator=ray (the local loop is "

@@ -255,6 +255,15 @@ BAD = [
         "(Rollout-GDRO's mean budget n_bar follows rollout.n); widen n_min / n_max",
     ),
     (
+        ["learner.share_prompt_forward=true", "model.gradient_checkpointing=true"],
+        "learner.share_prompt_forward=true needs model.gradient_checkpointing=false (transformers turns the "
+        "key/value cache off under gradient checkpointing); set learner.share_prompt_forward=null or false",
+    ),
+    (
+        ["learner.micro_batch_overhead_tokens=-1"],
+        "learner.micro_batch_overhead_tokens: Input should be greater than or equal to 0 (got -1)",
+    ),
+    (
         ["data.difficulty_levels=[easy,easy]"],
         "data.difficulty_levels: levels must be distinct, non-empty strings (got ['easy', 'easy'])",
     ),
