@@ -102,3 +102,23 @@ def make_ragged_batch(model_path, seed: int):
 @pytest.fixture(scope="session")
 def ragged_batch():
     return make_ragged_batch
+
+
+def reference_forward(model, input_ids_BL, attention_mask_BL, loss_mask_BL, temperature: float):
+    """One plain forward over whole rows: (B, L) logprobs, entropies and every parameter's gradient of the
+    masked logprob sum (the model's gradients are cleared again): what the learner's restricted forwards must
+    reproduce."""
+    from rlbal.algo.tokens import token_entropy, token_logprobs
+
+    logits = model(input_ids=input_ids_BL, attention_mask=attention_mask_BL).logits
+    logp = token_logprobs(logits, input_ids_BL, temperature)
+    ent = token_entropy(logits.detach(), temperature)
+    (logp * loss_mask_BL).sum().backward()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    return logp.detach(), ent, grads
+
+
+@pytest.fixture(scope="session")
+def full_forward():
+    return reference_forward

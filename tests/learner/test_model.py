@@ -7,8 +7,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlbal.algo.tokens import token_entropy
-from rlbal.algo.tokens import token_logprobs as logprobs_of_logits
 from rlbal.learner.model import accepts_logits_to_keep, first_needed_column, load_causal_lm, token_logprobs
 
 
@@ -20,7 +18,7 @@ def test_first_needed_column():
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_masked_forward_equals_the_full_one_at_masked_positions(sft_path, ragged_batch, temperature):
+def test_masked_forward_equals_the_full_one_at_masked_positions(sft_path, ragged_batch, full_forward, temperature):
     batch = ragged_batch(sft_path, 1)
     model = load_causal_lm(sft_path)
     assert accepts_logits_to_keep(model)
@@ -28,12 +26,7 @@ def test_masked_forward_equals_the_full_one_at_masked_positions(sft_path, ragged
     first = first_needed_column(mask)
     assert first > 1  # the prompts are skipped, so the test exercises the restricted forward
 
-    full_logits = model(input_ids=batch.input_ids_BL, attention_mask=batch.attention_mask_BL).logits
-    want_logp = logprobs_of_logits(full_logits, batch.input_ids_BL, temperature)
-    want_ent = token_entropy(full_logits.detach(), temperature)
-    (want_logp * mask).sum().backward()
-    want_grad = {k: p.grad.clone() for k, p in model.named_parameters()}
-    model.zero_grad(set_to_none=True)
+    want_logp, want_ent, want_grad = full_forward(model, batch.input_ids_BL, batch.attention_mask_BL, mask, temperature)
 
     calls = []
     hook = model.lm_head.register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape)))

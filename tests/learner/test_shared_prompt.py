@@ -8,7 +8,6 @@ import dataclasses
 import pytest
 import torch
 
-from rlbal.algo.tokens import token_entropy
 from rlbal.algo.tokens import token_logprobs as logprobs_of_logits
 from rlbal.batch import RolloutBatch
 from rlbal.learner.model import load_causal_lm
@@ -48,19 +47,14 @@ def test_layout_stops_at_the_first_loss_token():
 
 @pytest.mark.parametrize("variant", ["llama", "qwen2"])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_two_calls_equal_the_full_forward(variant, temperature):
+def test_two_calls_equal_the_full_forward(variant, temperature, full_forward):
     from rlbal.assets import tiny_model
 
     model = load_causal_lm(tiny_model(variant))
     assert supported(model)
     b = hand_batch()
     mask = b.completion_mask_BL
-    full = model(input_ids=b.input_ids_BL, attention_mask=b.attention_mask_BL).logits
-    want_logp = logprobs_of_logits(full, b.input_ids_BL, temperature)
-    want_ent = token_entropy(full.detach(), temperature)
-    (want_logp * mask).sum().backward()
-    want_grad = {k: p.grad.clone() for k, p in model.named_parameters()}
-    model.zero_grad(set_to_none=True)
+    want_logp, want_ent, want_grad = full_forward(model, b.input_ids_BL, b.attention_mask_BL, mask, temperature)
 
     seen = []
     hook = model.get_input_embeddings().register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape)))
