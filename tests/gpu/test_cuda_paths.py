@@ -49,8 +49,22 @@ def test_learner_update_on_the_device_gives_the_cpu_numbers(gpu_model_path, batc
     assert {v.device.type for v in exported.values()} == {torch.device(DEVICE).type}
 
 
+def test_shared_prompt_forward_on_the_device_updates_like_one_forward_per_row(gpu_model_path, batch):
+    rows = make_learner(config(gpu_model_path, "learner.share_prompt_forward=false"), TorchBackend(DEVICE))
+    shared = make_learner(config(gpu_model_path, "learner.share_prompt_forward=true"), TorchBackend(DEVICE))
+    assert shared.share_prompt and not rows.share_prompt
+    a, b = rows.update(batch), shared.update(batch)
+    for key, value in a.metrics.items():
+        assert b.metrics[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    for k, v in rows.export_weights().items():
+        torch.testing.assert_close(shared.export_weights()[k], v, rtol=0, atol=1e-4)
+
+
 def test_bf16_with_gradient_checkpointing_updates_like_without(gpu_model_path, batch):
-    plain = make_learner(config(gpu_model_path, "model.dtype=bfloat16"), TorchBackend(DEVICE))
+    # the same forward on both sides (gradient checkpointing turns the shared prompt forward off)
+    plain = make_learner(
+        config(gpu_model_path, "model.dtype=bfloat16", "learner.share_prompt_forward=false"), TorchBackend(DEVICE)
+    )
     ckpt = make_learner(
         config(gpu_model_path, "model.dtype=bfloat16", "model.gradient_checkpointing=true"), TorchBackend(DEVICE)
     )
