@@ -12,10 +12,10 @@ import pytest
 from reward.executor import RewardExecutor, RewardScorer
 from rlbal.data.prompt_source import PromptSource, PromptStream, SampledSource
 from rlbal.learner.backends import AccelerateBackend, TorchBackend
-from rlbal.learner.contracts import DataParallelWorld, LearnerBackend, PolicyLearner
+from rlbal.learner.contracts import DataParallelWorld, LearnerBackend, PipelinedLearner, PolicyLearner
 from rlbal.learner.learner import Learner
 from rlbal.learner.world import OneProcess, ProcessGroup
-from rlbal.rollout.engine import RolloutEngine
+from rlbal.rollout.engine import PipelinedEngine, RolloutEngine
 from rlbal.rollout.hf_engine import HFEngine
 from rlbal.rollout.vllm_engine import VLLMEngine
 
@@ -32,8 +32,10 @@ IMPLEMENTATIONS = [
     (RolloutEngine, lambda: HFEngine),
     (RolloutEngine, lambda: VLLMEngine),
     (RolloutEngine, lambda: _ray("RolloutGroup")),
+    (PipelinedEngine, lambda: _ray("RolloutGroup")),
     (PolicyLearner, lambda: Learner),
     (PolicyLearner, lambda: _ray("LearnerGroup")),
+    (PipelinedLearner, lambda: _ray("LearnerGroup")),
     (LearnerBackend, lambda: TorchBackend),
     (LearnerBackend, lambda: AccelerateBackend),
     (DataParallelWorld, lambda: OneProcess),
@@ -86,6 +88,23 @@ def test_protocols_name_what_the_loop_calls():
         "save_state",
         "load_state",
     }
+
+
+def test_pipelined_protocols_name_what_the_one_step_off_loop_calls():
+    assert set(_methods(PipelinedEngine)) == {"submit_generate", "collect", "update_weights"}
+    assert set(_methods(PipelinedLearner)) == {"submit_update", "finish_update"}
+    assert isinstance(vars(PipelinedEngine)["version"], property)
+    assert set(PipelinedLearner.__annotations__) == {"steps", "stats"}
+
+
+def test_the_one_step_off_loop_refuses_a_local_engine_and_learner():
+    from types import SimpleNamespace
+
+    from rlbal.ray.async_loop import async_train_loop
+
+    parts = SimpleNamespace(engine=HFEngine.__new__(HFEngine), learner=Learner.__new__(Learner))
+    with pytest.raises(TypeError, match="ray.async_steps=1 needs .* got HFEngine and Learner"):
+        async_train_loop(None, parts, None, None, None)
 
 
 def test_data_members_of_the_single_process_world_and_backend():

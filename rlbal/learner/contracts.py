@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -59,6 +59,23 @@ class PolicyLearner(Protocol):
     def save_state(self, folder: Path, is_main: bool) -> None: ...
 
     def load_state(self, folder: Path) -> None: ...
+
+
+@runtime_checkable
+class PipelinedLearner(PolicyLearner, Protocol):
+    """A PolicyLearner whose update can run while its caller works on (the one-step-off loop,
+    `rlbal.ray.async_loop`). Implementation: the Ray learner group."""
+
+    steps: int  # updates done: the version of the weights `export_weights` hands out
+    stats: Any  # counters that ride along with every update's metrics (`rlbal.ray.records.RayStats`)
+
+    def submit_update(self, batch: RolloutBatch) -> Any:
+        """`update`, started without waiting: returns a handle for `finish_update`."""
+        ...
+
+    def finish_update(self, pending: Any) -> UpdateResult:
+        """Wait for a `submit_update` and return its result."""
+        ...
 
 
 class DataParallelWorld(Protocol):

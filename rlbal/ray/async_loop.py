@@ -28,7 +28,9 @@ from typing import Any
 import numpy as np
 
 from rlbal.driver import LoopState, StageTimer, check_sync, log_eval_checkpoint
+from rlbal.learner.contracts import PipelinedLearner
 from rlbal.parts import Parts
+from rlbal.rollout.engine import PipelinedEngine
 from rlbal.step import Round, StepRounds, build_batch, prompt_results, rollout_metrics, sampling_for, score
 
 
@@ -93,6 +95,11 @@ def async_train_loop(
     evaluate: Callable[[int], dict[str, float]],
 ) -> LoopState:
     """`train_loop`'s contract (same arguments, metrics, checkpoints) with one-step-off generation."""
+    if not isinstance(parts.engine, PipelinedEngine) or not isinstance(parts.learner, PipelinedLearner):
+        raise TypeError(
+            "ray.async_steps=1 needs an engine and a learner that work in the background (PipelinedEngine, "
+            f"PipelinedLearner: the Ray groups), got {type(parts.engine).__name__} and {type(parts.learner).__name__}"
+        )
     ahead: Ahead | None = None
     while state.step < cfg.run.max_steps:
         step = state.step + 1

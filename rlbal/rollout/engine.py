@@ -137,6 +137,31 @@ class RolloutEngine(Protocol):
         ...
 
 
+@runtime_checkable
+class PipelinedEngine(RolloutEngine, Protocol):
+    """A RolloutEngine that generates while its caller works on (the one-step-off loop, `rlbal.ray.async_loop`).
+    Implementation: the Ray rollout group."""
+
+    @property
+    def version(self) -> int:
+        """Learner updates behind the weights the engine holds, or will hold once queued updates have run."""
+        ...
+
+    def submit_generate(
+        self, prompt_token_ids: Sequence[Sequence[int]], counts: Sequence[int], sampling: SamplingSpec
+    ) -> Any:
+        """`generate`, sent without waiting: returns a handle for `collect`."""
+        ...
+
+    def collect(self, pending: Any) -> GenerationResult:
+        """Wait for a `submit_generate` and return its result."""
+        ...
+
+    def update_weights(self, weights: Weights, wait: bool = True) -> float:
+        """`RolloutEngine.update_weights`; wait=False queues the load behind the generations already sent."""
+        ...
+
+
 def validate_request(
     prompt_token_ids: Sequence[Sequence[int]],
     counts: Sequence[int],
