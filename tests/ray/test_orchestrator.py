@@ -44,18 +44,29 @@ def local_run(ray_session, tmp_path_factory, overrides):
     return run_training(load_config(GDRO, overrides(tmp_path_factory.mktemp("local"), "local", "rollout.engine=vllm")))
 
 
+@pytest.fixture(scope="module")
+def local_run_rows(ray_session, tmp_path_factory, overrides):
+    """The local run with one forward per row: DeepSpeed wraps the model, so its ranks do not share prompt
+    forwards (rlbal.learner.shared_prompt.supported); the same float summation as theirs for the weights check."""
+    from rlbal.config import load_config
+    from rlbal.run import run_training
+
+    args = overrides(tmp_path_factory.mktemp("local_rows"), "local", "rollout.engine=vllm")
+    return run_training(load_config(GDRO, [*args, "learner.share_prompt_forward=false"]))
+
+
 @pytest.mark.vllm
 @pytest.mark.parametrize(
     "backend", ["torch", pytest.param("accelerate", marks=[pytest.mark.deepspeed, pytest.mark.slow])]
 )
 def test_ray_run_matches_the_local_run(
-    ray_session, ray_mode, local_run, backend, tmp_path, overrides, metrics_of, sft_path
+    ray_session, ray_mode, local_run, backend, tmp_path, overrides, metrics_of, sft_path, request
 ):
     """2 vLLM rollout actors + a learner group of 2 ranks (plain collective DDP, or DeepSpeed ZeRO-2 through
     accelerate inside the actors) against the local run: same samples, decisions, losses and weights."""
     from rlbal.config import load_config
 
-    local = local_run
+    local = local_run if backend == "torch" else request.getfixturevalue("local_run_rows")
     remote = ray_mode(
         load_config(
             GDRO,
