@@ -36,8 +36,8 @@ def test_cpu_mode_runs_every_part_and_writes_the_summary(tmp_path):
     # the tiny sizes: 512 x 128 tied embeddings + 2 layers of 147,712 + the final norm (tests/rollout)
     assert summary["model"]["parameters"] == 361_088
     assert summary["model"]["sft_loss_last"] < summary["model"]["sft_loss_first"]
-    # 5 tests in tests/gpu (one parametrised twice) + 4 in tests/algo/test_device.py, all skipped without CUDA
-    assert summary["tests"] == {"returncode": 0, "skipped": 9}
+    # 6 tests in tests/gpu (one parametrised twice) + 4 in tests/algo/test_device.py, all skipped without CUDA
+    assert summary["tests"] == {"returncode": 0, "skipped": 10}
     for name in ("grpo", "gdro"):
         run = summary["train"][name]
         assert run["returncode"] == 0 and run["steps"] == 2 and run["loss_finite"]
