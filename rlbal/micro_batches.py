@@ -60,11 +60,7 @@ def plan(lengths_desc: Sequence[int], max_tokens: int, overhead_tokens: float | 
         tied = tied[calls[lo + tied] == calls[lo + tied].min()]
         k = int(tied[-1])
         best[stop], start[stop], calls[stop] = cost[k], lo + k, calls[lo + k] + 1
-    runs, stop = [], n
-    while stop > 0:
-        runs.append((int(start[stop]), stop))
-        stop = int(start[stop])
-    return runs[::-1]
+    return _runs(start)
 
 
 def plan_units(
@@ -102,7 +98,12 @@ def plan_units(
         cost[(tokens > max_tokens) & (units > 1)] = np.inf
         k = len(cost) - 1 - int(np.argmin(cost[::-1]))  # ties: the latest start
         best[stop], start[stop] = cost[k], lo + k
-    runs, stop = [], n
+    return _runs(start)
+
+
+def _runs(start: np.ndarray) -> list[tuple[int, int]]:
+    """The runs of a DP table whose start[stop] is where the best run ending at stop begins (start[0] unused)."""
+    runs, stop = [], len(start) - 1
     while stop > 0:
         runs.append((int(start[stop]), stop))
         stop = int(start[stop])

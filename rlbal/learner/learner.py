@@ -98,7 +98,7 @@ class Learner:
         prompt forward per group (rlbal.learner.shared_prompt) when the policy shares prompts and a group has
         two rows here, else one forward over the rows."""
         mask = mb.completion_mask_BL
-        if self.share_prompt and mb.num_seqs > len(torch.unique(mb.group_B)) and bool(mask.any()):
+        if self.share_prompt and shared_prompt.shares_any(mb.group_B) and bool(mask.any()):
             return shared_prompt.shared_prompt_logprobs(
                 model, mb.input_ids_BL, mb.attention_mask_BL, mask, mb.group_B, self.temperature, with_entropy
             )

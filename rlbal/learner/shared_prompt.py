@@ -79,6 +79,11 @@ def layout(
     return Layout(unit_B, first_U, shared_U, shared_U[unit_B], length_B.long())
 
 
+def shares_any(group_B: torch.Tensor) -> bool:
+    """Whether two rows of a batch belong to one group (else there is no prompt to share)."""
+    return len(group_B) > len(torch.unique(group_B))
+
+
 def supported(model) -> bool:
     """Whether `model` can run the two-call forward: a plain (unwrapped) transformers causal LM without gradient
     checkpointing, taking `logits_to_keep`, whose cache keeps every key."""
@@ -174,7 +179,7 @@ def micro_batches(
     `rlbal.micro_batches.plan_units`; `count` cuts further to exactly that many (data-parallel ranks)."""
     from rlbal import micro_batches as mb
 
-    if batch.num_seqs == 0 or len(torch.unique(batch.group_B)) == batch.num_seqs:
+    if not shares_any(batch.group_B):
         return None
     lay = layout(batch.input_ids_BL, batch.attention_mask_BL, batch.completion_mask_BL, batch.group_B)
     unit_B, shared_B = lay.unit_B.tolist(), lay.shared_B.tolist()
