@@ -21,11 +21,14 @@ def token_logprobs(logits_BLV: Tensor, input_ids_BL: Tensor, temperature: float 
     Uses gather - logsumexp rather than a full log_softmax so only one (B, L, V) temporary is live.
     `temperature` must match the sampler's so the ratio to the engine's logprobs is meaningful.
     """
-    logits_BMV = scaled_logits(logits_BLV[:, :-1], temperature)  # (B, L-1, V) predicts tokens 1..L-1
-    target_BM = input_ids_BL[:, 1:]
-    picked_BM = logits_BMV.gather(-1, target_BM.unsqueeze(-1)).squeeze(-1)
-    logp_BM = picked_BM - torch.logsumexp(logits_BMV, dim=-1)
+    logp_BM = target_logprobs(logits_BLV[:, :-1], input_ids_BL[:, 1:], temperature)  # predicts tokens 1..L-1
     return torch.nn.functional.pad(logp_BM, (1, 0))
+
+
+def target_logprobs(logits_XV: Tensor, target_X: Tensor, temperature: float = 1.0) -> Tensor:
+    """(...) log softmax(logits / T)[target] over the last dimension: gather - logsumexp, in float32 at least."""
+    z_XV = scaled_logits(logits_XV, temperature)
+    return z_XV.gather(-1, target_X.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(z_XV, dim=-1)
 
 
 def token_entropy(logits_BLV: Tensor, temperature: float = 1.0) -> Tensor:

@@ -81,9 +81,7 @@ def token_logprobs(
             f"{type(model).__name__} returned logits of shape {tuple(logits_NV.shape)} for {n} selected positions: "
             "the learner needs a causal LM whose logits are its output embedding applied to the hidden states"
         )
-    z_NV = tokens.scaled_logits(logits_NV, T)
-    target_N = input_ids_BL[mask_BL]  # row-major, the order of the rows the head saw
-    logp_N = z_NV.gather(-1, target_N[:, None])[:, 0] - torch.logsumexp(z_NV, dim=-1)
+    logp_N = tokens.target_logprobs(logits_NV, input_ids_BL[mask_BL], T)  # row-major: the rows the head saw
     logp_BL = torch.zeros(B, L, dtype=logp_N.dtype, device=logp_N.device).masked_scatter(mask_BL, logp_N)
     if not with_entropy:
         return logp_BL

@@ -160,8 +160,7 @@ def shared_prompt_logprobs(
     raw_NV = torch.cat([last_UV[lay.unit_B[first_rows]], logits_NV])
     b_N = torch.cat([first_rows, rows_BC.nonzero()[:, 0]])
     t_N = torch.cat([lay.shared_B[first_rows], (src_BC + 1)[rows_BC]])
-    z_NV = tokens.scaled_logits(raw_NV, T)
-    logp_N = z_NV.gather(-1, input_ids_BL[b_N, t_N][:, None])[:, 0] - torch.logsumexp(z_NV, dim=-1)
+    logp_N = tokens.target_logprobs(raw_NV, input_ids_BL[b_N, t_N], T)
     logp_BL = torch.zeros(B, L, dtype=logp_N.dtype, device=dev).index_put((b_N, t_N), logp_N)
     if not with_entropy:
         return logp_BL
