@@ -7,7 +7,9 @@ without the executor, a pathological answer can therefore run unbounded.
 
 Plain answers (integers, decimals, fractions, thousands separators, a trailing unit or period, single
 words) are decided first by ``reward.fast.fast_equal``, exactly as math-verify would decide them, in
-microseconds; only what it leaves open is parsed by math-verify (``fast_path=False`` turns it off).
+microseconds; only what it leaves open is parsed by math-verify, with two exact speed-ups
+(``reward.accel``: two-stage parsing, a polynomial test before ``simplify``). ``fast_path=False`` turns all
+three off: every completion through math-verify as shipped (the reference the tests and benchmarks use).
 
 Both answers are wrapped as ``$...$`` before parsing: math-verify reads a bare ``2\sqrt{2}`` as ``2`` and a bare
 ``(1,2)`` as nothing, but the delimited forms as ``2*sqrt(2)`` and an interval. Text that is not maths
@@ -27,6 +29,7 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
+from reward import accel
 from reward.extract import clean, extract
 from reward.fast import empty_box, fast_equal, parse_plain
 from reward.result import RewardResult
@@ -39,22 +42,29 @@ def _quiet_math_verify():
 
     # math-verify warns once per process that its timeout is off; the executor enforces one instead.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
+    accel.install()
     return math_verify
 
 
-def parse_answer(text: str) -> tuple:
-    """math-verify's parse of ``$text$`` (a tuple of sympy objects and strings; empty if unreadable)."""
+def parse_answer(text: str, fast: bool = True) -> tuple:
+    """math-verify's parse of ``$text$`` (a tuple of sympy objects and strings; empty if unreadable);
+    ``fast``: with ``reward.accel``'s two-stage parse (the same parse tree)."""
     math_verify = _quiet_math_verify()
-    return tuple(math_verify.parse(f"${text}$", parsing_timeout=None))
+    with accel.accelerated(fast):
+        return tuple(math_verify.parse(f"${text}$", parsing_timeout=None))
 
 
-# Gold answers repeat across the n rollouts of a prompt and across epochs: parse each once per worker.
+# Gold answers repeat across the n rollouts of a prompt and across epochs: parse each once per worker (both
+# routes give the same parse, so one cache serves both).
 _parse_gold = lru_cache(maxsize=8192)(parse_answer)
 
 
-def is_equivalent(gold: tuple, pred: tuple) -> bool:
-    """math-verify's ``verify(gold, pred)`` (order matters: gold first), without its signal timeout."""
-    return bool(_quiet_math_verify().verify(list(gold), list(pred), timeout_seconds=None))
+def is_equivalent(gold: tuple, pred: tuple, fast: bool = True) -> bool:
+    """math-verify's ``verify(gold, pred)`` (order matters: gold first), without its signal timeout;
+    ``fast``: with ``reward.accel``'s speed-ups (the same verdict)."""
+    math_verify = _quiet_math_verify()
+    with accel.accelerated(fast):
+        return bool(math_verify.verify(list(gold), list(pred), timeout_seconds=None))
 
 
 def math_reward(
@@ -64,7 +74,8 @@ def math_reward(
 
     extraction: one of ``reward.extract.EXTRACTIONS``; "boxed" (default) follows the usual
     "put the final answer in \boxed{}" instruction, "boxed_or_last_number" is lenient for small models.
-    fast_path: decide plain answers without math-verify (same verdicts, see ``reward.fast``).
+    fast_path: decide plain answers without math-verify (``reward.fast``) and speed up math-verify on the
+        rest (``reward.accel``); the same verdicts either way.
 
     >>> math_reward(r"so it is \boxed{2\sqrt{2}}", r"\sqrt{8}").outcome
     'correct'
@@ -76,13 +87,13 @@ def math_reward(
     decided = _fast_verdict(pred, gold_text) if fast_path else None
     if decided is not None:
         return decided
-    gold = _parse_gold(gold_text)
+    gold = _parse_gold(gold_text, fast_path)
     if not gold:
         return RewardResult(0.0, "error", f"math-verify cannot read gold answer {gold_text!r}")
-    parsed = parse_answer(pred)
+    parsed = parse_answer(pred, fast_path)
     if not parsed:
         return RewardResult(0.0, "unparsable", f"math-verify cannot read answer {pred!r}")
-    return _verdict(is_equivalent(gold, parsed), pred, gold_text)
+    return _verdict(is_equivalent(gold, parsed, fast_path), pred, gold_text)
 
 
 def math_fast(
