@@ -13,6 +13,11 @@ shared machine hits both alike); medians over rounds are reported, and ratios ar
   per step         `RewardExecutor("math").score` on one step's completions (the quickstart's 64 x 8 = 512),
                    with the prefilter (default) vs without it and without the fast path (the previous
                    behaviour: every completion through a worker and math-verify), `--workers` processes each
+  leftovers        what the fast path leaves to math-verify in a real run (tests/reward/data: the 285 distinct
+                   undecided completions of a quickstart run, `The answer is{18ill1}.` and the like): plain
+                   math-verify vs `reward.accel`'s two speed-ups, each in a fresh process as a reward worker
+                   starts (ANTLR's prediction cache and sympy's caches warm up within a process, so the two
+                   routes must not share one), alternately round by round
 
 Verdicts are compared too: the script fails if the two routes disagree on any completion.
 """
@@ -27,6 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+LEFTOVERS = Path(__file__).resolve().parents[1] / "tests" / "reward" / "data" / "quickstart_leftovers.jsonl"
 
 
 def gsm8k_completions(limit: int, seed: int) -> list[tuple[str, str]]:
@@ -131,6 +137,47 @@ def per_step(pairs: list[tuple[str, str]], workers: int, rounds: int) -> dict[st
     }
 
 
+def _leftovers_seconds(fast: bool) -> tuple[float, list[str]]:
+    """In a fresh process: seconds to score every leftover completion, and the outcomes."""
+    import json
+
+    from reward.math import math_reward
+
+    lines = LEFTOVERS.read_text(encoding="utf-8").splitlines()
+    pairs = [(row["completion"], row["answer"]) for row in map(json.loads, lines)]
+    for c, g in [(r"\boxed{x+1}", "2"), (r"\boxed{\frac{1}{2}}", "0.5")]:  # imports, first calls: not timed
+        math_reward(c, g, fast_path=fast)
+    t0 = time.perf_counter()
+    outcomes = [math_reward(c, g, extraction="boxed_or_last_number", fast_path=fast).outcome for c, g in pairs]
+    return time.perf_counter() - t0, outcomes
+
+
+def leftovers_cost(rounds: int) -> dict[str, float]:
+    """Median ms per leftover completion, plain math-verify vs accelerated, and their ratio (per round)."""
+    import multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    plain_s, fast_s, ratios, n = [], [], [], 0
+    for _ in range(rounds):
+        out = {}
+        for fast in (False, True):
+            with context.Pool(1) as pool:
+                out[fast] = pool.apply(_leftovers_seconds, (fast,))
+        if out[False][1] != out[True][1]:
+            raise SystemExit("verdicts differ between plain and accelerated math-verify on the leftovers")
+        n = len(out[True][1])
+        plain_s.append(out[False][0])
+        fast_s.append(out[True][0])
+        ratios.append(out[True][0] / out[False][0])
+    return {
+        "plain_ms": 1e3 * statistics.median(plain_s) / n,
+        "fast_ms": 1e3 * statistics.median(fast_s) / n,
+        "spread": (1e3 * min(fast_s) / n, 1e3 * max(fast_s) / n, 1e3 * min(plain_s) / n, 1e3 * max(plain_s) / n),
+        "ratio": statistics.median(ratios),
+        "n": n,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--completions", type=int, default=512, help="completions per set (one quickstart step: 512)")
@@ -159,6 +206,12 @@ def main() -> None:
                 f"   spread {r['fast_spread'][0]:.4f}-{r['fast_spread'][1]:.4f} / "
                 f"{r['slow_spread'][0]:.4f}-{r['slow_spread'][1]:.4f}"
             )
+    r = leftovers_cost(args.rounds)
+    print(
+        f"\nleftovers ({r['n']} completions math-verify decides), ms per completion: plain {r['plain_ms']:.2f} "
+        f"({r['spread'][2]:.2f}-{r['spread'][3]:.2f}), accelerated {r['fast_ms']:.2f} "
+        f"({r['spread'][0]:.2f}-{r['spread'][1]:.2f}), ratio {r['ratio']:.2f}x; same verdicts"
+    )
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
 
 
