@@ -24,12 +24,16 @@ comparison that used to hang until the executor's timeout may now finish as "wro
 
 ``install()`` wraps the two library functions once per process; the wrappers call the originals unless
 the caller is inside ``accelerated()``, so other code in the process that calls math-verify sees it as
-shipped.
+shipped. A math-verify or latex2sympy2_extended release without one of the two functions, or whose
+``parse`` uses its parser for more than ``math()`` (checked on math-verify 0.9, latex2sympy2_extended 1.11),
+keeps that part as shipped.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
+import re
 from collections.abc import Iterator
 from contextvars import ContextVar
 
@@ -54,8 +58,9 @@ def install() -> None:
     from latex2sympy2_extended import latex2sympy2
     from math_verify import grader
 
-    make_parser = latex2sympy2._Latex2Sympy.create_parser
-    symbolic_eq = grader.sympy_symbolic_eq
+    converter = getattr(latex2sympy2, "_Latex2Sympy", None)
+    make_parser = getattr(converter, "create_parser", None) if _parse_uses_only_math(converter) else None
+    symbolic_eq = getattr(grader, "sympy_symbolic_eq", None)
 
     def create_parser(self, latex_str):
         if not _ACTIVE.get():
@@ -67,9 +72,20 @@ def install() -> None:
             return False
         return symbolic_eq(a, b)
 
-    latex2sympy2._Latex2Sympy.create_parser = create_parser
-    grader.sympy_symbolic_eq = sympy_symbolic_eq
+    if make_parser is not None:
+        converter.create_parser = create_parser
+    if symbolic_eq is not None:
+        grader.sympy_symbolic_eq = sympy_symbolic_eq
     _INSTALLED.append(True)
+
+
+def _parse_uses_only_math(converter) -> bool:
+    """Whether the converter's ``parse`` calls nothing on its parser but ``math()`` (what ``TwoStage`` offers)."""
+    try:
+        source = inspect.getsource(converter.parse)
+    except (AttributeError, OSError, TypeError):
+        return False
+    return set(re.findall(r"\bparser\.(\w+)", source)) == {"math"}
 
 
 class TwoStage:

@@ -154,3 +154,17 @@ def test_math_verify_outside_rlbal_calls_is_the_library_as_shipped():
     with accel.accelerated():
         assert isinstance(_Latex2Sympy().create_parser("1"), accel.TwoStage)
     assert isinstance(_Latex2Sympy().create_parser("1"), PSParser)
+
+
+def test_the_parser_hook_is_only_installed_where_parse_calls_nothing_but_math():
+    from latex2sympy2_extended.latex2sympy2 import _Latex2Sympy
+
+    class Other:
+        def parse(self, latex_str):
+            parser = self.create_parser(latex_str)
+            parser.setTrace(True)
+            return parser.math()
+
+    assert accel._parse_uses_only_math(_Latex2Sympy)  # the installed release: the hook is on
+    assert not accel._parse_uses_only_math(Other)  # a release that does more with its parser keeps LL
+    assert not accel._parse_uses_only_math(None)
