@@ -168,3 +168,22 @@ def test_the_parser_hook_is_only_installed_where_parse_calls_nothing_but_math():
     assert accel._parse_uses_only_math(_Latex2Sympy)  # the installed release: the hook is on
     assert not accel._parse_uses_only_math(Other)  # a release that does more with its parser keeps LL
     assert not accel._parse_uses_only_math(None)
+
+
+def test_polynomial_answers_same_verdicts_as_plain_math_verify():
+    """Expanded, factored and shifted forms of random polynomials (by 0, 1, 1/2, x or e): where the polynomial
+    test answers, and where it must leave "equal" to simplify."""
+    import sympy as sp
+
+    rng = random.Random(7)
+    x, y = sp.symbols("x y")
+    pairs = []
+    for _ in range(150):
+        p = sp.Add(*[rng.randint(-4, 4) * x ** rng.randint(0, 2) * y ** rng.randint(0, 1) for _ in range(3)])
+        if rng.random() < 0.3:
+            p = p * (x + rng.randint(-2, 2))
+        q = p + rng.choice([0, 0, 1, x, sp.Rational(1, 2), sp.E])
+        pred = rng.choice([sp.latex(sp.expand(q)), sp.latex(sp.factor(q)), sp.latex(q)])
+        pairs.append((rf"\boxed{{{pred}}}", sp.latex(sp.expand(p))))
+    correct = _same_verdicts(pairs)
+    assert 20 < correct < 130  # both verdicts occur (measured: 57 of 150 equal)
