@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -106,20 +107,23 @@ def test_provably_unequal(a, b, unequal, why):
     assert accel.provably_unequal(a, b) is unequal, why
 
 
-def _same_verdicts(pairs: list[tuple[str, str]]) -> int:
-    decided = 0
+def _same_verdicts(pairs: list[tuple[str, str]]) -> Counter[str]:
+    """Plain math-verify's outcomes, after checking that the accelerated route gives each pair the same."""
+    outcomes: Counter[str] = Counter()
     for completion, gold in pairs:
         fast = math_reward(completion, gold, extraction="boxed_or_last_number")
         plain = math_reward(completion, gold, extraction="boxed_or_last_number", fast_path=False)
         assert (fast.outcome, fast.score) == (plain.outcome, plain.score), (completion, gold, plain.reason)
-        decided += plain.outcome == "correct"
-    return decided
+        outcomes[plain.outcome] += 1
+    return outcomes
 
 
 def test_quickstart_leftovers_same_verdicts_as_plain_math_verify():
     pairs = leftovers()
     assert len(pairs) == 285
-    assert _same_verdicts(pairs) == 2  # wrong or unparsable but for "{10^1}" (gold 10) and "\boxed{\x1c2." (2)
+    outcomes = _same_verdicts(pairs)
+    # wrong or unparsable, but for "{10^1}" (gold 10) and "\boxed{\x1c2." (gold 2)
+    assert outcomes["correct"] == 2 and outcomes["wrong"] > 200
 
 
 def test_equal_answers_with_symbols_stay_correct():
@@ -134,14 +138,16 @@ def test_equal_answers_with_symbols_stay_correct():
         (r"\boxed{y = 3x}", "3x"),
         (r"\boxed{\sin^2 x + \cos^2 x + x}", "1 + x"),
     ]
-    assert _same_verdicts(pairs) == len(pairs)
+    assert _same_verdicts(pairs)["correct"] == len(pairs)
 
 
 def test_random_strings_same_verdicts_as_plain_math_verify():
     rng = random.Random(1)
     pairs = [(rf"\boxed{{{random_latex(rng)}}}", str(rng.randint(-3, 12))) for _ in range(120)]
     pairs += [(rf"\boxed{{{random_latex(rng)}}}", rng.choice(["x", "2x+1", r"\frac{1}{2}", "e"])) for _ in range(60)]
-    _same_verdicts(pairs)
+    outcomes = _same_verdicts(pairs)
+    # every outcome occurs (measured: 156 wrong, 22 unparsable, 2 correct)
+    assert outcomes["wrong"] > 100 and outcomes["unparsable"] > 10 and outcomes["correct"] > 0
 
 
 def test_math_verify_outside_rlbal_calls_is_the_library_as_shipped():
@@ -185,5 +191,5 @@ def test_polynomial_answers_same_verdicts_as_plain_math_verify():
         q = p + rng.choice([0, 0, 1, x, sp.Rational(1, 2), sp.E])
         pred = rng.choice([sp.latex(sp.expand(q)), sp.latex(sp.factor(q)), sp.latex(q)])
         pairs.append((rf"\boxed{{{pred}}}", sp.latex(sp.expand(p))))
-    correct = _same_verdicts(pairs)
+    correct = _same_verdicts(pairs)["correct"]
     assert 20 < correct < 130  # both verdicts occur (measured: 57 of 150 equal)
