@@ -4,14 +4,14 @@ What reaches math-verify after the fast path (``reward.fast``) is mostly what a 
 learns the format: ``answer is{12}``, ``{18ill1}``, ``boxed{-1}``. Each costs 5-250 ms, nearly all of it in
 two places, and both can be made cheaper without changing any result:
 
-1. **Parsing** (ANTLR, via latex2sympy2_extended) runs in ANTLR's full-context LL mode. ``two_stage``
+1. **Parsing** (ANTLR, via latex2sympy2_extended) runs in ANTLR's full-context LL mode. ``TwoStage``
    first parses in SLL mode with a bail-out error strategy and falls back to the library's own LL parse on
    any error. ANTLR documents the guarantee this rests on (``PredictionMode.SLL``): an SLL parse either
    returns the same parse tree as LL or reports a syntax error. The grammar's start rule ends in EOF, so a
    successful SLL parse read the whole input; every failure (a real syntax error, an input that needs LL,
    a lexer error) is parsed again exactly as before, and raises exactly as before.
 2. **Symbolic equality** (``sympy_symbolic_eq``) runs ``simplify(gold - pred)`` and asks whether it is
-   zero: ~15 ms for ``20 - 18*i*l**2``. ``provably_unequal`` decides first, in well under a millisecond,
+   zero: ~15 ms for ``20 - 18*i*l**2``. ``provably_unequal`` decides first, in about 0.5 ms,
    the case where the difference is a nonzero polynomial with rational coefficients in its free symbols
    (and Euler's number: e is transcendental, so a nonzero polynomial in e and the symbols is not zero as a
    function). Such a difference is not identically zero, so ``simplify`` cannot return zero and
@@ -19,8 +19,8 @@ two places, and both can be made cheaper without changing any result:
    difference with no symbols) goes to ``simplify`` as before.
 
 Verdicts are unchanged (tests/reward/test_accel.py: parse trees against LL, verdicts against plain
-math-verify on the reward tables, GSM8K and a quickstart run's leftovers). One outcome can differ: a
-comparison that used to hang until the executor's timeout may now finish as "wrong".
+math-verify on the reward tables, random strings, random polynomials and a quickstart run's leftovers).
+One outcome can differ: a comparison that used to hang until the executor's timeout may now end as "wrong".
 
 ``install()`` wraps the two library functions once per process; the wrappers call the originals unless
 the caller is inside ``accelerated()``, so other code in the process that calls math-verify sees it as

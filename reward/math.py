@@ -54,8 +54,7 @@ def parse_answer(text: str, fast: bool = True) -> tuple:
         return tuple(math_verify.parse(f"${text}$", parsing_timeout=None))
 
 
-# Gold answers repeat across the n rollouts of a prompt and across epochs: parse each once per worker (both
-# routes give the same parse, so one cache serves both).
+# Gold answers repeat across the n rollouts of a prompt and across epochs: parse each once per worker and route.
 _parse_gold = lru_cache(maxsize=8192)(parse_answer)
 
 
